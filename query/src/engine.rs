@@ -1,0 +1,117 @@
+//! The one DataFusion session over the lake, used by `tenantscope sql`, the HTTP API and the
+//! PostgreSQL wire.
+
+use std::{sync::Arc, time::Duration};
+
+use datafusion::{
+    arrow::{array::RecordBatch, datatypes::SchemaRef},
+    execution::{SessionStateBuilder, runtime_env::RuntimeEnvBuilder},
+    prelude::{SessionConfig, SessionContext},
+};
+use tenantscope_schemas::{Lake, Table};
+
+use crate::{
+    error::{QueryError, Result},
+    provider::LakeTableProvider,
+};
+
+/// Name of the catalog the lake's tables live in.
+pub const CATALOG: &str = "tenantscope";
+/// Name of the schema the lake's tables live in.
+pub const SCHEMA: &str = "public";
+/// How old a table snapshot a query may see, by default.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
+
+/// Settings of the query engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How old a table snapshot a query may see before the table's log is read again.
+    pub max_staleness: Duration,
+    /// Threads DataFusion plans for (partitions of a scan); 0 = the number of cores.
+    pub target_partitions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_staleness: DEFAULT_MAX_STALENESS, target_partitions: 0 }
+    }
+}
+
+/// A query's answer: its schema (also when there are no rows) and its batches.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// Output rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Total number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// The DataFusion session over the lake.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    lake: Lake,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine").field("lake", &self.lake).finish_non_exhaustive()
+    }
+}
+
+impl QueryEngine {
+    /// A session with every table of the lake registered as `tenantscope.public.<table>`.
+    /// Tables that do not exist yet read as empty until their first commit.
+    pub async fn new(lake: Lake, config: EngineConfig) -> Result<Self> {
+        let mut session = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(true)
+            .with_information_schema(true);
+        if config.target_partitions > 0 {
+            session = session.with_target_partitions(config.target_partitions);
+        }
+        let options = session.options_mut();
+        options.execution.parquet.pushdown_filters = true;
+        options.execution.parquet.reorder_filters = true;
+        options.execution.time_zone = Some("UTC".to_string());
+        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(QueryError::DataFusion)?;
+        let state = SessionStateBuilder::new()
+            .with_config(session)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        for table in Table::ALL {
+            let provider = LakeTableProvider::try_new(lake.clone(), table, config.max_staleness)
+                .await
+                .map_err(QueryError::DataFusion)?;
+            ctx.register_table(table.name(), Arc::new(provider)).map_err(QueryError::DataFusion)?;
+        }
+        Ok(Self { ctx, lake })
+    }
+
+    /// The DataFusion context (for the PostgreSQL wire and views built on top).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The lake the engine reads.
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Runs one SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let df = self.ctx.sql(sql).await.map_err(QueryError::from_planning)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+        Ok(QueryResult { schema, batches })
+    }
+}

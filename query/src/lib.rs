@@ -1,0 +1,12 @@
+//! The query service: one DataFusion session over the lake's Delta tables, and the ways to
+//! reach it (the `sql` command, HTTP, PostgreSQL wire).
+
+pub mod engine;
+pub mod error;
+pub mod format;
+pub mod http;
+pub mod provider;
+
+pub use engine::{EngineConfig, QueryEngine, QueryResult};
+pub use error::{QueryError, Result};
+pub use format::{OutputFormat, write_result};

@@ -1,0 +1,194 @@
+//! The lake handle: every table of [`Table`] as a Delta table under one URL, opened or created
+//! on first use; the one place that writes Parquet.
+
+mod error;
+mod location;
+mod writer;
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU64,
+    sync::{Arc, Mutex},
+};
+
+use arrow::array::RecordBatch;
+use deltalake::{
+    DeltaTable, DeltaTableBuilder,
+    kernel::{StructType, engine::arrow_conversion::TryIntoKernel},
+    protocol::SaveMode,
+};
+use object_store::ObjectStore;
+
+pub use error::{LakeError, Result};
+pub use location::{LakeLocation, register_cloud_stores};
+pub use writer::{PAGE_ROWS, ROW_GROUP_ROWS, TARGET_FILE_BYTES, prepare, writer_properties};
+
+use crate::tables::Table;
+
+/// What one append committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    /// The table version the append created.
+    pub version: u64,
+    /// Rows written.
+    pub rows: usize,
+}
+
+/// A handle on the lake. Cheap to clone; clones share the cache of opened tables.
+#[derive(Clone)]
+pub struct Lake {
+    location: LakeLocation,
+    store: Arc<dyn ObjectStore>,
+    prefix: object_store::path::Path,
+    tables: Arc<Mutex<HashMap<Table, DeltaTable>>>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl Lake {
+    /// Opens the lake at `location`, creating a local folder if needed, and checks that the
+    /// storage answers (so that a wrong URL or bucket fails here, with its name, not later).
+    pub async fn open(location: LakeLocation) -> Result<Self> {
+        register_cloud_stores();
+        if let Some(path) = location.local_path() {
+            std::fs::create_dir_all(&path).map_err(|source| LakeError::CreateDir {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
+        let (store, prefix) = location.object_store()?;
+        let lake = Self { location, store, prefix, tables: Arc::default() };
+        lake.check().await?;
+        Ok(lake)
+    }
+
+    /// Checks that the lake's storage answers (one LIST of its root).
+    pub async fn check(&self) -> Result<()> {
+        self.store.list_with_delimiter(Some(&self.prefix)).await.map_err(|source| {
+            LakeError::Unreachable { url: self.location.to_string(), source }
+        })?;
+        Ok(())
+    }
+
+    /// Parses `url` (see [`LakeLocation::parse`]) and opens it.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open(LakeLocation::parse(url)?).await
+    }
+
+    /// Where the lake is.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The object store at the lake's root.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Whether a table has been created (has a Delta log) in the lake.
+    pub async fn exists(&self, table: Table) -> Result<bool> {
+        if self.cached(table).is_some() {
+            return Ok(true);
+        }
+        let log = self.prefix.clone().join(table.name()).join("_delta_log");
+        let listing = self.store.list_with_delimiter(Some(&log)).await.map_err(|source| {
+            LakeError::Unreachable { url: self.location.to_string(), source }
+        })?;
+        Ok(listing.objects.iter().any(|o| o.location.as_ref().ends_with(".json")))
+    }
+
+    /// The table at its latest committed version, created (empty) if it does not exist.
+    pub async fn table(&self, table: Table) -> Result<DeltaTable> {
+        let mut dt = match self.cached(table) {
+            Some(dt) => dt,
+            None => self.open_or_create(table).await?,
+        };
+        dt.update_state().await.map_err(|e| LakeError::delta(table, e))?;
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt.clone());
+        Ok(dt)
+    }
+
+    /// Creates every table that does not exist yet.
+    pub async fn create_all(&self) -> Result<()> {
+        for table in Table::ALL {
+            self.table(table).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends batches to a table in one Delta commit. Columns are conformed to the table's
+    /// schema and rows sorted (see [`prepare`]). Returns `None` when there were no rows.
+    ///
+    /// Several writers (threads, processes, machines) may append to the same table at once:
+    /// each commit is a new log entry written with put-if-absent, and a writer that loses the
+    /// race re-checks and retries on the next version.
+    pub async fn append(&self, table: Table, batches: &[RecordBatch]) -> Result<Option<Commit>> {
+        let Some(batch) = prepare(table, batches)? else {
+            return Ok(None);
+        };
+        let rows = batch.num_rows();
+        let dt = match self.cached(table) {
+            Some(dt) => dt,
+            None => self.table(table).await?,
+        };
+        let dt = dt
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties(table))
+            .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
+            .await
+            .map_err(|e| LakeError::delta(table, e))?;
+        let version = dt.version().unwrap_or_default();
+        tracing::debug!(%table, rows, version, "Committed append.");
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+        Ok(Some(Commit { version, rows }))
+    }
+
+    fn cached(&self, table: Table) -> Option<DeltaTable> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).get(&table).cloned()
+    }
+
+    fn builder(&self, table: Table) -> Result<DeltaTableBuilder> {
+        DeltaTableBuilder::from_url(self.location.table_url(table.name()))
+            .map_err(|e| LakeError::delta(table, e))
+    }
+
+    async fn open_or_create(&self, table: Table) -> Result<DeltaTable> {
+        let mut dt = self.builder(table)?.build().map_err(|e| LakeError::delta(table, e))?;
+        if self.exists(table).await? {
+            dt.load().await.map_err(|e| LakeError::delta(table, e))?;
+            return Ok(dt);
+        }
+        let schema: StructType = table
+            .schema()
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|source| LakeError::Arrow { table, source })?;
+        let stats = table.stats_columns().join(",");
+        let created = dt
+            .create()
+            .with_table_name(table.name())
+            .with_comment(format!("tenantscope {} table", table.name()))
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(table.partition_columns().iter().copied())
+            .with_configuration([("delta.dataSkippingStatsColumns", Some(stats))])
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        match created {
+            Ok(dt) => {
+                tracing::info!(%table, url = %self.location.table_url(table.name()), "Created table.");
+                Ok(dt)
+            }
+            // Another writer created it between our load and our create: use theirs.
+            Err(first) => {
+                let mut dt = self.builder(table)?.build().map_err(|e| LakeError::delta(table, e))?;
+                dt.load().await.map_err(|_| LakeError::delta(table, first))?;
+                Ok(dt)
+            }
+        }
+    }
+}

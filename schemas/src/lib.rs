@@ -1,0 +1,18 @@
+//! Table definitions shared by the writer (ingest) and the reader (query): Arrow schemas,
+//! column-name constants, partitioning, and the [`Lake`] handle that opens, creates and appends
+//! to the Delta tables.
+//!
+//! Ingest and query spell a column or a table only through this crate.
+
+pub mod columns;
+pub mod focus;
+pub mod lake;
+pub mod tables;
+pub mod types;
+
+pub use lake::{Commit, Lake, LakeError, LakeLocation};
+pub use tables::Table;
+
+/// Re-exported so that every crate uses the same arrow and deltalake.
+pub use arrow;
+pub use deltalake;

@@ -1,0 +1,62 @@
+//! The Arrow types every table is built from, so that writer and reader agree on them.
+//!
+//! Delta Lake constrains what a column may be: timestamps are microseconds (UTC), there are no
+//! unsigned integers, decimals have a precision of at most 38. Everything here fits those rules.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+
+/// Money: exact decimal, 38 digits with 10 after the point. Never f64.
+pub const MONEY_PRECISION: u8 = 38;
+/// Digits after the decimal point of every money and quantity column.
+pub const MONEY_SCALE: i8 = 10;
+
+/// UTC time zone name carried by every timestamp column.
+pub const UTC: &str = "UTC";
+
+/// `Timestamp(Microsecond, "UTC")`: the one timestamp type of the lake (Delta's `timestamp`).
+pub fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from(UTC)))
+}
+
+/// `Decimal128(38, 10)`: money and billed quantities.
+pub fn money() -> DataType {
+    DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)
+}
+
+/// A `map<string, string>` in the layout Delta readers produce (`key_value` entries of `key`,
+/// `value`), so that what we write and what we read back have the same type.
+pub fn string_map() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "key_value",
+            DataType::Struct(Fields::from(vec![
+                Field::new("key", DataType::Utf8, false),
+                Field::new("value", DataType::Utf8, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+/// `list<string>`.
+pub fn string_list() -> DataType {
+    DataType::List(Arc::new(Field::new("element", DataType::Utf8, true)))
+}
+
+/// `list<T>` with Delta's element naming.
+pub fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("element", item, true)))
+}
+
+/// Shorthand for a nullable field.
+pub fn nullable(name: &str, data_type: DataType) -> Field {
+    Field::new(name, data_type, true)
+}
+
+/// Shorthand for a non-null field.
+pub fn required(name: &str, data_type: DataType) -> Field {
+    Field::new(name, data_type, false)
+}

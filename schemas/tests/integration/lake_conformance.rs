@@ -1,0 +1,189 @@
+//! The same conformance checks against every store the lake runs on: a local folder and a real
+//! S3-compatible server (started by the test command; see README.md). Like object_store's
+//! `put_get_delete_list(&store)`, one function, many stores.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use arrow::{
+    array::{Array, Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray},
+    datatypes::{Field, Schema},
+};
+use deltalake::{
+    datafusion::prelude::SessionContext,
+    parquet::{
+        arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder},
+        basic::Compression,
+        file::metadata::PageIndexPolicy,
+    },
+};
+use object_store::ObjectStoreExt;
+use tenantscope_schemas::{Lake, Table, columns::*};
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2026-11-01 00:00 UTC.
+const T0: i64 = 1_793_491_200_000_000;
+
+/// `n` spans spread over three tenants (and unattributed rows), two days, in shuffled order.
+fn spans(n: usize, salt: i64) -> RecordBatch {
+    let tenants = [Some("acme"), Some("globex"), None, Some("initech")];
+    let mut time = Vec::with_capacity(n);
+    let mut tenant = Vec::with_capacity(n);
+    let mut date = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        // A permutation of 0..n so rows arrive unsorted.
+        let t = T0 + ((i * 7919 + salt) % (n as i64)) * (2 * DAY_US / n as i64);
+        time.push(t);
+        date.push(i32::try_from(t / DAY_US).unwrap());
+        tenant.push(tenants[(i as usize * 31 + salt as usize) % tenants.len()]);
+    }
+    let full = Table::Spans.schema();
+    let cols: Vec<(&str, Arc<dyn Array>)> = vec![
+        (TIME, Arc::new(TimestampMicrosecondArray::from(time).with_timezone("UTC"))),
+        (DURATION_NS, Arc::new(Int64Array::from((0..n as i64).map(|i| i * 1000 + salt).collect::<Vec<_>>()))),
+        (TRACE_ID, Arc::new(StringArray::from((0..n).map(|i| format!("{i:032x}")).collect::<Vec<_>>()))),
+        (SPAN_ID, Arc::new(StringArray::from((0..n).map(|i| format!("{:016x}", i as i64 + salt)).collect::<Vec<_>>()))),
+        (TENANT_ID, Arc::new(StringArray::from(tenant))),
+        (DATE, Arc::new(Date32Array::from(date))),
+    ];
+    let fields: Vec<Field> = cols
+        .iter()
+        .map(|(name, c)| Field::new(*name, c.data_type().clone(), full.field_with_name(name).unwrap().is_nullable()))
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols.into_iter().map(|(_, c)| c).collect()).unwrap()
+}
+
+async fn count_and_sum(lake: &Lake) -> (i64, i64, i64) {
+    let dt = lake.table(Table::Spans).await.unwrap();
+    let ctx = SessionContext::new();
+    dt.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("spans", dt.table_provider().await.unwrap()).unwrap();
+    let batches = ctx
+        .sql("SELECT count(*), sum(duration_ns), count(DISTINCT tenant_id) FROM spans")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let col = |i: usize| batches[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    (col(0), col(1), col(2))
+}
+
+/// Create, write, read back (values, partitions, sort order, zstd, statistics), two concurrent
+/// writers, reopen.
+pub(crate) async fn conformance(url: &str) {
+    let lake = Lake::open_url(url).await.unwrap();
+    lake.create_all().await.unwrap();
+    for table in Table::ALL {
+        assert!(lake.exists(table).await.unwrap(), "{table} was not created at {url}");
+        let dt = lake.table(table).await.unwrap();
+        let cols = dt.snapshot().unwrap().metadata().partition_columns().to_vec();
+        assert_eq!(cols, table.partition_columns().to_vec(), "{table} partitioning");
+    }
+
+    // Write and read back.
+    let n = 6_000;
+    let commit = lake.append(Table::Spans, &[spans(n, 0)]).await.unwrap().unwrap();
+    assert_eq!(commit.rows, n);
+    let expected_sum: i64 = (0..n as i64).map(|i| i * 1000).sum();
+    assert_eq!(count_and_sum(&lake).await, (n as i64, expected_sum, 3));
+
+    // Every data file: zstd, page index, one date, rows sorted by tenant (nulls first) then time.
+    let dt = lake.table(Table::Spans).await.unwrap();
+    let store = lake.object_store();
+    let files: Vec<String> = dt.get_file_uris().unwrap().collect();
+    let dates: BTreeSet<&str> = files.iter().filter_map(|f| f.split("date=").nth(1)).map(|s| &s[..10]).collect();
+    assert_eq!(dates.len(), 2, "two day partitions: {files:?}");
+    for uri in &files {
+        let path = object_store::path::Path::from_url_path(url::Url::parse(uri).map(|u| u.path().to_string()).unwrap_or_else(|_| uri.clone())).unwrap();
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options).unwrap();
+        let meta = builder.metadata().clone();
+        let rg = meta.row_group(0);
+        for col in rg.columns() {
+            assert!(matches!(col.compression(), Compression::ZSTD(_)), "{uri}: {:?}", col.compression());
+        }
+        assert!(meta.column_index().is_some() && meta.offset_index().is_some(), "{uri}: no page index");
+        let tenant_col = rg.columns().iter().find(|c| c.column_path().string() == TENANT_ID).unwrap();
+        assert!(tenant_col.statistics().is_some(), "{uri}: no statistics on tenant_id");
+        let mut prev: Option<(Option<String>, i64)> = None;
+        for batch in builder.build().unwrap() {
+            let batch = batch.unwrap();
+            let tenants = batch.column_by_name(TENANT_ID).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+            let times = batch.column_by_name(TIME).unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap().clone();
+            for i in 0..batch.num_rows() {
+                let key = (tenants.is_valid(i).then(|| tenants.value(i).to_string()), times.value(i));
+                if let Some(p) = &prev {
+                    assert!(*p <= key, "{uri}: rows not sorted by tenant then time: {p:?} > {key:?}");
+                }
+                prev = Some(key);
+            }
+        }
+    }
+
+    // Two writers with their own handles, appending at the same time.
+    let version_before = lake.table(Table::Spans).await.unwrap().version().unwrap();
+    let (a, b) = (Lake::open_url(url).await.unwrap(), Lake::open_url(url).await.unwrap());
+    let rounds: u64 = 4;
+    let writer = |lake: Lake, salt: i64| async move {
+        for r in 0..rounds {
+            lake.append(Table::Spans, &[spans(500, salt + r as i64)]).await.unwrap();
+        }
+    };
+    tokio::join!(writer(a, 1_000), writer(b, 2_000));
+    let dt = lake.table(Table::Spans).await.unwrap();
+    assert_eq!(dt.version().unwrap(), version_before + 2 * rounds, "every commit kept");
+    let extra_sum: i64 = [1_000_i64, 2_000]
+        .iter()
+        .flat_map(|salt| (0..rounds).map(move |r| (0..500_i64).map(|i| i * 1000 + salt + r as i64).sum::<i64>()))
+        .sum();
+    let expected = (n as i64 + 2 * rounds as i64 * 500, expected_sum + extra_sum, 3);
+    assert_eq!(count_and_sum(&lake).await, expected);
+
+    // Reopen: a new handle sees the same table.
+    let reopened = Lake::open_url(url).await.unwrap();
+    assert_eq!(count_and_sum(&reopened).await, expected);
+
+    // Bad input is an error that names the column, and writes nothing.
+    let bad = spans(10, 0).project(&[0, 1, 2, 4, 5]).unwrap(); // no span_id
+    let err = lake.append(Table::Spans, &[bad]).await.unwrap_err().to_string();
+    assert_eq!(err, "table spans: required column \"span_id\" is missing");
+    assert_eq!(count_and_sum(&lake).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(dir.path().join("lake").to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_url() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&format!("file://{}/lake", dir.path().display())).await;
+}
+
+/// Against the S3-compatible server the test command starts (moto on 127.0.0.1).
+/// `TENANTSCOPE_TEST_S3_BUCKET` names the bucket; AWS_ENDPOINT_URL, AWS_ALLOW_HTTP and the keys
+/// come from the environment as for any user. Required when `TENANTSCOPE_REQUIRE_S3` is set (the
+/// test command sets it), so CI cannot skip it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_compatible_server() {
+    let Ok(bucket) = std::env::var("TENANTSCOPE_TEST_S3_BUCKET") else {
+        assert!(
+            std::env::var_os("TENANTSCOPE_REQUIRE_S3").is_none(),
+            "TENANTSCOPE_REQUIRE_S3 is set but TENANTSCOPE_TEST_S3_BUCKET is not"
+        );
+        eprintln!("skipped: no S3 server (run the README's test command)");
+        return;
+    };
+    let prefix = format!("conformance-{}", std::process::id());
+    conformance(&format!("s3://{bucket}/{prefix}")).await;
+}
+
+#[tokio::test]
+async fn missing_bucket_is_a_clear_error() {
+    let Ok(_) = std::env::var("TENANTSCOPE_TEST_S3_BUCKET") else { return };
+    let err = Lake::open_url("s3://no-such-bucket-tenantscope/x").await.unwrap_err().to_string();
+    assert!(err.starts_with("cannot reach the lake at s3://no-such-bucket-tenantscope/x/"), "{err}");
+}

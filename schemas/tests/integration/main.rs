@@ -1,0 +1,3 @@
+//! Integration tests of the schemas crate (one binary: `mod` per area).
+
+mod lake_conformance;

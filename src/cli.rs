@@ -1,0 +1,173 @@
+//! Command line: every flag is also an environment variable `TENANTSCOPE_*`.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Per-tenant observability and cost analytics for SaaS: usage, cost, revenue and margin per
+/// tenant, from OpenTelemetry and cloud bills, in SQL.
+#[derive(Debug, Parser)]
+#[command(name = "tenantscope", version, about)]
+pub(crate) struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tenantscope=debug`.
+    #[arg(long, global = true, env = "TENANTSCOPE_LOG", default_value = "info")]
+    pub(crate) log: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve every service over the lake.
+    Serve(ServeArgs),
+    /// Run one SQL statement on the lake and print the result.
+    Sql(SqlArgs),
+    /// Build a realistic, deterministic demo fleet in the lake, then serve it.
+    Demo(DemoArgs),
+}
+
+/// Where the lake is.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct LakeArgs {
+    /// The lake: a local folder, or file://, s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix. S3 reads the standard AWS_* variables (AWS_ENDPOINT_URL,
+    /// AWS_ALLOW_HTTP, AWS_REGION, AWS_ACCESS_KEY_ID, ...).
+    #[arg(long, env = "TENANTSCOPE_DATA", default_value = "./tenantscope-data")]
+    pub(crate) data: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "TENANTSCOPE_OTLP_GRPC_ADDR", default_value = "127.0.0.1:4317")]
+    pub(crate) otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address (`/v1/traces`, `/v1/metrics`, `/v1/logs`).
+    #[arg(long, env = "TENANTSCOPE_OTLP_HTTP_ADDR", default_value = "127.0.0.1:4318")]
+    pub(crate) otlp_http_addr: SocketAddr,
+    /// HTTP API listen address (`/v1/sql`, `/healthz`, `/readyz`).
+    #[arg(long, env = "TENANTSCOPE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) http_addr: SocketAddr,
+    /// PostgreSQL wire protocol listen address.
+    #[arg(long, env = "TENANTSCOPE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pub(crate) pg_addr: SocketAddr,
+    /// Configuration file (meters, allocation rules, tenant attribution).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Alert rules file.
+    #[arg(long, env = "TENANTSCOPE_RULES")]
+    pub(crate) rules: Option<PathBuf>,
+    /// How old (seconds) a table snapshot a query may see before the table is re-read.
+    #[arg(long, env = "TENANTSCOPE_MAX_STALENESS_SECS", default_value_t = 1)]
+    pub(crate) max_staleness_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// JSON array of objects.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SqlArgs {
+    /// The SQL statement, e.g. "SELECT tenant_id, count(*) FROM spans GROUP BY 1".
+    pub(crate) sql: String,
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Output format.
+    #[arg(long, env = "TENANTSCOPE_FORMAT", value_enum, default_value = "table")]
+    pub(crate) format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+    /// Seed of the generator: the same seed, tenants, days and end date give the same fleet.
+    #[arg(long, env = "TENANTSCOPE_DEMO_SEED", default_value_t = 42)]
+    pub(crate) seed: u64,
+    /// Number of tenants.
+    #[arg(long, env = "TENANTSCOPE_DEMO_TENANTS", default_value_t = 24,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) tenants: u32,
+    /// Days of history, ending with yesterday (UTC).
+    #[arg(long, env = "TENANTSCOPE_DEMO_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=400))]
+    pub(crate) days: u32,
+    /// Last day of the demo history (UTC, YYYY-MM-DD); default yesterday.
+    #[arg(long, env = "TENANTSCOPE_DEMO_END_DATE")]
+    pub(crate) end_date: Option<String>,
+    /// Requests per day of the busiest tenant (the rest follow a Zipf-like curve).
+    #[arg(long, env = "TENANTSCOPE_DEMO_PEAK_REQUESTS", default_value_t = 20_000)]
+    pub(crate) peak_requests_per_day: u32,
+    /// Build the demo lake and exit instead of serving it.
+    #[arg(long, env = "TENANTSCOPE_DEMO_NO_SERVE")]
+    pub(crate) no_serve: bool,
+}
+
+/// Parses the command line, runs the command, maps any error to one line and exit code 1.
+pub(crate) fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+            {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's message is several lines with a usage block; one clear line is enough.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see tenantscope --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => crate::serve::run(args).await,
+            Command::Sql(args) => crate::sql::run(args).await,
+            Command::Demo(args) => crate::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the error chain: "cannot open the lake: ...: connection refused";
+            // some messages (DataFusion's schema errors) span lines: keep it to one.
+            let message = format!("{e:#}");
+            eprintln!("error: {}", message.split_whitespace().collect::<Vec<_>>().join(" "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    use std::io::IsTerminal;
+    // deltalake logs a failed snapshot load at ERROR even when the caller handles it; its
+    // warnings and errors that matter reach us as `Err` values.
+    let directives = format!("deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off,{filter}");
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

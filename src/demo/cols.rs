@@ -1,0 +1,113 @@
+//! Small helpers for building Arrow columns row by row.
+
+use std::sync::Arc;
+
+use arrow::{
+    array::{
+        ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+        ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampMicrosecondBuilder,
+    },
+    datatypes::DataType,
+};
+use arrow::{array::RecordBatch, datatypes::{Field, Schema}};
+use tenantscope_schemas::{Table, types::{MONEY_PRECISION, MONEY_SCALE, UTC}};
+
+/// 10^10: one unit of money at the lake's scale.
+pub(crate) const ONE: i128 = 10_000_000_000;
+
+/// A decimal literal ("0.384", "-12") at the lake's scale.
+pub(crate) fn dec(s: &str) -> i128 {
+    let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let int: i128 = int.parse().unwrap_or(0);
+    let mut frac = frac.to_string();
+    frac.truncate(MONEY_SCALE as usize);
+    while frac.len() < MONEY_SCALE as usize {
+        frac.push('0');
+    }
+    let v = int * ONE + frac.parse::<i128>().unwrap_or(0);
+    if neg { -v } else { v }
+}
+
+/// `a * b` where both are at the lake's scale, rounded half away from zero.
+pub(crate) fn mul(a: i128, b: i128) -> i128 {
+    let p = a * b;
+    let half = ONE / 2;
+    if p >= 0 { (p + half) / ONE } else { (p - half) / ONE }
+}
+
+pub(crate) fn money_builder(capacity: usize) -> Decimal128Builder {
+    Decimal128Builder::with_capacity(capacity)
+        .with_data_type(DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
+}
+
+pub(crate) fn ts_builder(capacity: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC)
+}
+
+pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames {
+            entry: "key_value".into(),
+            key: "key".into(),
+            value: "value".into(),
+        }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+/// Appends one map row.
+pub(crate) fn push_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, kv: &[(&str, &str)]) {
+    for (k, v) in kv {
+        b.keys().append_value(k);
+        b.values().append_value(v);
+    }
+    // Only fails when keys and values differ in length, which the loop above rules out.
+    let _ = b.append(true);
+}
+
+pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
+    ListBuilder::new(StringBuilder::new()).with_field(Arc::new(arrow::datatypes::Field::new(
+        "element",
+        DataType::Utf8,
+        true,
+    )))
+}
+
+/// Finishes any builder into an `ArrayRef`.
+pub(crate) fn fin<B: arrow::array::ArrayBuilder>(mut b: B) -> ArrayRef {
+    b.finish()
+}
+
+pub(crate) type Str = StringBuilder;
+pub(crate) type I64 = Int64Builder;
+pub(crate) type F64 = Float64Builder;
+pub(crate) type Date = Date32Builder;
+
+/// A batch of some of a table's columns (the lake fills the others with NULLs).
+pub(crate) fn batch(table: Table, columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<RecordBatch> {
+    let full = table.schema();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, col)| {
+            full.field_with_name(name)
+                .map(|f| Field::new(*name, col.data_type().clone(), f.is_nullable()))
+        })
+        .collect::<Result<_, _>>()?;
+    let arrays = columns.into_iter().map(|(_, c)| c).collect();
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_literals_and_products_are_exact() {
+        assert_eq!(dec("0.384"), 3_840_000_000);
+        assert_eq!(dec("-12"), -12 * ONE);
+        assert_eq!(mul(dec("0.384"), dec("24")), dec("9.216"));
+        assert_eq!(mul(dec("0.0000000001"), dec("0.5")), 1); // rounds half away from zero
+    }
+}

@@ -1,0 +1,157 @@
+//! `tenantscope demo`: a realistic, deterministic demo fleet written to the lake, then served.
+//!
+//! The fleet: tenants on four plans with Zipf-like traffic (one heavy tenant on a cheap plan,
+//! one with a high error rate, one usage spike on the last day), days of spans, logs and
+//! metrics with OpenTelemetry resource attributes, a FOCUS billing export with shared and
+//! dedicated resources, the price book, and invoices.
+//!
+//! Until the OTLP receivers and billing importers exist, the generator writes Arrow batches
+//! through the lake writer (the same commit path they will use); it must move onto them then.
+
+mod bill;
+mod cols;
+mod fleet;
+mod traffic;
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::Context;
+use arrow::array::{RecordBatch, StringArray, Int64Array};
+use chrono::{NaiveDate, Utc};
+use rand::{SeedableRng, rngs::StdRng};
+use tenantscope_query::{EngineConfig, QueryEngine};
+use tenantscope_schemas::{Lake, Table};
+
+use crate::cli::DemoArgs;
+use cols::{fin, string_list_builder, ts_builder};
+use fleet::Fleet;
+
+/// Totals of what the demo wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub(crate) spans: usize,
+    pub(crate) logs: usize,
+    pub(crate) metrics: usize,
+    pub(crate) billing: usize,
+}
+
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let end = match &args.end_date {
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .with_context(|| format!("--end-date {s:?} is not a date of the form YYYY-MM-DD"))?,
+        None => Utc::now().date_naive() - chrono::Days::new(1),
+    };
+    let first_day = end - chrono::Days::new(u64::from(args.days - 1));
+    let lake = Lake::open_url(&args.serve.lake.data).await.context("cannot open the lake")?;
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let fleet = Fleet::new(&mut rng, args.tenants, first_day, args.days, args.peak_requests_per_day, args.seed);
+
+    if already_built(&lake, &fleet).await? {
+        println!("The demo fleet {} is already in the lake at {}.", fleet.import_id(), lake.location());
+    } else {
+        let started = Instant::now();
+        let written = build(&lake, &fleet, &mut rng).await?;
+        println!(
+            "Built the demo fleet in {:.1} s: {} tenants, {} days ({} .. {}), {} spans, {} log records, {} metric points, {} billing lines.\nLake: {}",
+            started.elapsed().as_secs_f64(), fleet.tenants.len(), fleet.days, fleet.first_day, end,
+            written.spans, written.logs, written.metrics, written.billing, lake.location(),
+        );
+    }
+    print_hints(&args);
+    if args.no_serve {
+        return Ok(());
+    }
+    crate::serve::serve(args.serve, lake).await
+}
+
+async fn already_built(lake: &Lake, fleet: &Fleet) -> anyhow::Result<bool> {
+    if !lake.exists(Table::Imports).await? {
+        return Ok(false);
+    }
+    let engine = QueryEngine::new(lake.clone(), EngineConfig::default()).await?;
+    let sql = format!(
+        "SELECT count(*) FROM imports WHERE kind = 'demo' AND import_id = '{}'",
+        fleet.import_id()
+    );
+    let result = engine.sql(&sql).await?;
+    let n = result
+        .batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(n > 0)
+}
+
+async fn build(lake: &Lake, fleet: &Fleet, rng: &mut StdRng) -> anyhow::Result<Written> {
+    let mut written = Written::default();
+    let mut requests = vec![vec![0_i64; fleet.days as usize]; fleet.tenants.len()];
+    let mut exports = vec![0_i64; fleet.days as usize];
+    for d in 0..fleet.days {
+        let day = traffic::day(fleet, rng, d)?;
+        for (t, n) in day.requests.iter().enumerate() {
+            requests[t][d as usize] = *n;
+        }
+        exports[d as usize] = day.exports;
+        written.spans += append(lake, Table::Spans, day.spans).await?;
+        written.logs += append(lake, Table::Logs, day.logs).await?;
+        written.metrics += append(lake, Table::Metrics, day.metrics).await?;
+        tracing::info!(day = %fleet.day(d), spans = written.spans, "Wrote a demo day.");
+    }
+    append(lake, Table::Tenants, fleet::tenants_batch(fleet)?).await?;
+    append(lake, Table::Plans, fleet::plans_batch(fleet)?).await?;
+    append(lake, Table::Invoices, fleet::invoices_batch(fleet, &requests)?).await?;
+    written.billing = append(lake, Table::Billing, bill::billing_batch(fleet, &requests, &exports)?).await?;
+    // Written last: its presence says the demo fleet is complete.
+    append(lake, Table::Imports, import_row(fleet, &written)?).await?;
+    lake.create_all().await?;
+    Ok(written)
+}
+
+async fn append(lake: &Lake, table: Table, batch: RecordBatch) -> anyhow::Result<usize> {
+    let commit = lake
+        .append(table, &[batch])
+        .await
+        .with_context(|| format!("cannot write the demo's {table}"))?;
+    Ok(commit.map_or(0, |c| c.rows))
+}
+
+fn import_row(fleet: &Fleet, w: &Written) -> anyhow::Result<RecordBatch> {
+    let s = |v: &str| -> Arc<dyn arrow::array::Array> { Arc::new(StringArray::from(vec![v])) };
+    let mut at = ts_builder(1);
+    at.append_value(Utc::now().timestamp_micros());
+    let mut periods = string_list_builder();
+    for m in fleet.months() {
+        periods.values().append_value(m.format("%Y-%m").to_string());
+    }
+    periods.append(true);
+    let rows = i64::try_from(w.spans + w.logs + w.metrics + w.billing)?;
+    Ok(RecordBatch::try_new(
+        Table::Imports.schema(),
+        vec![
+            s(&fleet.import_id()),
+            fin(at),
+            s("demo"),
+            s("demo"),
+            s("generated"),
+            arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, 1),
+            s(&format!("seed={} tenants={} days={}", fleet.seed, fleet.tenants.len(), fleet.days)),
+            Arc::new(Int64Array::from(vec![rows])),
+            fin(periods),
+            s("complete"),
+        ],
+    )?)
+}
+
+fn print_hints(args: &DemoArgs) {
+    let data = &args.serve.lake.data;
+    let http = args.serve.http_addr;
+    println!(
+        r#"
+Try:
+  tenantscope sql --data {data} "SELECT tenant_id, count(*) AS requests FROM spans WHERE kind = 'server' GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
+  tenantscope sql --data {data} "SELECT charge_period_start::date AS day, tenant_id, sum(billed_cost) AS cost FROM billing GROUP BY 1, 2 ORDER BY 1, 2"
+  tenantscope sql --data {data} "SELECT tenant_id, sum(amount) AS revenue FROM invoices GROUP BY 1 ORDER BY 2 DESC"
+  curl -s http://{http}/v1/sql -H 'content-type: application/json' -d '{{"sql": "SELECT service_name, count(*) FROM spans GROUP BY 1"}}'
+"#
+    );
+}

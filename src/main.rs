@@ -1,0 +1,10 @@
+//! `tenantscope`: per-tenant observability and cost analytics. See README.md.
+
+mod cli;
+mod demo;
+mod serve;
+mod sql;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `tenantscope` binary (one test binary: a `mod` per area).
+
+mod cli;
+mod demo_and_serve;
+mod support;
