@@ -25,6 +25,43 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Build a realistic, deterministic demo fleet in the lake, then serve it.
     Demo(DemoArgs),
+    /// Import billing exports (and, to come, tenants, plans and invoices) into the lake.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImportCommand {
+    /// Import cloud billing exports (FOCUS 1.0-1.2, Azure cost details), CSV, CSV.gz or Parquet.
+    /// The files of one call are one import: it replaces the lines of the same source, billing
+    /// periods and billing accounts in one transaction; the same files again change nothing.
+    Billing(BillingImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BillingImportArgs {
+    /// Export files (all the files of one export, e.g. every part of one month).
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Force the format instead of detecting it from the header: focus, azure.
+    #[arg(long, env = "TENANTSCOPE_IMPORT_FORMAT")]
+    pub(crate) format: Option<String>,
+    /// Source name; a restated export replaces the earlier import of the same source
+    /// (default: the format's name).
+    #[arg(long, env = "TENANTSCOPE_IMPORT_SOURCE")]
+    pub(crate) source: Option<String>,
+    /// Import the valid rows of a file that has invalid ones; the invalid ones go to --rejects.
+    #[arg(long, env = "TENANTSCOPE_IMPORT_SKIP_INVALID")]
+    pub(crate) skip_invalid: bool,
+    /// Where --skip-invalid writes the rejected values (CSV: file,line,column,value,reason).
+    #[arg(long, env = "TENANTSCOPE_IMPORT_REJECTS", default_value = "tenantscope-rejects.csv")]
+    pub(crate) rejects: PathBuf,
+    /// Tag keys that name a billing line's tenant (the first one set wins); lines without one
+    /// go to the tenant owning their sub account (tenants.accounts), else they are shared cost.
+    #[arg(long = "tenant-tag", env = "TENANTSCOPE_TENANT_TAGS", value_delimiter = ',', default_value = "tenant,tenant_id,tenant.id")]
+    pub(crate) tenant_tags: Vec<String>,
 }
 
 /// Where the lake is.
@@ -143,6 +180,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Serve(args) => crate::serve::run(args).await,
             Command::Sql(args) => crate::sql::run(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
+            Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
         }
     });
     match result {
@@ -154,6 +192,20 @@ pub(crate) fn main() -> ExitCode {
             eprintln!("error: {}", message.split_whitespace().collect::<Vec<_>>().join(" "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a line to stdout. A closed pipe (`tenantscope ... | head`) ends the process quietly,
+/// as it does for other command-line tools, instead of panicking like `println!`.
+pub(crate) fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

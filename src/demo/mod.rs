@@ -47,15 +47,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let fleet = Fleet::new(&mut rng, args.tenants, first_day, args.days, args.peak_requests_per_day, args.seed);
 
     if already_built(&lake, &fleet).await? {
-        println!("The demo fleet {} is already in the lake at {}.", fleet.import_id(), lake.location());
+        crate::cli::say(format!("The demo fleet {} is already in the lake at {}.", fleet.import_id(), lake.location()));
     } else {
         let started = Instant::now();
         let written = build(&lake, &fleet, &mut rng).await?;
-        println!(
+        crate::cli::say(format!(
             "Built the demo fleet in {:.1} s: {} tenants, {} days ({} .. {}), {} spans, {} log records, {} metric points, {} billing lines.\nLake: {}",
             started.elapsed().as_secs_f64(), fleet.tenants.len(), fleet.days, fleet.first_day, end,
             written.spans, written.logs, written.metrics, written.billing, lake.location(),
-        );
+        ));
     }
     print_hints(&args);
     if args.no_serve {
@@ -145,7 +145,7 @@ fn import_row(fleet: &Fleet, w: &Written) -> anyhow::Result<RecordBatch> {
 fn print_hints(args: &DemoArgs) {
     let data = &args.serve.lake.data;
     let http = args.serve.http_addr;
-    println!(
+    crate::cli::say(format!(
         r#"
 Try:
   tenantscope sql --data {data} "SELECT tenant_id, count(*) AS requests FROM spans WHERE kind = 'server' GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
@@ -153,5 +153,5 @@ Try:
   tenantscope sql --data {data} "SELECT tenant_id, sum(amount) AS revenue FROM invoices GROUP BY 1 ORDER BY 2 DESC"
   curl -s http://{http}/v1/sql -H 'content-type: application/json' -d '{{"sql": "SELECT service_name, count(*) FROM spans GROUP BY 1"}}'
 "#
-    );
+    ));
 }

@@ -2,4 +2,5 @@
 
 mod cli;
 mod demo_and_serve;
+mod import_billing;
 mod support;

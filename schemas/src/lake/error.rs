@@ -60,6 +60,14 @@ pub enum LakeError {
         #[source]
         source: arrow::error::ArrowError,
     },
+    /// A lookup query over the lake failed (or names a table that does not exist yet).
+    #[error("lake query failed: {reason} (SQL: {sql})")]
+    Query {
+        /// The SQL.
+        sql: String,
+        /// DataFusion's message.
+        reason: String,
+    },
 }
 
 impl LakeError {

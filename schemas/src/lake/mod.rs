@@ -148,6 +148,56 @@ impl Lake {
         Ok(Some(Commit { version, rows }))
     }
 
+    /// Replaces the rows of `table` that match `predicate` (SQL, e.g. `source = 'x' AND
+    /// billing_period = '2026-11-01'`) with `batches`, in one Delta commit: a reader sees the old
+    /// rows or the new ones, never both or neither. Every new row must match the predicate.
+    pub async fn replace(
+        &self,
+        table: Table,
+        batches: &[RecordBatch],
+        predicate: &str,
+    ) -> Result<Option<Commit>> {
+        let Some(batch) = prepare(table, batches)? else {
+            return Ok(None);
+        };
+        let rows = batch.num_rows();
+        let dt = self.table(table).await?;
+        let dt = dt
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate)
+            .with_writer_properties(writer_properties(table))
+            .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
+            .await
+            .map_err(|e| LakeError::delta(table, e))?;
+        let version = dt.version().unwrap_or_default();
+        tracing::debug!(%table, rows, version, predicate, "Committed replace.");
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+        Ok(Some(Commit { version, rows }))
+    }
+
+    /// Runs SQL over the lake's existing tables with a throwaway DataFusion session: for
+    /// writers that need to look something up (earlier imports, the tenants' accounts). The
+    /// query service has its own long-lived session.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        use deltalake::datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
+            sql: sql.to_string(),
+            reason: e.to_string(),
+        };
+        for table in Table::ALL {
+            if !self.exists(table).await? {
+                continue;
+            }
+            let dt = self.table(table).await?;
+            dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
+            let provider = dt.table_provider().await.map_err(err)?;
+            ctx.register_table(table.name(), provider).map_err(err)?;
+        }
+        ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)
+    }
+
     fn cached(&self, table: Table) -> Option<DeltaTable> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner()).get(&table).cloned()
     }

@@ -1,0 +1,339 @@
+//! Rows of an export, through a [`Plan`], into batches of the `billing` table: every value
+//! parsed by its column's type, every bad value reported with file, line, column and reason,
+//! and each line attributed to a tenant where it belongs to one.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, MapBuilder, MapFieldNames, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use chrono::{DateTime, Datelike, NaiveDate};
+use tenantscope_schemas::{
+    Table,
+    focus::{FOCUS_COLUMNS, FocusKind},
+    types::{MONEY_PRECISION, MONEY_SCALE, UTC},
+};
+
+use super::{
+    error::{ImportError, RowError},
+    formats::{Extract, Plan},
+    source::{Loaded, for_each_row},
+    value,
+};
+
+/// Rows per batch handed to the lake writer.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// Which tenant a billing line belongs to: a tag (first configured key that is set), else the
+/// tenant that owns the line's sub account (account-level tenancy). Otherwise the line is
+/// shared cost, for allocation.
+#[derive(Debug, Clone, Default)]
+pub struct Attribution {
+    /// Tag keys naming the tenant, compared without case (e.g. `tenant`, `tenant_id`).
+    pub tag_keys: Vec<String>,
+    /// Sub account id -> tenant id, from the `tenants` table's `accounts`.
+    pub accounts: HashMap<String, String>,
+}
+
+impl Attribution {
+    fn tenant(&self, tags: &[(String, String)], sub_account: Option<&str>) -> Option<String> {
+        for key in &self.tag_keys {
+            if let Some((_, v)) = tags.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty()) {
+                return Some(v.trim().to_string());
+            }
+        }
+        sub_account.and_then(|a| self.accounts.get(a.trim())).cloned()
+    }
+}
+
+/// What converting a file produced.
+#[derive(Debug, Default)]
+pub(crate) struct Converted {
+    pub(crate) batches: Vec<RecordBatch>,
+    pub(crate) rows: usize,
+    pub(crate) errors: Vec<RowError>,
+    /// Values with more than 10 decimals, rounded half-even.
+    pub(crate) rounded: usize,
+    /// First days of the billing periods the file covers.
+    pub(crate) periods: BTreeSet<NaiveDate>,
+    /// Billing accounts in the file (`None`: lines without one).
+    pub(crate) accounts: BTreeSet<Option<String>>,
+    /// Lines attributed to a tenant.
+    pub(crate) attributed: usize,
+}
+
+enum Parsed<'r> {
+    Null,
+    Text(Cow<'r, str>),
+    Money(i128),
+    Time(i64),
+    Pairs(Vec<(String, String)>),
+}
+
+enum Col {
+    Text(StringBuilder),
+    Money(Decimal128Builder),
+    Time(TimestampMicrosecondBuilder),
+    Map(MapBuilder<StringBuilder, StringBuilder>),
+}
+
+fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+fn push_pairs(b: &mut MapBuilder<StringBuilder, StringBuilder>, pairs: &[(String, String)]) {
+    for (k, v) in pairs {
+        b.keys().append_value(k);
+        b.values().append_value(v);
+    }
+    // Fails only when keys and values differ in number, which the loop rules out.
+    let _ = b.append(true);
+}
+
+struct Builders {
+    focus: Vec<Col>,
+    extra: MapBuilder<StringBuilder, StringBuilder>,
+    tenant: StringBuilder,
+    source: StringBuilder,
+    import_id: StringBuilder,
+    period: Date32Builder,
+    len: usize,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let focus = FOCUS_COLUMNS
+            .iter()
+            .map(|c| match c.kind {
+                FocusKind::String | FocusKind::Json => Col::Text(StringBuilder::new()),
+                FocusKind::Decimal => Col::Money(
+                    Decimal128Builder::new().with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)),
+                ),
+                FocusKind::DateTime => Col::Time(TimestampMicrosecondBuilder::new().with_timezone(UTC)),
+                FocusKind::Tags => Col::Map(map_builder()),
+            })
+            .collect();
+        Self {
+            focus,
+            extra: map_builder(),
+            tenant: StringBuilder::new(),
+            source: StringBuilder::new(),
+            import_id: StringBuilder::new(),
+            period: Date32Builder::new(),
+            len: 0,
+        }
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch, ImportError> {
+        let mut columns: Vec<ArrayRef> = self
+            .focus
+            .iter_mut()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Col::Text(b) => Arc::new(b.finish()),
+                    Col::Money(b) => Arc::new(b.finish()),
+                    Col::Time(b) => Arc::new(b.finish()),
+                    Col::Map(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        columns.push(Arc::new(self.extra.finish()));
+        columns.push(Arc::new(self.tenant.finish()));
+        columns.push(Arc::new(self.source.finish()));
+        columns.push(Arc::new(self.import_id.finish()));
+        columns.push(Arc::new(self.period.finish()));
+        self.len = 0;
+        let schema = Table::Billing.schema();
+        // Map fields built here are nullable-valued like the table's; cast anything else.
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))?;
+        RecordBatch::try_new(schema, columns).map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))
+    }
+}
+
+const BILLED_COST: &str = "BilledCost";
+const CHARGE_PERIOD_START: &str = "ChargePeriodStart";
+const BILLING_PERIOD_START: &str = "BillingPeriodStart";
+const BILLING_ACCOUNT_ID: &str = "BillingAccountId";
+const SUB_ACCOUNT_ID: &str = "SubAccountId";
+
+fn index_of(name: &str) -> usize {
+    FOCUS_COLUMNS.iter().position(|c| c.focus_name == name).unwrap_or(0)
+}
+
+/// Converts one file. Bad values are collected, not fatal: the caller decides whether the file
+/// is rejected whole or its valid rows are imported.
+pub(crate) fn convert(
+    file: &Loaded,
+    plan: &Plan,
+    source: &str,
+    import_id: &str,
+    attribution: &Attribution,
+) -> Result<Converted, ImportError> {
+    let mut out = Converted::default();
+    let mut b = Builders::new();
+    let idx_billed = index_of(BILLED_COST);
+    let idx_charge_start = index_of(CHARGE_PERIOD_START);
+    let idx_bp_start = index_of(BILLING_PERIOD_START);
+    let idx_account = index_of(BILLING_ACCOUNT_ID);
+    let idx_sub = index_of(SUB_ACCOUNT_ID);
+    let tags_idx = FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0);
+    for_each_row(file, |row| {
+        let mut parsed: Vec<Parsed<'_>> = Vec::with_capacity(FOCUS_COLUMNS.len());
+        let mut bad = false;
+        let mut rounded = 0;
+        let fail = |out: &mut Converted, column: String, raw: &str, reason: String| {
+            out.errors.push(RowError {
+                file: file.name.clone(),
+                line: row.line(),
+                column,
+                value: raw.chars().take(200).collect(),
+                reason,
+            });
+        };
+        for (i, col) in FOCUS_COLUMNS.iter().enumerate() {
+            if col.kind == FocusKind::Tags {
+                let raw = plan.tags.and_then(|t| row.get(t)).filter(|r| !value::is_null(r)).unwrap_or("");
+                match value::parse_tags(raw) {
+                    Ok(pairs) => parsed.push(Parsed::Pairs(pairs)),
+                    Err(reason) => {
+                        let column = plan.tags.map_or("Tags".to_string(), |t| plan.headers[t].clone());
+                        fail(&mut out, column, raw, reason);
+                        bad = true;
+                        parsed.push(Parsed::Pairs(Vec::new()));
+                    }
+                }
+                continue;
+            }
+            let text: Option<Cow<'_, str>> = match &plan.focus[i] {
+                Extract::Null => None,
+                Extract::Column(c) => row.get(*c).map(Cow::Borrowed),
+                Extract::Const(v) => Some(Cow::Borrowed(*v)),
+                Extract::Computed(_, f) => match f(row) {
+                    Ok(v) => v.map(Cow::Owned),
+                    Err(reason) => {
+                        fail(&mut out, plan.label(i), "", reason);
+                        bad = true;
+                        None
+                    }
+                },
+            };
+            let text = text.filter(|t| !value::is_null(t));
+            let Some(text) = text else {
+                parsed.push(Parsed::Null);
+                continue;
+            };
+            if matches!(col.kind, FocusKind::String | FocusKind::Json) {
+                parsed.push(Parsed::Text(match text {
+                    Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+                    Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+                }));
+                continue;
+            }
+            let result = match col.kind {
+                FocusKind::String | FocusKind::Json => unreachable_kind(),
+                FocusKind::Decimal => value::parse_decimal(&text).map(|m| {
+                    rounded += usize::from(m.rounded);
+                    Parsed::Money(m.units)
+                }),
+                FocusKind::DateTime => value::parse_timestamp(&text).map(Parsed::Time),
+                FocusKind::Tags => unreachable_kind(),
+            };
+            match result {
+                Ok(p) => parsed.push(p),
+                Err(reason) => {
+                    fail(&mut out, plan.label(i), &text, reason);
+                    bad = true;
+                    parsed.push(Parsed::Null);
+                }
+            }
+        }
+        for (i, name) in [(idx_billed, BILLED_COST), (idx_charge_start, CHARGE_PERIOD_START)] {
+            if matches!(parsed[i], Parsed::Null) && !bad {
+                fail(&mut out, plan.label(i), "", format!("{name} is required by FOCUS and is empty"));
+                bad = true;
+            }
+        }
+        if bad {
+            return Ok(());
+        }
+        let period_us = match (&parsed[idx_bp_start], &parsed[idx_charge_start]) {
+            (Parsed::Time(t), _) | (Parsed::Null, Parsed::Time(t)) => *t,
+            _ => 0,
+        };
+        let Some(day) = DateTime::from_timestamp_micros(period_us).map(|d| d.date_naive()) else {
+            fail(&mut out, plan.label(idx_charge_start), "", "date out of range".to_string());
+            return Ok(());
+        };
+        let period = day.with_day(1).unwrap_or(day);
+        out.periods.insert(period);
+        let text_of = |p: &Parsed<'_>| match p {
+            Parsed::Text(t) => Some(t.to_string()),
+            _ => None,
+        };
+        out.accounts.insert(text_of(&parsed[idx_account]));
+        let tags: &[(String, String)] = match &parsed[tags_idx] {
+            Parsed::Pairs(p) => p,
+            _ => &[],
+        };
+        let tenant = attribution.tenant(tags, text_of(&parsed[idx_sub]).as_deref());
+        out.attributed += usize::from(tenant.is_some());
+        out.rounded += rounded;
+        for (p, c) in parsed.iter().zip(b.focus.iter_mut()) {
+            match (c, p) {
+                (Col::Text(bl), Parsed::Text(t)) => bl.append_value(t),
+                (Col::Text(bl), _) => bl.append_null(),
+                (Col::Money(bl), Parsed::Money(v)) => bl.append_value(*v),
+                (Col::Money(bl), _) => bl.append_null(),
+                (Col::Time(bl), Parsed::Time(v)) => bl.append_value(*v),
+                (Col::Time(bl), _) => bl.append_null(),
+                (Col::Map(bl), Parsed::Pairs(pairs)) => push_pairs(bl, pairs),
+                (Col::Map(bl), _) => push_pairs(bl, &[]),
+            }
+        }
+        let extras: Vec<(String, String)> = plan
+            .extras
+            .iter()
+            .filter_map(|(k, i)| row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string())))
+            .collect();
+        push_pairs(&mut b.extra, &extras);
+        b.tenant.append_option(tenant);
+        b.source.append_value(source);
+        b.import_id.append_value(import_id);
+        b.period.append_value(days_since_epoch(period));
+        b.len += 1;
+        out.rows += 1;
+        if b.len >= BATCH_ROWS {
+            out.batches.push(b.finish()?);
+        }
+        Ok(())
+    })?;
+    if b.len > 0 {
+        out.batches.push(b.finish()?);
+    }
+    Ok(out)
+}
+
+/// Text and tags are handled before the typed parsers.
+fn unreachable_kind() -> Result<Parsed<'static>, String> {
+    Err("internal: text and tags are parsed apart".to_string())
+}
+
+fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}

@@ -1,0 +1,225 @@
+//! Reading export files into rows of text fields, whatever the file's format: CSV (plain or
+//! gzip, with or without a UTF-8 BOM) and Parquet (every column cast to text, so that a DOUBLE
+//! cost and a DECIMAL cost go through the same exact decimal parser; a double prints as its
+//! shortest round-trip form, `0.1`, not `0.1000000000000000055`).
+
+use std::{io::Read, sync::Arc};
+
+use arrow::{
+    array::{Array, AsArray, RecordBatch},
+    compute::cast,
+    datatypes::DataType,
+};
+use bytes::Bytes;
+use tenantscope_schemas::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::error::ImportError;
+
+/// One row of an export.
+pub(crate) trait Row {
+    /// The text of column `col`; `None` when it is absent or null. Not trimmed.
+    fn get(&self, col: usize) -> Option<&str>;
+    /// 1-based line (CSV, counting the header as line 1) or row number (Parquet).
+    fn line(&self) -> u64;
+}
+
+/// A file's content, decompressed, with what kind of file it is.
+pub(crate) struct Loaded {
+    pub(crate) name: String,
+    pub(crate) bytes: Bytes,
+    pub(crate) kind: FileKind,
+}
+
+/// How a file is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Csv,
+    Parquet,
+}
+
+/// Reads `bytes` (named `name`), undoing gzip and telling CSV from Parquet by content.
+pub(crate) fn load(name: &str, raw: Bytes) -> Result<Loaded, ImportError> {
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 8);
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| ImportError::file(name, format!("cannot decompress gzip: {e}")))?;
+        Bytes::from(out)
+    } else {
+        raw
+    };
+    let kind = if bytes.starts_with(b"PAR1") { FileKind::Parquet } else { FileKind::Csv };
+    Ok(Loaded { name: name.to_string(), bytes, kind })
+}
+
+/// The header of a file (BOM removed, names trimmed).
+pub(crate) fn headers(file: &Loaded) -> Result<Vec<String>, ImportError> {
+    match file.kind {
+        FileKind::Csv => {
+            let mut reader = csv_reader(&file.bytes);
+            let headers = reader
+                .headers()
+                .map_err(|e| ImportError::file(&file.name, format!("cannot read the CSV header: {e}")))?;
+            Ok(headers.iter().map(|h| h.trim().to_string()).collect())
+        }
+        FileKind::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone())
+                .map_err(|e| ImportError::file(&file.name, format!("not a readable Parquet file: {e}")))?;
+            Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+        }
+    }
+}
+
+fn csv_reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(bytes)
+}
+
+struct CsvRow<'a> {
+    record: &'a csv::StringRecord,
+    line: u64,
+}
+
+impl Row for CsvRow<'_> {
+    fn get(&self, col: usize) -> Option<&str> {
+        self.record.get(col)
+    }
+    fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+struct ArrowRow<'a> {
+    columns: &'a [Option<arrow::array::StringArray>],
+    row: usize,
+    offset: u64,
+}
+
+impl Row for ArrowRow<'_> {
+    fn get(&self, col: usize) -> Option<&str> {
+        let array = self.columns.get(col)?.as_ref()?;
+        array.is_valid(self.row).then(|| array.value(self.row))
+    }
+    fn line(&self) -> u64 {
+        self.offset + self.row as u64 + 1
+    }
+}
+
+/// Calls `f` on every row of the file, in order.
+pub(crate) fn for_each_row(
+    file: &Loaded,
+    mut f: impl FnMut(&dyn Row) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    match file.kind {
+        FileKind::Csv => {
+            let mut reader = csv_reader(&file.bytes);
+            let mut record = csv::StringRecord::new();
+            loop {
+                match reader.read_record(&mut record) {
+                    Ok(true) => {
+                        let line = record.position().map_or(0, csv::Position::line);
+                        // A blank trailing line reads as one empty field.
+                        if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
+                            continue;
+                        }
+                        f(&CsvRow { record: &record, line })?;
+                    }
+                    Ok(false) => return Ok(()),
+                    Err(e) => {
+                        let line = e.position().map_or(0, csv::Position::line);
+                        return Err(ImportError::file(&file.name, format!("line {line}: malformed CSV: {e}")));
+                    }
+                }
+            }
+        }
+        FileKind::Parquet => {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone())
+                .and_then(|b| b.with_batch_size(8192).build())
+                .map_err(|e| ImportError::file(&file.name, format!("not a readable Parquet file: {e}")))?;
+            let mut offset = 0_u64;
+            for batch in reader {
+                let batch = batch.map_err(|e| ImportError::file(&file.name, format!("cannot read Parquet: {e}")))?;
+                let columns = text_columns(&batch);
+                for row in 0..batch.num_rows() {
+                    f(&ArrowRow { columns: &columns, row, offset })?;
+                }
+                offset += batch.num_rows() as u64;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every column as text; nested columns (maps, lists, structs) as JSON text.
+fn text_columns(batch: &RecordBatch) -> Vec<Option<arrow::array::StringArray>> {
+    batch
+        .columns()
+        .iter()
+        .map(|col| match col.data_type() {
+            DataType::Map(..) | DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) => {
+                Some(json_text(col))
+            }
+            _ => cast(col, &DataType::Utf8).ok().map(|a| a.as_string::<i32>().clone()),
+        })
+        .collect()
+}
+
+/// Nested values as JSON: a map becomes an object, so tag columns parse like CSV tags.
+fn json_text(col: &Arc<dyn Array>) -> arrow::array::StringArray {
+    (0..col.len())
+        .map(|i| {
+            if col.is_null(i) {
+                return None;
+            }
+            Some(nested_json(col.as_ref(), i).to_string())
+        })
+        .collect()
+}
+
+fn nested_json(col: &dyn Array, i: usize) -> serde_json::Value {
+    use serde_json::Value;
+    if col.is_null(i) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Map(..) => {
+            let map = col.as_map();
+            let entries = map.value(i);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            let mut obj = serde_json::Map::new();
+            for j in 0..entries.len() {
+                let key = match nested_json(keys.as_ref(), j) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                obj.insert(key, nested_json(values.as_ref(), j));
+            }
+            Value::Object(obj)
+        }
+        DataType::List(_) => {
+            let list = col.as_list::<i32>().value(i);
+            Value::Array((0..list.len()).map(|j| nested_json(list.as_ref(), j)).collect())
+        }
+        DataType::Struct(fields) => {
+            let s = col.as_struct();
+            Value::Object(
+                fields
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(f, c)| (f.name().clone(), nested_json(c.as_ref(), i)))
+                    .collect(),
+            )
+        }
+        _ => match cast(&col.slice(i, 1), &DataType::Utf8) {
+            Ok(a) => {
+                let text = a.as_string::<i32>().value(0).to_string();
+                if col.data_type().is_numeric() {
+                    text.parse::<serde_json::Number>().map(Value::Number).unwrap_or(Value::String(text))
+                } else {
+                    Value::String(text)
+                }
+            }
+            Err(_) => Value::Null,
+        },
+    }
+}
