@@ -32,7 +32,8 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImportCommand {
-    /// Import cloud billing exports (FOCUS 1.0-1.2, Azure cost details), CSV, CSV.gz or Parquet.
+    /// Import cloud billing exports (FOCUS 1.0-1.2, AWS CUR 2.0 and legacy CUR, Azure cost
+    /// details, Google Cloud billing export): CSV, CSV.gz, Parquet or JSON lines.
     /// The files of one call are one import: it replaces the lines of the same source, billing
     /// periods and billing accounts in one transaction; the same files again change nothing.
     Billing(BillingImportArgs),
@@ -45,7 +46,8 @@ pub(crate) struct BillingImportArgs {
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) lake: LakeArgs,
-    /// Force the format instead of detecting it from the header: focus, azure.
+    /// Force the format instead of detecting it from the header: focus, aws-cur2, aws-cur,
+    /// azure, gcp.
     #[arg(long, env = "TENANTSCOPE_IMPORT_FORMAT")]
     pub(crate) format: Option<String>,
     /// Source name; a restated export replaces the earlier import of the same source

@@ -208,16 +208,23 @@ pub(crate) fn convert(
         };
         for (i, col) in FOCUS_COLUMNS.iter().enumerate() {
             if col.kind == FocusKind::Tags {
-                let raw = plan.tags.and_then(|t| row.get(t)).filter(|r| !value::is_null(r)).unwrap_or("");
-                match value::parse_tags(raw) {
-                    Ok(pairs) => parsed.push(Parsed::Pairs(pairs)),
-                    Err(reason) => {
-                        let column = plan.tags.map_or("Tags".to_string(), |t| plan.headers[t].clone());
-                        fail(&mut out, column, raw, reason);
-                        bad = true;
-                        parsed.push(Parsed::Pairs(Vec::new()));
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                for &t in &plan.tags {
+                    let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
+                    match value::parse_tags(raw) {
+                        Ok(p) => merge(&mut pairs, p),
+                        Err(reason) => {
+                            fail(&mut out, plan.headers[t].clone(), raw, reason);
+                            bad = true;
+                        }
                     }
                 }
+                let flattened = plan
+                    .tag_columns
+                    .iter()
+                    .filter_map(|(k, i)| row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string())));
+                merge(&mut pairs, flattened.collect());
+                parsed.push(Parsed::Pairs(pairs));
                 continue;
             }
             let text: Option<Cow<'_, str>> = match &plan.focus[i] {
@@ -306,11 +313,20 @@ pub(crate) fn convert(
                 (Col::Map(bl), _) => push_pairs(bl, &[]),
             }
         }
-        let extras: Vec<(String, String)> = plan
+        let mut extras: Vec<(String, String)> = plan
             .extras
             .iter()
             .filter_map(|(k, i)| row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string())))
             .collect();
+        for (prefix, i) in &plan.extra_maps {
+            // A map the export carries (CUR 2.0 `product`, `cost_category`): its entries, not
+            // its JSON text, so `x_extra['product.instance_type']` works.
+            let raw = row.get(*i).filter(|v| !value::is_null(v)).unwrap_or("");
+            match value::parse_tags(raw) {
+                Ok(p) => extras.extend(p.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v))),
+                Err(_) => extras.push((prefix.clone(), raw.to_string())),
+            }
+        }
         push_pairs(&mut b.extra, &extras);
         b.tenant.append_option(tenant);
         b.source.append_value(source);
@@ -332,6 +348,16 @@ pub(crate) fn convert(
 /// Text and tags are handled before the typed parsers.
 fn unreachable_kind() -> Result<Parsed<'static>, String> {
     Err("internal: text and tags are parsed apart".to_string())
+}
+
+/// Adds `more` to `pairs` where the key is new (the first source of a key wins), keeping keys
+/// sorted.
+fn merge(pairs: &mut Vec<(String, String)>, more: Vec<(String, String)>) {
+    for (k, v) in more {
+        if let Err(at) = pairs.binary_search_by(|(x, _)| x.as_str().cmp(&k)) {
+            pairs.insert(at, (k, v));
+        }
+    }
 }
 
 fn days_since_epoch(d: NaiveDate) -> i32 {

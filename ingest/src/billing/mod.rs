@@ -98,7 +98,7 @@ pub async fn import_billing(
         let format = match options.format {
             Some(forced) => forced,
             None => Format::detect(&headers).ok_or_else(|| {
-                ImportError::file(&f.name, "unknown billing export format: the header matches none of FOCUS 1.0-1.2 or Azure cost details (use --format to force one)")
+                ImportError::file(&f.name, "unknown billing export format: the header matches none of FOCUS 1.0-1.2, AWS CUR 2.0, legacy AWS CUR, Azure cost details or the Google Cloud billing export (use --format to force one)")
             })?,
         };
         formats.push(format);

@@ -35,6 +35,9 @@ pub(crate) struct Loaded {
 pub(crate) enum FileKind {
     Csv,
     Parquet,
+    /// One JSON object per line (BigQuery's JSON export); nested records become dotted
+    /// columns (`service.description`), arrays stay JSON text.
+    JsonLines,
 }
 
 /// Reads `bytes` (named `name`), undoing gzip and telling CSV from Parquet by content.
@@ -48,7 +51,14 @@ pub(crate) fn load(name: &str, raw: Bytes) -> Result<Loaded, ImportError> {
     } else {
         raw
     };
-    let kind = if bytes.starts_with(b"PAR1") { FileKind::Parquet } else { FileKind::Csv };
+    let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let kind = if bytes.starts_with(b"PAR1") {
+        FileKind::Parquet
+    } else if first == Some(b'{') {
+        FileKind::JsonLines
+    } else {
+        FileKind::Csv
+    };
     Ok(Loaded { name: name.to_string(), bytes, kind })
 }
 
@@ -65,8 +75,80 @@ pub(crate) fn headers(file: &Loaded) -> Result<Vec<String>, ImportError> {
         FileKind::Parquet => {
             let builder = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone())
                 .map_err(|e| ImportError::file(&file.name, format!("not a readable Parquet file: {e}")))?;
-            Ok(builder.schema().fields().iter().map(|f| f.name().clone()).collect())
+            let mut names = Vec::new();
+            for f in builder.schema().fields() {
+                flat_names(f.name(), f.data_type(), &mut names);
+            }
+            Ok(names)
         }
+        FileKind::JsonLines => {
+            let mut names: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for (i, line) in json_lines(&file.bytes) {
+                let value = parse_json_line(&file.name, i, line)?;
+                let mut flat = Vec::new();
+                flatten_json("", &value, &mut flat);
+                for (k, _) in flat {
+                    if seen.insert(k.clone()) {
+                        names.push(k);
+                    }
+                }
+            }
+            Ok(names)
+        }
+    }
+}
+
+/// Column names of a Parquet field, structs expanded into dotted names.
+fn flat_names(prefix: &str, data_type: &DataType, out: &mut Vec<String>) {
+    match data_type {
+        DataType::Struct(fields) => {
+            for f in fields {
+                flat_names(&format!("{prefix}.{}", f.name()), f.data_type(), out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+fn json_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l))
+        .filter(|(_, l)| l.iter().any(|b| !b.is_ascii_whitespace()))
+}
+
+fn parse_json_line(name: &str, line: u64, bytes: &[u8]) -> Result<serde_json::Value, ImportError> {
+    serde_json::from_slice(bytes).map_err(|e| ImportError::file(name, format!("line {line}: not a JSON object: {e}")))
+}
+
+/// Records become dotted paths; arrays and scalars are leaves (arrays as JSON text).
+fn flatten_json(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_json(&key, v, out);
+            }
+        }
+        serde_json::Value::Null => out.push((prefix.to_string(), None)),
+        serde_json::Value::String(s) => out.push((prefix.to_string(), Some(s.clone()))),
+        other => out.push((prefix.to_string(), Some(other.to_string()))),
+    }
+}
+
+struct JsonRow {
+    values: Vec<Option<String>>,
+    line: u64,
+}
+
+impl Row for JsonRow {
+    fn get(&self, col: usize) -> Option<&str> {
+        self.values.get(col)?.as_deref()
+    }
+    fn line(&self) -> u64 {
+        self.line
     }
 }
 
@@ -147,21 +229,54 @@ pub(crate) fn for_each_row(
             }
             Ok(())
         }
+        FileKind::JsonLines => {
+            let headers = headers(file)?;
+            let index: std::collections::HashMap<&str, usize> =
+                headers.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
+            for (line, bytes) in json_lines(&file.bytes) {
+                let value = parse_json_line(&file.name, line, bytes)?;
+                let mut flat = Vec::new();
+                flatten_json("", &value, &mut flat);
+                let mut values = vec![None; headers.len()];
+                for (k, v) in flat {
+                    if let Some(i) = index.get(k.as_str()) {
+                        values[*i] = v;
+                    }
+                }
+                f(&JsonRow { values, line })?;
+            }
+            Ok(())
+        }
     }
 }
 
-/// Every column as text; nested columns (maps, lists, structs) as JSON text.
+/// Every column as text, structs expanded into their fields (as [`flat_names`] names them);
+/// maps and lists as JSON text.
 fn text_columns(batch: &RecordBatch) -> Vec<Option<arrow::array::StringArray>> {
-    batch
-        .columns()
-        .iter()
-        .map(|col| match col.data_type() {
-            DataType::Map(..) | DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_) => {
-                Some(json_text(col))
+    let mut out = Vec::new();
+    for col in batch.columns() {
+        push_text(col, &mut out);
+    }
+    out
+}
+
+fn push_text(col: &Arc<dyn Array>, out: &mut Vec<Option<arrow::array::StringArray>>) {
+    match col.data_type() {
+        DataType::Struct(_) => {
+            let s = col.as_struct();
+            for child in s.columns() {
+                // A null struct makes its fields null.
+                let child = match s.nulls() {
+                    Some(n) => arrow::compute::nullif(child, &arrow::array::BooleanArray::new(!n.inner(), None))
+                        .unwrap_or_else(|_| Arc::clone(child)),
+                    None => Arc::clone(child),
+                };
+                push_text(&child, out);
             }
-            _ => cast(col, &DataType::Utf8).ok().map(|a| a.as_string::<i32>().clone()),
-        })
-        .collect()
+        }
+        DataType::Map(..) | DataType::List(_) | DataType::LargeList(_) => out.push(Some(json_text(col))),
+        _ => out.push(cast(col, &DataType::Utf8).ok().map(|a| a.as_string::<i32>().clone())),
+    }
 }
 
 /// Nested values as JSON: a map becomes an object, so tag columns parse like CSV tags.

@@ -167,8 +167,28 @@ fn parse_us_date(s: &str) -> Result<NaiveDate, ()> {
 /// stray spaces (`" org"`); non-string values keep their JSON text.
 pub(crate) fn parse_tags(raw: &str) -> Result<Vec<(String, String)>, String> {
     let s = raw.trim();
-    if s.is_empty() || s == "{}" {
+    if s.is_empty() || s == "{}" || s == "[]" {
         return Ok(Vec::new());
+    }
+    // BigQuery labels: `[{"key": "team", "value": "a"}, ...]`.
+    if s.starts_with('[') {
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(s).map_err(|e| format!("tags are not a JSON array: {e}"))?;
+        let pairs = items
+            .iter()
+            .map(|item| {
+                let text = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                match (item.get("key"), item.get("value")) {
+                    (Some(k), v) => Ok((text(k), v.map(text).unwrap_or_default())),
+                    _ => Err(format!("tag {item} has no \"key\"")),
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        return Ok(dedup(pairs.into_iter()));
     }
     let json = if s.starts_with('{') { s.to_string() } else if s.starts_with('"') { format!("{{{s}}}") } else { String::new() };
     if !json.is_empty() {
@@ -274,6 +294,8 @@ mod tests {
         assert_eq!(parse_tags(r#""CostCenter": "1234","env": "prod""#).unwrap().len(), 2);
         assert_eq!(parse_tags("team=a; env=b").unwrap()[1], ("team".to_string(), "a".to_string()));
         assert!(parse_tags("{not json").is_err());
+        let gcp = parse_tags(r#"[{"key": "tenant", "value": "acme"}, {"key": "env", "value": null}]"#).unwrap();
+        assert_eq!(gcp, vec![("env".to_string(), String::new()), ("tenant".to_string(), "acme".to_string())]);
         assert!(parse_tags("").unwrap().is_empty());
     }
 }
