@@ -32,13 +32,15 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(lake.clone()))
-        .merge(tenantscope_query::http::router(engine));
+        .merge(tenantscope_query::http::router(engine))
+        .merge(tenantscope_ingest::billing::http::router(lake.clone()));
     let listener = bind(args.http_addr, "HTTP API").await?;
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
     tracing::warn!(
         otlp_grpc = %args.otlp_grpc_addr, otlp_http = %args.otlp_http_addr, pg = %args.pg_addr,
         "The OTLP receivers and the PostgreSQL wire are not part of this build yet; their addresses are reserved."
     );
+    tracing::info!("Billing import: POST /v1/import/billing (the export file as the body).");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

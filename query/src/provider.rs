@@ -65,8 +65,13 @@ impl LakeTableProvider {
     /// The provider for a snapshot at most `max_staleness` old.
     async fn fresh(&self) -> Result<Option<Snapshot>> {
         {
+            // Fresh enough, and nothing committed through this process's lake handle since:
+            // a write made here (an import over HTTP) is visible to the next query at once.
             let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            if current.loaded_at.elapsed() <= self.max_staleness {
+            let version = current.snapshot.as_ref().and_then(|s| s.table.version());
+            if current.loaded_at.elapsed() <= self.max_staleness
+                && version == self.lake.known_version(self.table)
+            {
                 return Ok(current.snapshot.clone());
             }
         }

@@ -88,23 +88,54 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-#[test]
-fn serve_answers_health_readiness_and_sql() {
-    let dir = tempfile::tempdir().unwrap();
-    small_demo(dir.path());
+/// `tenantscope serve` on a free port, stopped when dropped.
+fn start_server(data: &std::path::Path) -> (Server, u16) {
     let port = free_port();
     let child = bin()
-        .args(["serve", "--data", dir.path().to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--data", data.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _server = Server(child);
+    let server = Server(child);
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(started.elapsed() < Duration::from_secs(60), "server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
+    (server, port)
+}
+
+#[test]
+fn billing_import_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = start_server(dir.path());
+    let csv = "BillingAccountId,ChargePeriodStart,BilledCost,BillingCurrency\nA,2026-10-01,1.25,USD\nA,2026-10-02,2.50,USD\n";
+    let (status, body) = http(port, "POST", "/v1/import/billing?name=oct.csv&source=api", csv);
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["rows"].as_i64(), v["written"].as_bool(), v["formats"][0].as_str()), (Some(2), Some(true), Some("focus")));
+    let (status, body) = http(port, "POST", "/v1/import/billing?name=oct.csv&source=api", csv);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"written\":false"), "{body}");
+    let bad = "BillingAccountId,ChargePeriodStart,BilledCost\nA,2026-10-01,one\n";
+    let (status, body) = http(port, "POST", "/v1/import/billing?name=bad.csv", bad);
+    assert_eq!(status, 422, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["errors"][0]["line"], 2);
+    assert_eq!(v["errors"][0]["column"], "BilledCost");
+    let (status, body) = http(port, "POST", "/v1/import/billing?format=nope", csv);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(port, "POST", "/v1/sql", r#"{"sql": "SELECT CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("3.7500000000"), "{body}");
+}
+
+#[test]
+fn serve_answers_health_readiness_and_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path());
+    let (_server, port) = start_server(dir.path());
     assert_eq!(http(port, "GET", "/healthz", ""), (200, "ok\n".to_string()));
     assert_eq!(http(port, "GET", "/readyz", ""), (200, "ready\n".to_string()));
     let (status, body) = http(port, "POST", "/v1/sql",

@@ -12,6 +12,7 @@
 mod convert;
 mod error;
 mod formats;
+pub mod http;
 mod source;
 mod value;
 

@@ -198,6 +198,12 @@ impl Lake {
         ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)
     }
 
+    /// The latest version of `table` this handle (or a clone of it) has seen or committed,
+    /// without reading the lake.
+    pub fn known_version(&self, table: Table) -> Option<u64> {
+        self.cached(table).and_then(|dt| dt.version())
+    }
+
     fn cached(&self, table: Table) -> Option<DeltaTable> {
         self.tables.lock().unwrap_or_else(|e| e.into_inner()).get(&table).cloned()
     }
