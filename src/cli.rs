@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tenantscope_ingest::business::Kind;
 
 /// Per-tenant observability and cost analytics for SaaS: usage, cost, revenue and margin per
 /// tenant, from OpenTelemetry and cloud bills, in SQL.
@@ -37,6 +38,22 @@ pub(crate) enum ImportCommand {
     /// The files of one call are one import: it replaces the lines of the same source, billing
     /// periods and billing accounts in one transaction; the same files again change nothing.
     Billing(BillingImportArgs),
+    /// Import tenants (CSV or YAML: id, name, plan, accounts, labels). Replaces the tenants it names.
+    Tenants(BusinessImportArgs),
+    /// Import the price book (YAML: plans, base fees, priced meters, tiers). Replaces the plan
+    /// versions it defines.
+    Plans(BusinessImportArgs),
+    /// Import invoice lines (CSV shaped like a Stripe invoice-line export). Replaces the
+    /// invoices it contains.
+    Invoices(BusinessImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BusinessImportArgs {
+    /// The file.
+    pub(crate) file: PathBuf,
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +200,9 @@ pub(crate) fn main() -> ExitCode {
             Command::Sql(args) => crate::sql::run(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
+            Command::Import(ImportCommand::Tenants(args)) => crate::import::business(Kind::Tenants, args).await,
+            Command::Import(ImportCommand::Plans(args)) => crate::import::business(Kind::Plans, args).await,
+            Command::Import(ImportCommand::Invoices(args)) => crate::import::business(Kind::Invoices, args).await,
         }
     });
     match result {

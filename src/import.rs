@@ -1,10 +1,13 @@
 //! `tenantscope import billing`: export files into the lake.
 
 use anyhow::{Context, anyhow};
-use tenantscope_ingest::billing::{BillingImportOptions, ExportFile, Format, ImportError, import_billing};
+use tenantscope_ingest::{
+    billing::{BillingImportOptions, ExportFile, Format, ImportError, import_billing},
+    business::{Kind, import_business},
+};
 use tenantscope_schemas::Lake;
 
-use crate::cli::BillingImportArgs;
+use crate::cli::{BillingImportArgs, BusinessImportArgs};
 
 pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
     let format = args.format.as_deref().map(str::parse::<Format>).transpose().map_err(|e| anyhow!(e))?;
@@ -22,17 +25,7 @@ pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
     };
     let outcome = match import_billing(&lake, &files, &options).await {
         Ok(o) => o,
-        Err(ImportError::InvalidRows { file, total, errors }) => {
-            // The full report on stderr, one value per line; the error itself stays one line.
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            if total > errors.len() {
-                eprintln!("... and {} more", total - errors.len());
-            }
-            return Err(anyhow!("{file}: {total} invalid value(s); nothing was imported (--skip-invalid imports the valid rows)"));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(report(e, "(--skip-invalid imports the valid rows)")),
     };
     if !outcome.written {
         crate::cli::say(format!("Already imported ({}): these files' {} lines are in the lake; nothing to do.", outcome.import_id, outcome.source));
@@ -60,6 +53,49 @@ pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
         }
         w.flush()?;
         crate::cli::say(format!("{} invalid values skipped: see {}.", outcome.rejected.len(), args.rejects.display()));
+    }
+    Ok(())
+}
+
+/// An import error for the terminal: every listed bad value on its own line of stderr, then
+/// the error itself (one line).
+fn report(e: ImportError, hint: &str) -> anyhow::Error {
+    match e {
+        ImportError::InvalidRows { file, total, errors } => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if total > errors.len() {
+                eprintln!("... and {} more", total - errors.len());
+            }
+            anyhow!("{file}: {total} invalid value(s); nothing was imported {hint}").context("import failed")
+        }
+        other => anyhow::Error::new(other).context("import failed"),
+    }
+}
+
+pub(crate) async fn business(kind: Kind, args: BusinessImportArgs) -> anyhow::Result<()> {
+    let path = &args.file;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = ExportFile { name: path.display().to_string(), bytes: bytes.into() };
+    let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
+    let outcome = import_business(&lake, kind, &file).await.map_err(|e| report(e, ""))?;
+    if !outcome.written {
+        crate::cli::say(format!("Already imported ({}): this file's {kind} are in the lake; nothing to do.", outcome.import_id));
+        return Ok(());
+    }
+    let mut keys = outcome.keys.clone();
+    if keys.len() > 8 {
+        let more = keys.len() - 8;
+        keys.truncate(8);
+        keys.push(format!("and {more} more"));
+    }
+    crate::cli::say(format!("Imported {} {kind} rows ({}); import {}.", outcome.rows, keys.join(", "), outcome.import_id));
+    if outcome.unattributed > 0 {
+        crate::cli::say(format!(
+            "{} invoice lines name a customer that maps to no tenant (set tenant_id, or labels.stripe_customer on the tenant).",
+            outcome.unattributed
+        ));
     }
     Ok(())
 }

@@ -3,3 +3,8 @@
 //! `tenantscope_schemas::Lake`.
 
 pub mod billing;
+pub mod business;
+pub mod error;
+mod imports;
+
+pub use error::{ImportError, RowError};

@@ -3,4 +3,5 @@
 mod cli;
 mod demo_and_serve;
 mod import_billing;
+mod import_business;
 mod support;

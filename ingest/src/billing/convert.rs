@@ -19,8 +19,9 @@ use tenantscope_schemas::{
     types::{MONEY_PRECISION, MONEY_SCALE, UTC},
 };
 
+use crate::error::{ImportError, RowError};
+
 use super::{
-    error::{ImportError, RowError},
     formats::{Extract, Plan},
     source::{Loaded, for_each_row},
     value,

@@ -10,22 +10,22 @@
 //!   changes nothing.
 
 mod convert;
-mod error;
 mod formats;
 pub mod http;
 mod source;
-mod value;
+pub(crate) mod value;
 
-use std::{collections::BTreeSet, fmt::Write as _};
+use std::collections::BTreeSet;
 
-use arrow::array::{Array, AsArray, Int64Array, ListBuilder, RecordBatch, StringBuilder};
+use arrow::array::{Array, AsArray, RecordBatch};
 use bytes::Bytes;
-use chrono::{NaiveDate, Utc};
-use sha2::{Digest, Sha256};
+use chrono::NaiveDate;
 use tenantscope_schemas::{Lake, Table, columns};
 
+use crate::imports::{self, sql_str};
+
 pub use convert::Attribution;
-pub use error::{ImportError, MAX_LISTED_ROW_ERRORS, RowError};
+pub use crate::error::{ImportError, MAX_LISTED_ROW_ERRORS, RowError};
 pub use formats::Format;
 
 /// How to import.
@@ -81,15 +81,8 @@ pub async fn import_billing(
     files: &[ExportFile],
     options: &BillingImportOptions,
 ) -> Result<ImportOutcome, ImportError> {
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(&f.bytes);
-    }
-    let checksum: String = hasher.finalize().iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
-    let import_id = format!("billing-{}", &checksum[..20]);
+    let checksum = imports::checksum(files.iter().map(|f| &f.bytes[..]));
+    let import_id = imports::import_id("billing", &checksum);
 
     let mut loaded = Vec::with_capacity(files.len());
     let mut formats = Vec::with_capacity(files.len());
@@ -110,7 +103,7 @@ pub async fn import_billing(
         return Err(ImportError::file(&files[0].name, "the source name is empty"));
     }
 
-    if still_current(lake, &import_id, &checksum).await? {
+    if imports::still_current(lake, Table::Billing, "billing", &import_id, &checksum).await? {
         return Ok(ImportOutcome {
             import_id, written: false, formats, source, rows: 0, rejected: Vec::new(), rounded: 0,
             attributed: 0, periods: Vec::new(), checksum,
@@ -145,14 +138,19 @@ pub async fn import_billing(
         lake.replace(Table::Billing, &batches, &predicate).await?;
     }
     let periods: Vec<NaiveDate> = periods.into_iter().collect();
-    lake.append(Table::Imports, &[import_row(&import_id, &checksum, &source, &formats, files, rows, &periods)?])
-        .await?;
+    let record = imports::Record {
+        import_id: &import_id,
+        kind: "billing",
+        checksum: &checksum,
+        source: Some(&source),
+        format: &formats.iter().map(|f| f.name()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","),
+        files: &files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","),
+        rows,
+        periods: &periods.iter().map(|p| p.format("%Y-%m").to_string()).collect::<Vec<_>>(),
+    };
+    imports::record(lake, &record).await?;
     tracing::info!(%import_id, %source, rows, rejected = rejected.len(), rounded, "Imported billing.");
     Ok(ImportOutcome { import_id, written: true, formats, source, rows, rejected, rounded, attributed, periods, checksum })
-}
-
-fn sql_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The slice of `billing` an import replaces: its source, periods and billing accounts.
@@ -176,25 +174,6 @@ fn slice_predicate(source: &str, periods: &BTreeSet<NaiveDate>, accounts: &BTree
     )
 }
 
-/// Were these exact files imported, and are their lines still in `billing` (not replaced by a
-/// later restatement)?
-async fn still_current(lake: &Lake, import_id: &str, checksum: &str) -> Result<bool, ImportError> {
-    if !lake.exists(Table::Imports).await? || !lake.exists(Table::Billing).await? {
-        return Ok(false);
-    }
-    let sql = format!(
-        "SELECT (SELECT max(row_count) FROM imports WHERE kind = 'billing' AND checksum = {}), \
-                (SELECT count(*) FROM billing WHERE import_id = {})",
-        sql_str(checksum),
-        sql_str(import_id)
-    );
-    let batches = lake.query(&sql).await?;
-    let Some(b) = batches.first().filter(|b| b.num_rows() == 1) else { return Ok(false) };
-    let recorded = b.column(0).as_any().downcast_ref::<Int64Array>().filter(|a| a.is_valid(0)).map(|a| a.value(0));
-    let present = b.column(1).as_any().downcast_ref::<Int64Array>().map_or(0, |a| a.value(0));
-    Ok(recorded.is_some_and(|r| r == present && r > 0))
-}
-
 /// Sub account id -> tenant id, from the `tenants` table.
 async fn tenant_accounts(lake: &Lake) -> Result<std::collections::HashMap<String, String>, ImportError> {
     let mut out = std::collections::HashMap::new();
@@ -216,44 +195,3 @@ async fn tenant_accounts(lake: &Lake) -> Result<std::collections::HashMap<String
     Ok(out)
 }
 
-fn import_row(
-    import_id: &str,
-    checksum: &str,
-    source: &str,
-    formats: &[Format],
-    files: &[ExportFile],
-    rows: usize,
-    periods: &[NaiveDate],
-) -> Result<RecordBatch, ImportError> {
-    use std::sync::Arc;
-    let s = |v: &str| -> Arc<dyn Array> { Arc::new(arrow::array::StringArray::from(vec![v])) };
-    let mut at = arrow::array::TimestampMicrosecondBuilder::new().with_timezone("UTC");
-    at.append_value(Utc::now().timestamp_micros());
-    let mut list = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(arrow::datatypes::Field::new(
-        "element",
-        arrow::datatypes::DataType::Utf8,
-        true,
-    )));
-    for p in periods {
-        list.values().append_value(p.format("%Y-%m").to_string());
-    }
-    list.append(true);
-    let formats: BTreeSet<&str> = formats.iter().map(|f| f.name()).collect();
-    let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-    RecordBatch::try_new(
-        Table::Imports.schema(),
-        vec![
-            s(import_id),
-            Arc::new(at.finish()),
-            s("billing"),
-            s(source),
-            s(&formats.into_iter().collect::<Vec<_>>().join(",")),
-            s(&names.join(",")),
-            s(checksum),
-            Arc::new(Int64Array::from(vec![i64::try_from(rows).unwrap_or(i64::MAX)])),
-            Arc::new(list.finish()),
-            s("complete"),
-        ],
-    )
-    .map_err(|e| ImportError::Query(format!("internal: import record: {e}")))
-}

@@ -13,7 +13,7 @@ use arrow::{
 use bytes::Bytes;
 use tenantscope_schemas::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::error::ImportError;
+use crate::error::ImportError;
 
 /// One row of an export.
 pub(crate) trait Row {
