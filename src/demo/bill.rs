@@ -2,14 +2,9 @@
 //! main database, the load balancer, object storage, logs, egress) sized by the fleet's traffic,
 //! plus dedicated databases tagged `tenant=<id>` and one tenant with a cloud account of its own.
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
-use tenantscope_schemas::{Table, columns, focus};
-
 use super::{
-    cols::*,
-    fleet::{Fleet, first_of_month, micros, next_month},
+    cols::{ONE, dec, fmt_units, mul},
+    fleet::{Fleet, first_of_month, next_month},
 };
 
 const PAYER: &str = "111111111111";
@@ -17,7 +12,6 @@ const PAYER: &str = "111111111111";
 struct Line {
     day: u32,
     sub_account: &'static str,
-    tenant: Option<String>,
     service: &'static str,
     category: &'static str,
     subcategory: &'static str,
@@ -33,9 +27,10 @@ struct Line {
     tags: Vec<(&'static str, String)>,
 }
 
-/// Billing lines for every day of the fleet. `requests[t][d]`, `logs_bytes[d]` drive the
-/// usage-based lines.
-pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64]) -> anyhow::Result<RecordBatch> {
+/// A FOCUS CSV export of every day of the fleet, for `import billing`. `requests[t][d]` and
+/// `exports[d]` drive the usage-based lines. Dedicated lines are tagged `tenant=<id>` or sit in
+/// the tenant's own account: the importer attributes them.
+pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64]) -> String {
     let mut lines = Vec::new();
     for d in 0..fleet.days {
         let total: i64 = requests.iter().map(|r| r[d as usize]).sum();
@@ -44,7 +39,7 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
         let nodes = 3 + total / 30_000;
         for node in 0..nodes {
             lines.push(Line {
-                day: d, sub_account: "222222222222", tenant: None,
+                day: d, sub_account: "222222222222",
                 service: "Amazon Elastic Compute Cloud", category: "Compute", subcategory: "Virtual Machines",
                 resource_id: format!("i-0eks{node:013}"), resource_name: format!("prod-use1-node-{node}"),
                 resource_type: "Instance", sku: "m6i.2xlarge",
@@ -54,14 +49,14 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
             });
         }
         lines.push(Line {
-            day: d, sub_account: "222222222222", tenant: None,
+            day: d, sub_account: "222222222222",
             service: "Amazon Relational Database Service", category: "Databases", subcategory: "Relational Databases",
             resource_id: "arn:aws:rds:us-east-1:222222222222:db:orders-db".to_string(), resource_name: "orders-db".to_string(),
             resource_type: "DB Instance", sku: "db.r6g.2xlarge", description: "db.r6g.2xlarge PostgreSQL Multi-AZ".to_string(),
             quantity: qty(24), unit: "Hours", list_price: "1.722", contracted_price: "1.722", tags: shared_tags(),
         });
         lines.push(Line {
-            day: d, sub_account: "222222222222", tenant: None,
+            day: d, sub_account: "222222222222",
             service: "Elastic Load Balancing", category: "Networking", subcategory: "Load Balancing",
             resource_id: "arn:aws:elasticloadbalancing:us-east-1:222222222222:loadbalancer/app/prod-api/5f2c".to_string(),
             resource_name: "prod-api".to_string(), resource_type: "Load Balancer", sku: "LCUUsage",
@@ -71,7 +66,7 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
             tags: shared_tags(),
         });
         lines.push(Line {
-            day: d, sub_account: "222222222222", tenant: None,
+            day: d, sub_account: "222222222222",
             service: "Amazon Simple Storage Service", category: "Storage", subcategory: "Object Storage",
             resource_id: "arn:aws:s3:::saas-report-exports".to_string(), resource_name: "saas-report-exports".to_string(),
             resource_type: "Bucket", sku: "TimedStorage-ByteHrs",
@@ -81,7 +76,7 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
             unit: "GB-Mo", list_price: "0.023", contracted_price: "0.023", tags: shared_tags(),
         });
         lines.push(Line {
-            day: d, sub_account: "222222222222", tenant: None,
+            day: d, sub_account: "222222222222",
             service: "AWS Data Transfer", category: "Networking", subcategory: "Network Connectivity",
             resource_id: "arn:aws:ec2:us-east-1:222222222222:egress".to_string(), resource_name: "internet egress".to_string(),
             resource_type: "Data Transfer", sku: "DataTransfer-Out-Bytes",
@@ -92,7 +87,7 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
         });
         for t in fleet.tenants.iter().filter(|t| t.dedicated_db) {
             lines.push(Line {
-                day: d, sub_account: "222222222222", tenant: Some(t.id.clone()),
+                day: d, sub_account: "222222222222",
                 service: "Amazon Relational Database Service", category: "Databases", subcategory: "Relational Databases",
                 resource_id: format!("arn:aws:rds:us-east-1:222222222222:db:{}-db", t.id),
                 resource_name: format!("{}-db", t.id), resource_type: "DB Instance", sku: "db.r6g.large",
@@ -104,7 +99,7 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
         for t in fleet.tenants.iter().filter(|t| t.account.is_some()) {
             for node in 0..2 {
                 lines.push(Line {
-                    day: d, sub_account: "210987654321", tenant: Some(t.id.clone()),
+                    day: d, sub_account: "210987654321",
                     service: "Amazon Elastic Compute Cloud", category: "Compute", subcategory: "Virtual Machines",
                     resource_id: format!("i-0{}{node:010}", t.id), resource_name: format!("{}-worker-{node}", t.id),
                     resource_type: "Instance", sku: "m6i.xlarge", description: "m6i.xlarge Linux on-demand".to_string(),
@@ -114,81 +109,41 @@ pub(crate) fn billing_batch(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64
             }
         }
     }
-    to_batch(fleet, &lines)
+    to_csv(fleet, &lines)
 }
 
-fn to_batch(fleet: &Fleet, lines: &[Line]) -> anyhow::Result<RecordBatch> {
-    let n = lines.len();
-    let s = |f: &dyn Fn(&Line) -> String| -> ArrayRef {
-        Arc::new(StringArray::from(lines.iter().map(f).collect::<Vec<_>>()))
-    };
-    let c = |v: &'static str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
-    let ts = |f: &dyn Fn(&Line) -> i64| -> ArrayRef {
-        let mut b = ts_builder(n);
-        for l in lines {
-            b.append_value(f(l));
-        }
-        fin(b)
-    };
-    let money = |f: &dyn Fn(&Line) -> i128| -> ArrayRef {
-        let mut b = money_builder(n);
-        for l in lines {
-            b.append_value(f(l));
-        }
-        fin(b)
-    };
-    let day_us = |l: &Line| micros(fleet.day(l.day));
-    let month = |l: &Line| first_of_month(fleet.day(l.day));
-    let cost = |l: &Line| mul(l.quantity, dec(l.contracted_price));
-    let mut tags = map_builder();
+/// The lines as a FOCUS 1.2 CSV export.
+fn to_csv(fleet: &Fleet, lines: &[Line]) -> String {
+    let mut csv = String::from(
+        "BillingAccountId,BillingAccountName,BillingCurrency,BillingPeriodStart,BillingPeriodEnd,ChargeCategory,\
+         ChargeDescription,ChargeFrequency,ChargePeriodStart,ChargePeriodEnd,ConsumedQuantity,ConsumedUnit,\
+         PricingQuantity,PricingUnit,PricingCategory,ListUnitPrice,ContractedUnitPrice,ListCost,ContractedCost,\
+         BilledCost,EffectiveCost,InvoiceIssuerName,ProviderName,PublisherName,RegionId,RegionName,ResourceId,\
+         ResourceName,ResourceType,ServiceCategory,ServiceName,ServiceSubcategory,SkuId,SubAccountId,SubAccountName,Tags\n",
+    );
+    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for l in lines {
-        let kv: Vec<(&str, &str)> = l.tags.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        push_map(&mut tags, &kv);
+        let day = fleet.day(l.day);
+        let month = first_of_month(day);
+        let cost = fmt_units(mul(l.quantity, dec(l.contracted_price)));
+        let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("\"{k}\": \"{v}\"")).collect();
+        let fields = [
+            PAYER.to_string(), q("SaaS Inc. (payer)"), "USD".into(),
+            format!("{month}T00:00:00Z"), format!("{}T00:00:00Z", next_month(month)), "Usage".into(),
+            q(&l.description), "Usage-Based".into(),
+            format!("{day}T00:00:00Z"), format!("{}T00:00:00Z", day + chrono::Days::new(1)),
+            fmt_units(l.quantity), l.unit.into(), fmt_units(l.quantity), l.unit.into(),
+            if l.list_price == l.contracted_price { "Standard" } else { "Committed" }.into(),
+            l.list_price.into(), l.contracted_price.into(),
+            fmt_units(mul(l.quantity, dec(l.list_price))), cost.clone(), cost.clone(), cost,
+            q("Amazon Web Services, Inc."), "AWS".into(), q("Amazon Web Services"), "us-east-1".into(),
+            q("US East (N. Virginia)"), q(&l.resource_id), q(&l.resource_name), q(l.resource_type),
+            q(l.category), q(l.service), q(l.subcategory), l.sku.into(), l.sub_account.into(),
+            q(if l.sub_account == "222222222222" { "saas-production" } else { "dedicated-customer" }),
+            q(&format!("{{{}}}", tags.join(", "))),
+        ];
+        csv.push_str(&fields.join(","));
+        csv.push('\n');
     }
-    let mut period = Date::with_capacity(n);
-    for l in lines {
-        period.append_value(i32::try_from(micros(month(l)) / 86_400_000_000)?);
-    }
-    batch(Table::Billing, vec![
-        ("billing_account_id", c(PAYER)),
-        ("billing_account_name", c("SaaS Inc. (payer)")),
-        (focus::BILLING_CURRENCY, c("USD")),
-        (focus::BILLING_PERIOD_START, ts(&|l| micros(month(l)))),
-        (focus::BILLING_PERIOD_END, ts(&|l| micros(next_month(month(l))))),
-        (focus::CHARGE_CATEGORY, c("Usage")),
-        ("charge_description", s(&|l| l.description.clone())),
-        ("charge_frequency", c("Usage-Based")),
-        (focus::CHARGE_PERIOD_START, ts(&day_us)),
-        (focus::CHARGE_PERIOD_END, ts(&|l| day_us(l) + 86_400_000_000)),
-        ("consumed_quantity", money(&|l| l.quantity)),
-        ("consumed_unit", s(&|l| l.unit.to_string())),
-        ("pricing_quantity", money(&|l| l.quantity)),
-        ("pricing_unit", s(&|l| l.unit.to_string())),
-        ("pricing_category", s(&|l| if l.list_price == l.contracted_price { "Standard" } else { "Committed" }.to_string())),
-        ("list_unit_price", money(&|l| dec(l.list_price))),
-        ("contracted_unit_price", money(&|l| dec(l.contracted_price))),
-        (focus::LIST_COST, money(&|l| mul(l.quantity, dec(l.list_price)))),
-        (focus::CONTRACTED_COST, money(&cost)),
-        (focus::BILLED_COST, money(&cost)),
-        (focus::EFFECTIVE_COST, money(&cost)),
-        ("invoice_issuer_name", c("Amazon Web Services, Inc.")),
-        ("provider_name", c("AWS")),
-        ("publisher_name", c("Amazon Web Services")),
-        ("region_id", c("us-east-1")),
-        ("region_name", c("US East (N. Virginia)")),
-        (focus::RESOURCE_ID, s(&|l| l.resource_id.clone())),
-        ("resource_name", s(&|l| l.resource_name.clone())),
-        ("resource_type", s(&|l| l.resource_type.to_string())),
-        (focus::SERVICE_CATEGORY, s(&|l| l.category.to_string())),
-        (focus::SERVICE_NAME, s(&|l| l.service.to_string())),
-        ("service_subcategory", s(&|l| l.subcategory.to_string())),
-        ("sku_id", s(&|l| l.sku.to_string())),
-        (focus::SUB_ACCOUNT_ID, s(&|l| l.sub_account.to_string())),
-        ("sub_account_name", s(&|l| if l.sub_account == "222222222222" { "saas-production" } else { "dedicated-customer" }.to_string())),
-        (focus::TAGS, fin(tags)),
-        (columns::TENANT_ID, Arc::new(StringArray::from(lines.iter().map(|l| l.tenant.clone()).collect::<Vec<_>>()))),
-        (columns::SOURCE, c("demo-focus")),
-        (columns::IMPORT_ID, Arc::new(StringArray::from(vec![fleet.import_id(); n]))),
-        (columns::BILLING_PERIOD, fin(period)),
-    ])
+    csv
 }

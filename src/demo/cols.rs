@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use arrow::{
     array::{
-        ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+        ArrayRef,  Float64Builder, Int64Builder,
         ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampMicrosecondBuilder,
     },
     datatypes::DataType,
 };
 use arrow::{array::RecordBatch, datatypes::{Field, Schema}};
-use tenantscope_schemas::{Table, types::{MONEY_PRECISION, MONEY_SCALE, UTC}};
+use tenantscope_schemas::{Table, types::{MONEY_SCALE, UTC}};
 
 /// 10^10: one unit of money at the lake's scale.
 pub(crate) const ONE: i128 = 10_000_000_000;
@@ -36,10 +36,13 @@ pub(crate) fn mul(a: i128, b: i128) -> i128 {
     if p >= 0 { (p + half) / ONE } else { (p - half) / ONE }
 }
 
-pub(crate) fn money_builder(capacity: usize) -> Decimal128Builder {
-    Decimal128Builder::with_capacity(capacity)
-        .with_data_type(DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
+/// Units at the lake's scale as decimal text, e.g. `12.5000000000`.
+pub(crate) fn fmt_units(units: i128) -> String {
+    let sign = if units < 0 { "-" } else { "" };
+    let v = units.unsigned_abs();
+    format!("{sign}{}.{:010}", v / ONE as u128, v % ONE as u128)
 }
+
 
 pub(crate) fn ts_builder(capacity: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC)
@@ -83,7 +86,6 @@ pub(crate) fn fin<B: arrow::array::ArrayBuilder>(mut b: B) -> ArrayRef {
 pub(crate) type Str = StringBuilder;
 pub(crate) type I64 = Int64Builder;
 pub(crate) type F64 = Float64Builder;
-pub(crate) type Date = Date32Builder;
 
 /// A batch of some of a table's columns (the lake fills the others with NULLs).
 pub(crate) fn batch(table: Table, columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<RecordBatch> {
@@ -109,5 +111,6 @@ mod tests {
         assert_eq!(dec("-12"), -12 * ONE);
         assert_eq!(mul(dec("0.384"), dec("24")), dec("9.216"));
         assert_eq!(mul(dec("0.0000000001"), dec("0.5")), 1); // rounds half away from zero
+        assert_eq!(fmt_units(dec("-12.5")), "-12.5000000000");
     }
 }

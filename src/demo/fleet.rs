@@ -3,10 +3,8 @@
 
 
 
-use arrow::array::RecordBatch;
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use rand::{Rng, rngs::StdRng};
-use tenantscope_schemas::Table;
 
 use super::cols::*;
 
@@ -127,77 +125,41 @@ pub(crate) fn next_month(d: NaiveDate) -> NaiveDate {
     d.checked_add_months(chrono::Months::new(1)).unwrap_or(d)
 }
 
-pub(crate) fn micros(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_micros()
-}
 
-pub(crate) fn tenants_batch(fleet: &Fleet) -> anyhow::Result<RecordBatch> {
-    let n = fleet.tenants.len();
-    let (mut id, mut name, mut plan, mut cur) = (Str::new(), Str::new(), Str::new(), Str::new());
-    let mut accounts = string_list_builder();
-    let mut labels = map_builder();
-    let mut created = ts_builder(n);
-    let mut import = Str::new();
+/// The tenants as a YAML file for `import tenants`.
+pub(crate) fn tenants_yaml(fleet: &Fleet) -> String {
+    let mut y = String::from("tenants:\n");
     for (rank, t) in fleet.tenants.iter().enumerate() {
-        id.append_value(&t.id);
-        name.append_value(&t.name);
-        plan.append_value(t.plan.name);
-        match &t.account {
-            Some(a) => {
-                accounts.values().append_value(a);
-                accounts.append(true);
-            }
-            None => accounts.append(true),
-        }
         let segment = if rank < 3 { "strategic" } else if rank < 15 { "growth" } else { "self-serve" };
         let region = ["us", "eu", "apac"][rank % 3];
-        push_map(&mut labels, &[("segment", segment), ("region", region)]);
-        cur.append_value("USD");
-        created.append_value(micros(fleet.first_day) - (rank as i64 + 30) * 86_400_000_000);
-        import.append_value(fleet.import_id());
+        let created = fleet.first_day - chrono::Days::new(rank as u64 + 30);
+        y.push_str(&format!(
+            "  - id: {}\n    name: {:?}\n    plan: {}\n    currency: USD\n    created_at: {created}\n    labels: {{segment: {segment}, region: {region}, stripe_customer: cus_{}}}\n",
+            t.id, t.name, t.plan.name, t.id
+        ));
+        if let Some(a) = &t.account {
+            y.push_str(&format!("    accounts: [\"{a}\"]\n"));
+        }
     }
-    Ok(RecordBatch::try_new(
-        Table::Tenants.schema(),
-        vec![fin(id), fin(name), fin(plan), fin(accounts), fin(labels), fin(cur), fin(created), fin(import)],
-    )?)
+    y
 }
 
-pub(crate) fn plans_batch(fleet: &Fleet) -> anyhow::Result<RecordBatch> {
-    let n = PLANS.len();
-    let (mut plan, mut cur, mut meter, mut unit) = (Str::new(), Str::new(), Str::new(), Str::new());
-    let (mut base, mut price, mut incl, mut from, mut to) =
-        (money_builder(n), money_builder(n), money_builder(n), money_builder(n), money_builder(n));
-    let mut valid = ts_builder(n);
-    let mut import = Str::new();
+/// The price book as a YAML file for `import plans`.
+pub(crate) fn plans_yaml(fleet: &Fleet) -> String {
+    let mut y = format!("currency: USD\nplans:\n");
     for p in PLANS {
-        plan.append_value(p.name);
-        cur.append_value("USD");
-        base.append_value(dec(p.base_fee));
-        meter.append_value("requests");
-        unit.append_value("request");
-        price.append_value(dec(p.price_per_request));
-        incl.append_value(i128::from(p.included_requests) * ONE);
-        from.append_value(0);
-        to.append_null();
-        valid.append_value(micros(first_of_month(fleet.first_day)));
-        import.append_value(fleet.import_id());
+        y.push_str(&format!(
+            "  - name: {}\n    base_fee: \"{}\"\n    valid_from: {}\n    meters:\n      - meter: requests\n        unit: request\n        included: {}\n        unit_price: \"{}\"\n",
+            p.name, p.base_fee, first_of_month(fleet.first_day), p.included_requests, p.price_per_request
+        ));
     }
-    Ok(RecordBatch::try_new(
-        Table::Plans.schema(),
-        vec![
-            fin(plan), fin(cur), fin(base), fin(meter), fin(unit), fin(price), fin(incl),
-            fin(from), fin(to), fin(valid), fin(import),
-        ],
-    )?)
+    y
 }
 
-/// Invoice lines per tenant and month: the base fee, and requests above the plan's allowance.
-pub(crate) fn invoices_batch(fleet: &Fleet, requests: &[Vec<i64>]) -> anyhow::Result<RecordBatch> {
-    let schema = Table::Invoices.schema();
-    let (mut inv, mut line, mut tenant, mut customer) = (Str::new(), Str::new(), Str::new(), Str::new());
-    let (mut start, mut end) = (ts_builder(0), ts_builder(0));
-    let (mut desc, mut meter, mut cur, mut import) = (Str::new(), Str::new(), Str::new(), Str::new());
-    let (mut qty, mut amount) = (money_builder(0), money_builder(0));
+/// Invoice lines per tenant and month (the base fee, and requests above the plan's allowance)
+/// as a Stripe-shaped CSV for `import invoices`.
+pub(crate) fn invoices_csv(fleet: &Fleet, requests: &[Vec<i64>]) -> String {
+    let mut csv = String::from("invoice_id,id,customer,period_start,period_end,description,meter,quantity,amount,currency\n");
     for (m_idx, month) in fleet.months().into_iter().enumerate() {
         for (t_idx, t) in fleet.tenants.iter().enumerate() {
             let used: i64 = (0..fleet.days)
@@ -206,40 +168,19 @@ pub(crate) fn invoices_batch(fleet: &Fleet, requests: &[Vec<i64>]) -> anyhow::Re
                 .sum();
             let over = (used - t.plan.included_requests).max(0);
             let invoice_id = format!("in_{}_{}", month.format("%Y%m"), t.id);
-            let mut lines = vec![(
-                "base", format!("{} plan, {}", t.plan.name, month.format("%B %Y")), None, dec(t.plan.base_fee),
-            )];
+            let period = format!("{}T00:00:00Z,{}T00:00:00Z", month, next_month(month));
+            csv.push_str(&format!(
+                "{invoice_id},il_{m_idx}{t_idx:04}0,cus_{},{period},\"{} plan, {}\",,1,{},usd\n",
+                t.id, t.plan.name, month.format("%B %Y"), fmt_units(dec(t.plan.base_fee))
+            ));
             if over > 0 && t.plan.price_per_request != "0" {
-                let q = i128::from(over) * ONE;
-                lines.push((
-                    "requests",
-                    format!("{over} requests above the {} included", t.plan.included_requests),
-                    Some(q),
-                    mul(q, dec(t.plan.price_per_request)),
+                let amount = mul(i128::from(over) * ONE, dec(t.plan.price_per_request));
+                csv.push_str(&format!(
+                    "{invoice_id},il_{m_idx}{t_idx:04}1,cus_{},{period},{over} requests above the {} included,requests,{over},{},usd\n",
+                    t.id, t.plan.included_requests, fmt_units(amount)
                 ));
-            }
-            for (i, (kind, text, q, amt)) in lines.into_iter().enumerate() {
-                inv.append_value(&invoice_id);
-                line.append_value(format!("il_{m_idx}{t_idx:04}{i}"));
-                tenant.append_value(&t.id);
-                customer.append_value(format!("cus_{}", t.id));
-                start.append_value(micros(month));
-                end.append_value(micros(next_month(month)));
-                desc.append_value(text);
-                meter.append_option((kind == "requests").then_some("requests"));
-                qty.append_option(q);
-                amount.append_value(amt);
-                cur.append_value("USD");
-                import.append_value(fleet.import_id());
             }
         }
     }
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            fin(inv), fin(line), fin(tenant), fin(customer), fin(start), fin(end), fin(desc),
-            fin(meter), fin(qty), fin(amount), fin(cur), fin(import),
-        ],
-    )?)
+    csv
 }
-

@@ -5,8 +5,9 @@
 //! metrics with OpenTelemetry resource attributes, a FOCUS billing export with shared and
 //! dedicated resources, the price book, and invoices.
 //!
-//! Until the OTLP receivers and billing importers exist, the generator writes Arrow batches
-//! through the lake writer (the same commit path they will use); it must move onto them then.
+//! Tenants, plans, invoices and the FOCUS bill go through the importers, as files a user would
+//! import. Until the OTLP receivers exist, telemetry is written as Arrow batches through the
+//! lake writer (the commit path they will use); it must move onto OTLP then.
 
 mod bill;
 mod cols;
@@ -19,6 +20,10 @@ use anyhow::Context;
 use arrow::array::{RecordBatch, StringArray, Int64Array};
 use chrono::{NaiveDate, Utc};
 use rand::{SeedableRng, rngs::StdRng};
+use tenantscope_ingest::{
+    billing::{BillingImportOptions, ExportFile, import_billing},
+    business::{Kind, import_business},
+};
 use tenantscope_query::{EngineConfig, QueryEngine};
 use tenantscope_schemas::{Lake, Table};
 
@@ -97,14 +102,28 @@ async fn build(lake: &Lake, fleet: &Fleet, rng: &mut StdRng) -> anyhow::Result<W
         written.metrics += append(lake, Table::Metrics, day.metrics).await?;
         tracing::info!(day = %fleet.day(d), spans = written.spans, "Wrote a demo day.");
     }
-    append(lake, Table::Tenants, fleet::tenants_batch(fleet)?).await?;
-    append(lake, Table::Plans, fleet::plans_batch(fleet)?).await?;
-    append(lake, Table::Invoices, fleet::invoices_batch(fleet, &requests)?).await?;
-    written.billing = append(lake, Table::Billing, bill::billing_batch(fleet, &requests, &exports)?).await?;
+    // Business data and the bill go through the importers, as a user's files would; tenants
+    // first, so that the bill's dedicated account is attributed to its tenant.
+    import(lake, Kind::Tenants, "demo-tenants.yaml", fleet::tenants_yaml(fleet)).await?;
+    import(lake, Kind::Plans, "demo-plans.yaml", fleet::plans_yaml(fleet)).await?;
+    import(lake, Kind::Invoices, "demo-invoices.csv", fleet::invoices_csv(fleet, &requests)).await?;
+    let export = ExportFile { name: "demo-focus-export.csv".into(), bytes: bill::billing_csv(fleet, &requests, &exports).into() };
+    let options = BillingImportOptions {
+        source: Some("demo-focus".into()),
+        tenant_tag_keys: vec!["tenant".into()],
+        ..Default::default()
+    };
+    written.billing = import_billing(lake, &[export], &options).await.context("cannot import the demo's bill")?.rows;
     // Written last: its presence says the demo fleet is complete.
     append(lake, Table::Imports, import_row(fleet, &written)?).await?;
     lake.create_all().await?;
     Ok(written)
+}
+
+async fn import(lake: &Lake, kind: Kind, name: &str, text: String) -> anyhow::Result<()> {
+    let file = ExportFile { name: name.into(), bytes: text.into() };
+    import_business(lake, kind, &file).await.with_context(|| format!("cannot import the demo's {kind}"))?;
+    Ok(())
 }
 
 async fn append(lake: &Lake, table: Table, batch: RecordBatch) -> anyhow::Result<usize> {
