@@ -79,7 +79,12 @@ pub(crate) struct BillingImportArgs {
     pub(crate) rejects: PathBuf,
     /// Tag keys that name a billing line's tenant (the first one set wins); lines without one
     /// go to the tenant owning their sub account (tenants.accounts), else they are shared cost.
-    #[arg(long = "tenant-tag", env = "TENANTSCOPE_TENANT_TAGS", value_delimiter = ',', default_value = "tenant,tenant_id,tenant.id")]
+    #[arg(
+        long = "tenant-tag",
+        env = "TENANTSCOPE_TENANT_TAGS",
+        value_delimiter = ',',
+        default_value = "tenant,tenant_id,tenant.id"
+    )]
     pub(crate) tenant_tags: Vec<String>,
 }
 
@@ -173,9 +178,12 @@ pub(crate) fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
-            {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
@@ -200,9 +208,13 @@ pub(crate) fn main() -> ExitCode {
             Command::Sql(args) => crate::sql::run(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
-            Command::Import(ImportCommand::Tenants(args)) => crate::import::business(Kind::Tenants, args).await,
+            Command::Import(ImportCommand::Tenants(args)) => {
+                crate::import::business(Kind::Tenants, args).await
+            }
             Command::Import(ImportCommand::Plans(args)) => crate::import::business(Kind::Plans, args).await,
-            Command::Import(ImportCommand::Invoices(args)) => crate::import::business(Kind::Invoices, args).await,
+            Command::Import(ImportCommand::Invoices(args)) => {
+                crate::import::business(Kind::Invoices, args).await
+            }
         }
     });
     match result {
@@ -232,8 +244,8 @@ pub(crate) fn say(text: impl std::fmt::Display) {
 }
 
 fn init_logging(filter: &str) {
-    use tracing_subscriber::EnvFilter;
     use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
     // deltalake logs a failed snapshot load at ERROR even when the caller handles it; its
     // warnings and errors that matter reach us as `Err` values.
     let directives = format!("deltalake_core=off,buoyant_kernel=off,buoyant_kernel_engine=off,{filter}");

@@ -28,7 +28,10 @@ pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
         Err(e) => return Err(report(e, "(--skip-invalid imports the valid rows)")),
     };
     if !outcome.written {
-        crate::cli::say(format!("Already imported ({}): these files' {} lines are in the lake; nothing to do.", outcome.import_id, outcome.source));
+        crate::cli::say(format!(
+            "Already imported ({}): these files' {} lines are in the lake; nothing to do.",
+            outcome.import_id, outcome.source
+        ));
         return Ok(());
     }
     let periods: Vec<String> = outcome.periods.iter().map(|p| p.format("%Y-%m").to_string()).collect();
@@ -43,7 +46,10 @@ pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
     ));
     crate::cli::say(format!("{} lines attributed to a tenant; the rest is shared cost.", outcome.attributed));
     if outcome.rounded > 0 {
-        crate::cli::say(format!("{} values had more than 10 decimals and were rounded half-even to 10.", outcome.rounded));
+        crate::cli::say(format!(
+            "{} values had more than 10 decimals and were rounded half-even to 10.",
+            outcome.rounded
+        ));
     }
     if !outcome.rejected.is_empty() {
         let mut w = csv::Writer::from_path(&args.rejects)
@@ -52,7 +58,11 @@ pub(crate) async fn billing(args: BillingImportArgs) -> anyhow::Result<()> {
             w.serialize(e)?;
         }
         w.flush()?;
-        crate::cli::say(format!("{} invalid values skipped: see {}.", outcome.rejected.len(), args.rejects.display()));
+        crate::cli::say(format!(
+            "{} invalid values skipped: see {}.",
+            outcome.rejected.len(),
+            args.rejects.display()
+        ));
     }
     Ok(())
 }
@@ -81,7 +91,10 @@ pub(crate) async fn business(kind: Kind, args: BusinessImportArgs) -> anyhow::Re
     let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
     let outcome = import_business(&lake, kind, &file).await.map_err(|e| report(e, ""))?;
     if !outcome.written {
-        crate::cli::say(format!("Already imported ({}): this file's {kind} are in the lake; nothing to do.", outcome.import_id));
+        crate::cli::say(format!(
+            "Already imported ({}): this file's {kind} are in the lake; nothing to do.",
+            outcome.import_id
+        ));
         return Ok(());
     }
     let mut keys = outcome.keys.clone();
@@ -90,7 +103,12 @@ pub(crate) async fn business(kind: Kind, args: BusinessImportArgs) -> anyhow::Re
         keys.truncate(8);
         keys.push(format!("and {more} more"));
     }
-    crate::cli::say(format!("Imported {} {kind} rows ({}); import {}.", outcome.rows, keys.join(", "), outcome.import_id));
+    crate::cli::say(format!(
+        "Imported {} {kind} rows ({}); import {}.",
+        outcome.rows,
+        keys.join(", "),
+        outcome.import_id
+    ));
     if outcome.unattributed > 0 {
         crate::cli::say(format!(
             "{} invoice lines name a customer that maps to no tenant (set tenant_id, or labels.stripe_customer on the tenant).",

@@ -68,7 +68,9 @@ impl ImportError {
 }
 
 fn invalid_rows_message(file: &str, total: usize, errors: &[RowError]) -> String {
-    let mut msg = format!("{file}: {total} invalid value(s); nothing was imported (use --skip-invalid to import the valid rows)");
+    let mut msg = format!(
+        "{file}: {total} invalid value(s); nothing was imported (use --skip-invalid to import the valid rows)"
+    );
     for e in errors {
         msg.push_str("\n  ");
         msg.push_str(&e.to_string());

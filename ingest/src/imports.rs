@@ -3,7 +3,9 @@
 
 use std::{fmt::Write as _, sync::Arc};
 
-use arrow::array::{Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    Array, Int64Array, ListBuilder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
+};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tenantscope_schemas::{Lake, Table, types::UTC};
@@ -54,7 +56,8 @@ pub(crate) async fn still_current(
     );
     let batches = lake.query(&sql).await?;
     let Some(b) = batches.first().filter(|b| b.num_rows() == 1) else { return Ok(false) };
-    let recorded = b.column(0).as_any().downcast_ref::<Int64Array>().filter(|a| a.is_valid(0)).map(|a| a.value(0));
+    let recorded =
+        b.column(0).as_any().downcast_ref::<Int64Array>().filter(|a| a.is_valid(0)).map(|a| a.value(0));
     let present = b.column(1).as_any().downcast_ref::<Int64Array>().map_or(0, |a| a.value(0));
     Ok(recorded.is_some_and(|r| r == present && r > 0))
 }

@@ -38,8 +38,7 @@ pub fn write_result(result: &QueryResult, format: OutputFormat, out: &mut dyn Wr
             writeln!(out, "{table}").map_err(io)?;
         }
         OutputFormat::Csv => {
-            let header: Vec<String> =
-                result.schema.fields().iter().map(|f| csv_field(f.name())).collect();
+            let header: Vec<String> = result.schema.fields().iter().map(|f| csv_field(f.name())).collect();
             writeln!(out, "{}", header.join(",")).map_err(io)?;
             let options = FormatOptions::default().with_null("");
             for batch in &result.batches {
@@ -57,9 +56,7 @@ pub fn write_result(result: &QueryResult, format: OutputFormat, out: &mut dyn Wr
             }
         }
         OutputFormat::Json => {
-            let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(
-                &mut *out,
-            );
+            let mut writer = WriterBuilder::new().with_explicit_nulls(true).build::<_, JsonArray>(&mut *out);
             let batches: Vec<_> = result.batches.iter().collect();
             writer.write_batches(&batches).map_err(|e| QueryError::Output(e.to_string()))?;
             writer.finish().map_err(|e| QueryError::Output(e.to_string()))?;

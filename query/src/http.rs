@@ -14,8 +14,10 @@ use axum::{
 };
 use datafusion::arrow::{
     array::{Array, AsArray, RecordBatch},
-    datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-        UInt8Type, UInt16Type, UInt32Type, UInt64Type},
+    datatypes::{
+        DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+        UInt32Type, UInt64Type,
+    },
     util::display::{ArrayFormatter, FormatOptions},
 };
 use serde::Deserialize;
@@ -47,11 +49,7 @@ async fn post_sql(State(engine): State<QueryEngine>, Json(req): Json<SqlRequest>
 }
 
 fn error_response(e: &QueryError) -> Response {
-    let status = if e.is_user_error() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
+    let status = if e.is_user_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
     (status, Json(json!({ "error": e.to_string() }))).into_response()
 }
 
@@ -74,12 +72,8 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Value>) -> Result<(), QueryEr
     let options = FormatOptions::default().with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"));
     let formatters = crate::format::formatters(batch, &options)?;
     for row in 0..batch.num_rows() {
-        let values = batch
-            .columns()
-            .iter()
-            .zip(&formatters)
-            .map(|(col, fmt)| cell(col.as_ref(), fmt, row))
-            .collect();
+        let values =
+            batch.columns().iter().zip(&formatters).map(|(col, fmt)| cell(col.as_ref(), fmt, row)).collect();
         rows.push(Value::Array(values));
     }
     Ok(())

@@ -101,10 +101,7 @@ async fn load(lake: &Lake, table: Table) -> Result<Option<Snapshot>> {
         return Ok(None);
     }
     let dt = lake.table(table).await.map_err(external)?;
-    let provider = dt
-        .table_provider()
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let provider = dt.table_provider().await.map_err(|e| DataFusionError::External(Box::new(e)))?;
     Ok(Some(Snapshot { table: dt, provider }))
 }
 
@@ -143,10 +140,7 @@ impl TableProvider for LakeTableProvider {
         }
     }
 
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
         match self.latest_known() {
             Some(provider) => provider.supports_filters_pushdown(filters),
             None => Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]),

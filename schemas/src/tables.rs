@@ -79,12 +79,9 @@ impl Table {
     /// The Delta partition columns.
     pub fn partition_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Spans
-            | Table::Logs
-            | Table::Metrics
-            | Table::Usage
-            | Table::Alerts
-            | Table::AuditLog => &[DATE],
+            Table::Spans | Table::Logs | Table::Metrics | Table::Usage | Table::Alerts | Table::AuditLog => {
+                &[DATE]
+            }
             Table::Billing => &[BILLING_PERIOD],
             Table::Tenants | Table::Plans | Table::Invoices | Table::Imports => &[],
         }
@@ -346,16 +343,15 @@ impl fmt::Display for Table {
 
 /// A table name that is not one of ours.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown table {0:?}; the tables are: spans, logs, metrics, billing, tenants, plans, invoices, usage, alerts, audit_log, imports")]
+#[error(
+    "unknown table {0:?}; the tables are: spans, logs, metrics, billing, tenants, plans, invoices, usage, alerts, audit_log, imports"
+)]
 pub struct UnknownTable(pub String);
 
 impl FromStr for Table {
     type Err = UnknownTable;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Table::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| UnknownTable(s.to_string()))
+        Table::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| UnknownTable(s.to_string()))
     }
 }

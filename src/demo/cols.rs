@@ -3,14 +3,20 @@
 use std::sync::Arc;
 
 use arrow::{
+    array::RecordBatch,
+    datatypes::{Field, Schema},
+};
+use arrow::{
     array::{
-        ArrayRef,  Float64Builder, Int64Builder,
-        ListBuilder, MapBuilder, MapFieldNames, StringBuilder, TimestampMicrosecondBuilder,
+        ArrayRef, Float64Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
+        TimestampMicrosecondBuilder,
     },
     datatypes::DataType,
 };
-use arrow::{array::RecordBatch, datatypes::{Field, Schema}};
-use tenantscope_schemas::{Table, types::{MONEY_SCALE, UTC}};
+use tenantscope_schemas::{
+    Table,
+    types::{MONEY_SCALE, UTC},
+};
 
 /// 10^10: one unit of money at the lake's scale.
 pub(crate) const ONE: i128 = 10_000_000_000;
@@ -43,18 +49,13 @@ pub(crate) fn fmt_units(units: i128) -> String {
     format!("{sign}{}.{:010}", v / ONE as u128, v % ONE as u128)
 }
 
-
 pub(crate) fn ts_builder(capacity: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC)
 }
 
 pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
     MapBuilder::new(
-        Some(MapFieldNames {
-            entry: "key_value".into(),
-            key: "key".into(),
-            value: "value".into(),
-        }),
+        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
         StringBuilder::new(),
         StringBuilder::new(),
     )
@@ -93,8 +94,7 @@ pub(crate) fn batch(table: Table, columns: Vec<(&str, ArrayRef)>) -> anyhow::Res
     let fields: Vec<Field> = columns
         .iter()
         .map(|(name, col)| {
-            full.field_with_name(name)
-                .map(|f| Field::new(*name, col.data_type().clone(), f.is_nullable()))
+            full.field_with_name(name).map(|f| Field::new(*name, col.data_type().clone(), f.is_nullable()))
         })
         .collect::<Result<_, _>>()?;
     let arrays = columns.into_iter().map(|(_, c)| c).collect();

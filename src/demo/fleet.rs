@@ -1,17 +1,36 @@
 //! The demo fleet: tenants on plans with Zipf-like usage, and its business data (tenants, plans,
 //! invoices).
 
-
-
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use rand::{Rng, rngs::StdRng};
 
 use super::cols::*;
 
 const NAMES: [&str; 24] = [
-    "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell",
-    "cyberdyne", "soylent", "oscorp", "vandelay", "piedpiper", "dunder", "monarch", "aperture",
-    "blackmesa", "nakatomi", "gringotts", "virtucon", "sirius", "prestige", "massive",
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "oscorp",
+    "vandelay",
+    "piedpiper",
+    "dunder",
+    "monarch",
+    "aperture",
+    "blackmesa",
+    "nakatomi",
+    "gringotts",
+    "virtucon",
+    "sirius",
+    "prestige",
+    "massive",
 ];
 
 /// A plan of the price book: base fee per month, price per request above what is included.
@@ -59,7 +78,14 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    pub(crate) fn new(rng: &mut StdRng, n: u32, first_day: NaiveDate, days: u32, peak: u32, seed: u64) -> Self {
+    pub(crate) fn new(
+        rng: &mut StdRng,
+        n: u32,
+        first_day: NaiveDate,
+        days: u32,
+        peak: u32,
+        seed: u64,
+    ) -> Self {
         let tenants = (0..n as usize)
             .map(|rank| {
                 let id = NAMES.get(rank).map_or_else(|| format!("tenant-{rank:04}"), |s| (*s).to_string());
@@ -125,12 +151,17 @@ pub(crate) fn next_month(d: NaiveDate) -> NaiveDate {
     d.checked_add_months(chrono::Months::new(1)).unwrap_or(d)
 }
 
-
 /// The tenants as a YAML file for `import tenants`.
 pub(crate) fn tenants_yaml(fleet: &Fleet) -> String {
     let mut y = String::from("tenants:\n");
     for (rank, t) in fleet.tenants.iter().enumerate() {
-        let segment = if rank < 3 { "strategic" } else if rank < 15 { "growth" } else { "self-serve" };
+        let segment = if rank < 3 {
+            "strategic"
+        } else if rank < 15 {
+            "growth"
+        } else {
+            "self-serve"
+        };
         let region = ["us", "eu", "apac"][rank % 3];
         let created = fleet.first_day - chrono::Days::new(rank as u64 + 30);
         y.push_str(&format!(
@@ -159,7 +190,9 @@ pub(crate) fn plans_yaml(fleet: &Fleet) -> String {
 /// Invoice lines per tenant and month (the base fee, and requests above the plan's allowance)
 /// as a Stripe-shaped CSV for `import invoices`.
 pub(crate) fn invoices_csv(fleet: &Fleet, requests: &[Vec<i64>]) -> String {
-    let mut csv = String::from("invoice_id,id,customer,period_start,period_end,description,meter,quantity,amount,currency\n");
+    let mut csv = String::from(
+        "invoice_id,id,customer,period_start,period_end,description,meter,quantity,amount,currency\n",
+    );
     for (m_idx, month) in fleet.months().into_iter().enumerate() {
         for (t_idx, t) in fleet.tenants.iter().enumerate() {
             let used: i64 = (0..fleet.days)
@@ -171,7 +204,10 @@ pub(crate) fn invoices_csv(fleet: &Fleet, requests: &[Vec<i64>]) -> String {
             let period = format!("{}T00:00:00Z,{}T00:00:00Z", month, next_month(month));
             csv.push_str(&format!(
                 "{invoice_id},il_{m_idx}{t_idx:04}0,cus_{},{period},\"{} plan, {}\",,1,{},usd\n",
-                t.id, t.plan.name, month.format("%B %Y"), fmt_units(dec(t.plan.base_fee))
+                t.id,
+                t.plan.name,
+                month.format("%B %Y"),
+                fmt_units(dec(t.plan.base_fee))
             ));
             if over > 0 && t.plan.price_per_request != "0" {
                 let amount = mul(i128::from(over) * ONE, dec(t.plan.price_per_request));

@@ -17,7 +17,7 @@ mod traffic;
 use std::{sync::Arc, time::Instant};
 
 use anyhow::Context;
-use arrow::array::{RecordBatch, StringArray, Int64Array};
+use arrow::array::{Int64Array, RecordBatch, StringArray};
 use chrono::{NaiveDate, Utc};
 use rand::{SeedableRng, rngs::StdRng};
 use tenantscope_ingest::{
@@ -49,17 +49,30 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let first_day = end - chrono::Days::new(u64::from(args.days - 1));
     let lake = Lake::open_url(&args.serve.lake.data).await.context("cannot open the lake")?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let fleet = Fleet::new(&mut rng, args.tenants, first_day, args.days, args.peak_requests_per_day, args.seed);
+    let fleet =
+        Fleet::new(&mut rng, args.tenants, first_day, args.days, args.peak_requests_per_day, args.seed);
 
     if already_built(&lake, &fleet).await? {
-        crate::cli::say(format!("The demo fleet {} is already in the lake at {}.", fleet.import_id(), lake.location()));
+        crate::cli::say(format!(
+            "The demo fleet {} is already in the lake at {}.",
+            fleet.import_id(),
+            lake.location()
+        ));
     } else {
         let started = Instant::now();
         let written = build(&lake, &fleet, &mut rng).await?;
         crate::cli::say(format!(
             "Built the demo fleet in {:.1} s: {} tenants, {} days ({} .. {}), {} spans, {} log records, {} metric points, {} billing lines.\nLake: {}",
-            started.elapsed().as_secs_f64(), fleet.tenants.len(), fleet.days, fleet.first_day, end,
-            written.spans, written.logs, written.metrics, written.billing, lake.location(),
+            started.elapsed().as_secs_f64(),
+            fleet.tenants.len(),
+            fleet.days,
+            fleet.first_day,
+            end,
+            written.spans,
+            written.logs,
+            written.metrics,
+            written.billing,
+            lake.location(),
         ));
     }
     print_hints(&args);
@@ -74,10 +87,8 @@ async fn already_built(lake: &Lake, fleet: &Fleet) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let engine = QueryEngine::new(lake.clone(), EngineConfig::default()).await?;
-    let sql = format!(
-        "SELECT count(*) FROM imports WHERE kind = 'demo' AND import_id = '{}'",
-        fleet.import_id()
-    );
+    let sql =
+        format!("SELECT count(*) FROM imports WHERE kind = 'demo' AND import_id = '{}'", fleet.import_id());
     let result = engine.sql(&sql).await?;
     let n = result
         .batches
@@ -107,13 +118,17 @@ async fn build(lake: &Lake, fleet: &Fleet, rng: &mut StdRng) -> anyhow::Result<W
     import(lake, Kind::Tenants, "demo-tenants.yaml", fleet::tenants_yaml(fleet)).await?;
     import(lake, Kind::Plans, "demo-plans.yaml", fleet::plans_yaml(fleet)).await?;
     import(lake, Kind::Invoices, "demo-invoices.csv", fleet::invoices_csv(fleet, &requests)).await?;
-    let export = ExportFile { name: "demo-focus-export.csv".into(), bytes: bill::billing_csv(fleet, &requests, &exports).into() };
+    let export = ExportFile {
+        name: "demo-focus-export.csv".into(),
+        bytes: bill::billing_csv(fleet, &requests, &exports).into(),
+    };
     let options = BillingImportOptions {
         source: Some("demo-focus".into()),
         tenant_tag_keys: vec!["tenant".into()],
         ..Default::default()
     };
-    written.billing = import_billing(lake, &[export], &options).await.context("cannot import the demo's bill")?.rows;
+    written.billing =
+        import_billing(lake, &[export], &options).await.context("cannot import the demo's bill")?.rows;
     // Written last: its presence says the demo fleet is complete.
     append(lake, Table::Imports, import_row(fleet, &written)?).await?;
     lake.create_all().await?;
@@ -127,10 +142,8 @@ async fn import(lake: &Lake, kind: Kind, name: &str, text: String) -> anyhow::Re
 }
 
 async fn append(lake: &Lake, table: Table, batch: RecordBatch) -> anyhow::Result<usize> {
-    let commit = lake
-        .append(table, &[batch])
-        .await
-        .with_context(|| format!("cannot write the demo's {table}"))?;
+    let commit =
+        lake.append(table, &[batch]).await.with_context(|| format!("cannot write the demo's {table}"))?;
     Ok(commit.map_or(0, |c| c.rows))
 }
 

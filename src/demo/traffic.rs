@@ -24,10 +24,34 @@ struct Route {
 
 const ROUTES: [Route; 5] = [
     Route { method: "GET", route: "/api/v1/search", service: "search-api", median_ms: 45.0, db_table: None },
-    Route { method: "POST", route: "/api/v1/orders", service: "orders-api", median_ms: 80.0, db_table: Some("orders") },
-    Route { method: "GET", route: "/api/v1/orders/{id}", service: "orders-api", median_ms: 22.0, db_table: Some("orders") },
-    Route { method: "GET", route: "/api/v1/users/{id}", service: "accounts-api", median_ms: 14.0, db_table: Some("users") },
-    Route { method: "POST", route: "/api/v1/reports/export", service: "reports-worker", median_ms: 2400.0, db_table: Some("events") },
+    Route {
+        method: "POST",
+        route: "/api/v1/orders",
+        service: "orders-api",
+        median_ms: 80.0,
+        db_table: Some("orders"),
+    },
+    Route {
+        method: "GET",
+        route: "/api/v1/orders/{id}",
+        service: "orders-api",
+        median_ms: 22.0,
+        db_table: Some("orders"),
+    },
+    Route {
+        method: "GET",
+        route: "/api/v1/users/{id}",
+        service: "accounts-api",
+        median_ms: 14.0,
+        db_table: Some("users"),
+    },
+    Route {
+        method: "POST",
+        route: "/api/v1/reports/export",
+        service: "reports-worker",
+        median_ms: 2400.0,
+        db_table: Some("events"),
+    },
 ];
 const EXPORT_ROUTE: usize = 4;
 const BOUNDS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -137,7 +161,13 @@ pub(crate) fn day(fleet: &Fleet, rng: &mut StdRng, d: u32) -> anyhow::Result<Day
                 let failed = rng.random::<f64>() < tenant.error_rate;
                 let trace = hex(rng, 16);
                 let span = hex(rng, 8);
-                let status_code = if failed { 500 } else if route.method == "POST" { 201 } else { 200 };
+                let status_code = if failed {
+                    500
+                } else if route.method == "POST" {
+                    201
+                } else {
+                    200
+                };
                 spans.time.push(start);
                 spans.end.push(start + dur_ns / 1000);
                 spans.dur.push(dur_ns);
@@ -186,12 +216,16 @@ pub(crate) fn day(fleet: &Fleet, rng: &mut StdRng, d: u32) -> anyhow::Result<Day
                     logs.time.push(start + dur_ns / 1000);
                     logs.sev.push(17);
                     logs.sev_text.push("ERROR");
-                    logs.body.push(format!("{} {} failed: upstream request timeout", route.method, route.route));
+                    logs.body
+                        .push(format!("{} {} failed: upstream request timeout", route.method, route.route));
                     logs.trace.push(Some(trace));
                     logs.span.push(Some(span));
                     logs.service.push(route.service);
                     logs.tenant.push(t);
-                    logs.attrs.push(vec![("tenant.id", tenant.id.clone()), ("exception.type", "TimeoutError".to_string())]);
+                    logs.attrs.push(vec![
+                        ("tenant.id", tenant.id.clone()),
+                        ("exception.type", "TimeoutError".to_string()),
+                    ]);
                 } else if r == EXPORT_ROUTE {
                     logs.time.push(start + dur_ns / 1000);
                     logs.sev.push(9);
@@ -201,7 +235,10 @@ pub(crate) fn day(fleet: &Fleet, rng: &mut StdRng, d: u32) -> anyhow::Result<Day
                     logs.span.push(Some(span));
                     logs.service.push(route.service);
                     logs.tenant.push(t);
-                    logs.attrs.push(vec![("tenant.id", tenant.id.clone()), ("report.rows", rng.random_range(1_000..500_000).to_string())]);
+                    logs.attrs.push(vec![
+                        ("tenant.id", tenant.id.clone()),
+                        ("report.rows", rng.random_range(1_000..500_000).to_string()),
+                    ]);
                 }
                 let a = &mut aggs[(h as usize * fleet.tenants.len() + t) * ROUTES.len() + r];
                 if a.count == 0 {
@@ -264,24 +301,27 @@ fn spans_batch(fleet: &Fleet, s: Spans, date: i32) -> anyhow::Result<RecordBatch
     let strs = |v: Vec<String>| -> ArrayRef { Arc::new(arrow::array::StringArray::from(v)) };
     let resources = map_col(s.service.iter().zip(&s.tenant).map(|(svc, t)| resource(fleet, svc, *t)));
     let tenant_ids: Vec<&str> = s.tenant.iter().map(|t| fleet.tenants[*t].id.as_str()).collect();
-    batch(Table::Spans, vec![
-        (TIME, ts(&s.time)),
-        (END_TIME, ts(&s.end)),
-        (DURATION_NS, Arc::new(arrow::array::Int64Array::from(s.dur))),
-        (TRACE_ID, strs(s.trace)),
-        (SPAN_ID, strs(s.span)),
-        (PARENT_SPAN_ID, Arc::new(arrow::array::StringArray::from(s.parent))),
-        (NAME, strs(s.name)),
-        (KIND, Arc::new(arrow::array::StringArray::from(s.kind))),
-        (STATUS_CODE, Arc::new(arrow::array::StringArray::from(s.status))),
-        (STATUS_MESSAGE, Arc::new(arrow::array::StringArray::from(s.message))),
-        (SERVICE_NAME, Arc::new(arrow::array::StringArray::from(s.service.clone()))),
-        (TENANT_ID, Arc::new(arrow::array::StringArray::from(tenant_ids))),
-        (ATTRIBUTES, map_col(s.attrs.into_iter())),
-        (RESOURCE_ATTRIBUTES, resources),
-        (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["io.opentelemetry.http"; n]))),
-        (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
-    ])
+    batch(
+        Table::Spans,
+        vec![
+            (TIME, ts(&s.time)),
+            (END_TIME, ts(&s.end)),
+            (DURATION_NS, Arc::new(arrow::array::Int64Array::from(s.dur))),
+            (TRACE_ID, strs(s.trace)),
+            (SPAN_ID, strs(s.span)),
+            (PARENT_SPAN_ID, Arc::new(arrow::array::StringArray::from(s.parent))),
+            (NAME, strs(s.name)),
+            (KIND, Arc::new(arrow::array::StringArray::from(s.kind))),
+            (STATUS_CODE, Arc::new(arrow::array::StringArray::from(s.status))),
+            (STATUS_MESSAGE, Arc::new(arrow::array::StringArray::from(s.message))),
+            (SERVICE_NAME, Arc::new(arrow::array::StringArray::from(s.service.clone()))),
+            (TENANT_ID, Arc::new(arrow::array::StringArray::from(tenant_ids))),
+            (ATTRIBUTES, map_col(s.attrs.into_iter())),
+            (RESOURCE_ATTRIBUTES, resources),
+            (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["io.opentelemetry.http"; n]))),
+            (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
+        ],
+    )
 }
 
 fn logs_batch(fleet: &Fleet, l: Logs, date: i32) -> anyhow::Result<RecordBatch> {
@@ -292,21 +332,24 @@ fn logs_batch(fleet: &Fleet, l: Logs, date: i32) -> anyhow::Result<RecordBatch> 
     observed.append_slice(&l.time.iter().map(|t| t + 1_500).collect::<Vec<_>>());
     let resources = map_col(l.service.iter().zip(&l.tenant).map(|(svc, t)| resource(fleet, svc, *t)));
     let tenant_ids: Vec<&str> = l.tenant.iter().map(|t| fleet.tenants[*t].id.as_str()).collect();
-    batch(Table::Logs, vec![
-        (TIME, fin(time)),
-        (OBSERVED_TIME, fin(observed)),
-        (SEVERITY_NUMBER, Arc::new(arrow::array::Int32Array::from(l.sev))),
-        (SEVERITY_TEXT, Arc::new(arrow::array::StringArray::from(l.sev_text))),
-        (BODY, Arc::new(arrow::array::StringArray::from(l.body))),
-        (TRACE_ID, Arc::new(arrow::array::StringArray::from(l.trace))),
-        (SPAN_ID, Arc::new(arrow::array::StringArray::from(l.span))),
-        (SERVICE_NAME, Arc::new(arrow::array::StringArray::from(l.service.clone()))),
-        (TENANT_ID, Arc::new(arrow::array::StringArray::from(tenant_ids))),
-        (ATTRIBUTES, map_col(l.attrs.into_iter())),
-        (RESOURCE_ATTRIBUTES, resources),
-        (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["app.logger"; n]))),
-        (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
-    ])
+    batch(
+        Table::Logs,
+        vec![
+            (TIME, fin(time)),
+            (OBSERVED_TIME, fin(observed)),
+            (SEVERITY_NUMBER, Arc::new(arrow::array::Int32Array::from(l.sev))),
+            (SEVERITY_TEXT, Arc::new(arrow::array::StringArray::from(l.sev_text))),
+            (BODY, Arc::new(arrow::array::StringArray::from(l.body))),
+            (TRACE_ID, Arc::new(arrow::array::StringArray::from(l.trace))),
+            (SPAN_ID, Arc::new(arrow::array::StringArray::from(l.span))),
+            (SERVICE_NAME, Arc::new(arrow::array::StringArray::from(l.service.clone()))),
+            (TENANT_ID, Arc::new(arrow::array::StringArray::from(tenant_ids))),
+            (ATTRIBUTES, map_col(l.attrs.into_iter())),
+            (RESOURCE_ATTRIBUTES, resources),
+            (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["app.logger"; n]))),
+            (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
+        ],
+    )
 }
 
 /// Per hour, tenant and route: `http.server.request.duration` (delta histogram, seconds) and
@@ -316,10 +359,16 @@ fn metrics_batch(fleet: &Fleet, aggs: &[HourAgg], day_start: i64, date: i32) -> 
     let (mut name, mut mtype, mut unit, mut temporality) = (Str::new(), Str::new(), Str::new(), Str::new());
     let (mut value, mut sum, mut min, mut max) = (F64::new(), F64::new(), F64::new(), F64::new());
     let mut count = I64::new();
-    let mut buckets = arrow::array::ListBuilder::new(I64::new())
-        .with_field(Arc::new(Field::new("element", arrow::datatypes::DataType::Int64, true)));
-    let mut bounds = arrow::array::ListBuilder::new(F64::new())
-        .with_field(Arc::new(Field::new("element", arrow::datatypes::DataType::Float64, true)));
+    let mut buckets = arrow::array::ListBuilder::new(I64::new()).with_field(Arc::new(Field::new(
+        "element",
+        arrow::datatypes::DataType::Int64,
+        true,
+    )));
+    let mut bounds = arrow::array::ListBuilder::new(F64::new()).with_field(Arc::new(Field::new(
+        "element",
+        arrow::datatypes::DataType::Float64,
+        true,
+    )));
     let mut monotonic = arrow::array::BooleanBuilder::new();
     let (mut service, mut tenant_col) = (Str::new(), Str::new());
     let mut attrs = map_builder();
@@ -367,35 +416,41 @@ fn metrics_batch(fleet: &Fleet, aggs: &[HourAgg], day_start: i64, date: i32) -> 
                 buckets.append(true);
                 bounds.values().append_slice(&BOUNDS);
                 bounds.append(true);
-                push_map(&mut attrs, &[
-                    ("tenant.id", &tenant.id),
-                    ("http.request.method", route.method),
-                    ("http.route", route.route),
-                ]);
+                push_map(
+                    &mut attrs,
+                    &[
+                        ("tenant.id", &tenant.id),
+                        ("http.request.method", route.method),
+                        ("http.route", route.route),
+                    ],
+                );
             }
         }
     }
     let n = arrow::array::ArrayBuilder::len(&name);
-    batch(Table::Metrics, vec![
-        (TIME, fin(time)),
-        (START_TIME, fin(start)),
-        (METRIC_NAME, fin(name)),
-        (METRIC_TYPE, fin(mtype)),
-        (UNIT, fin(unit)),
-        (VALUE, fin(value)),
-        (COUNT, fin(count)),
-        (SUM, fin(sum)),
-        ("min", fin(min)),
-        ("max", fin(max)),
-        (BUCKET_COUNTS, fin(buckets)),
-        (EXPLICIT_BOUNDS, fin(bounds)),
-        (TEMPORALITY, fin(temporality)),
-        (IS_MONOTONIC, fin(monotonic)),
-        (SERVICE_NAME, fin(service)),
-        (TENANT_ID, fin(tenant_col)),
-        (ATTRIBUTES, fin(attrs)),
-        (RESOURCE_ATTRIBUTES, fin(res)),
-        (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["app.metrics"; n]))),
-        (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
-    ])
+    batch(
+        Table::Metrics,
+        vec![
+            (TIME, fin(time)),
+            (START_TIME, fin(start)),
+            (METRIC_NAME, fin(name)),
+            (METRIC_TYPE, fin(mtype)),
+            (UNIT, fin(unit)),
+            (VALUE, fin(value)),
+            (COUNT, fin(count)),
+            (SUM, fin(sum)),
+            ("min", fin(min)),
+            ("max", fin(max)),
+            (BUCKET_COUNTS, fin(buckets)),
+            (EXPLICIT_BOUNDS, fin(bounds)),
+            (TEMPORALITY, fin(temporality)),
+            (IS_MONOTONIC, fin(monotonic)),
+            (SERVICE_NAME, fin(service)),
+            (TENANT_ID, fin(tenant_col)),
+            (ATTRIBUTES, fin(attrs)),
+            (RESOURCE_ATTRIBUTES, fin(res)),
+            (SCOPE_NAME, Arc::new(arrow::array::StringArray::from(vec!["app.metrics"; n]))),
+            (DATE, Arc::new(arrow::array::Date32Array::from(vec![date; n]))),
+        ],
+    )
 }

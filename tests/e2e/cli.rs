@@ -50,14 +50,23 @@ fn unreachable_lake_url() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
-    assert!(err.starts_with("error: cannot open the lake: cannot reach the lake at s3://bucket/lake/"), "{err}");
+    assert!(
+        err.starts_with("error: cannot open the lake: cannot reach the lake at s3://bucket/lake/"),
+        "{err}"
+    );
 }
 
 #[test]
 fn sql_on_an_empty_lake_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(&["sql", "--data", dir.path().to_str().unwrap(), "--format", "csv",
-        "SELECT count(*) AS n FROM spans"]);
+    let out = run(&[
+        "sql",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM spans",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(crate::support::stdout(&out), "n\n0\n");
 }

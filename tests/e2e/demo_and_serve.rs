@@ -14,8 +14,14 @@ fn demo_then_sql() {
     let dir = tempfile::tempdir().unwrap();
     small_demo(dir.path());
     let data = dir.path().to_str().unwrap();
-    let out = run(&["sql", "--data", data, "--format", "csv",
-        "SELECT tenant_id, count(*) AS spans FROM spans GROUP BY 1 ORDER BY 2 DESC"]);
+    let out = run(&[
+        "sql",
+        "--data",
+        data,
+        "--format",
+        "csv",
+        "SELECT tenant_id, count(*) AS spans FROM spans GROUP BY 1 ORDER BY 2 DESC",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -25,7 +31,13 @@ fn demo_then_sql() {
     assert!(lines[1].starts_with("acme,"), "{text}");
 
     // Every table holds what the demo says, and the billing lines add up to whole cents.
-    let out = run(&["sql", "--data", data, "--format", "json", "SELECT
+    let out = run(&[
+        "sql",
+        "--data",
+        data,
+        "--format",
+        "json",
+        "SELECT
         (SELECT count(*) FROM tenants) AS tenants,
         (SELECT count(*) FROM plans) AS plans,
         (SELECT count(*) FROM invoices WHERE amount > 0) AS paid_lines,
@@ -33,7 +45,8 @@ fn demo_then_sql() {
         (SELECT count(*) FROM billing WHERE tenant_id IS NOT NULL) AS dedicated_lines,
         (SELECT count(*) FROM logs WHERE severity_text = 'ERROR') > 0 AS has_errors,
         (SELECT count(DISTINCT metric_name) FROM metrics) AS metric_names,
-        (SELECT count(DISTINCT date) FROM spans) AS days"]);
+        (SELECT count(DISTINCT date) FROM spans) AS days",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let row = &v[0];
@@ -114,7 +127,10 @@ fn billing_import_over_http() {
     let (status, body) = http(port, "POST", "/v1/import/billing?name=oct.csv&source=api", csv);
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["rows"].as_i64(), v["written"].as_bool(), v["formats"][0].as_str()), (Some(2), Some(true), Some("focus")));
+    assert_eq!(
+        (v["rows"].as_i64(), v["written"].as_bool(), v["formats"][0].as_str()),
+        (Some(2), Some(true), Some("focus"))
+    );
     let (status, body) = http(port, "POST", "/v1/import/billing?name=oct.csv&source=api", csv);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"written\":false"), "{body}");
@@ -126,7 +142,12 @@ fn billing_import_over_http() {
     assert_eq!(v["errors"][0]["column"], "BilledCost");
     let (status, body) = http(port, "POST", "/v1/import/billing?format=nope", csv);
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http(port, "POST", "/v1/sql", r#"{"sql": "SELECT CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"}"#);
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/sql",
+        r#"{"sql": "SELECT CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"}"#,
+    );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("3.7500000000"), "{body}");
 }
@@ -138,8 +159,12 @@ fn serve_answers_health_readiness_and_sql() {
     let (_server, port) = start_server(dir.path());
     assert_eq!(http(port, "GET", "/healthz", ""), (200, "ok\n".to_string()));
     assert_eq!(http(port, "GET", "/readyz", ""), (200, "ready\n".to_string()));
-    let (status, body) = http(port, "POST", "/v1/sql",
-        r#"{"sql": "SELECT tenant_id, count(*) AS n, sum(billed_cost) AS cost FROM billing WHERE tenant_id = 'acme' GROUP BY 1"}"#);
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/sql",
+        r#"{"sql": "SELECT tenant_id, count(*) AS n, sum(billed_cost) AS cost FROM billing WHERE tenant_id = 'acme' GROUP BY 1"}"#,
+    );
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["columns"][0]["name"], "tenant_id");

@@ -21,7 +21,9 @@ fn import(lake: &Path, args: &[&str]) -> std::process::Output {
 
 /// A small FOCUS export: one line per (account, day, cost).
 fn focus_csv(path: &Path, lines: &[(&str, &str, &str, &str)]) {
-    let mut text = String::from("BillingAccountId,BillingPeriodStart,ChargePeriodStart,BilledCost,EffectiveCost,BillingCurrency,SubAccountId,Tags\n");
+    let mut text = String::from(
+        "BillingAccountId,BillingPeriodStart,ChargePeriodStart,BilledCost,EffectiveCost,BillingCurrency,SubAccountId,Tags\n",
+    );
     for (account, day, cost, tags) in lines {
         text.push_str(&format!(
             "{account},2026-10-01T00:00:00Z,2026-10-{day}T00:00:00Z,{cost},{cost},USD,{account}-sub,\"{}\"\n",
@@ -42,7 +44,10 @@ fn the_same_file_twice_is_a_no_op() {
     let second = import(&lake, &[FOCUS_SAMPLE]);
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(stdout(&second).starts_with("Already imported"), "{}", stdout(&second));
-    assert_eq!(sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"), before);
+    assert_eq!(
+        sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"),
+        before
+    );
     assert_eq!(sql(&lake, "SELECT count(*) AS n FROM imports WHERE kind = 'billing'"), "n\n1\n");
 }
 
@@ -50,7 +55,8 @@ fn the_same_file_twice_is_a_no_op() {
 fn a_restatement_replaces_its_period_and_accounts_only() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let (v1, v2, other) = (dir.path().join("v1.csv"), dir.path().join("v2.csv"), dir.path().join("other.csv"));
+    let (v1, v2, other) =
+        (dir.path().join("v1.csv"), dir.path().join("v2.csv"), dir.path().join("other.csv"));
     focus_csv(&v1, &[("A", "01", "10.00", ""), ("A", "02", "5.50", "")]);
     focus_csv(&v2, &[("A", "01", "10.00", ""), ("A", "02", "6.25", ""), ("A", "03", "1.00", "")]);
     focus_csv(&other, &[("B", "01", "100", "")]);
@@ -60,13 +66,22 @@ fn a_restatement_replaces_its_period_and_accounts_only() {
     }
     // v2 replaced v1 (account A, October) and left account B alone.
     assert_eq!(
-        sql(&lake, "SELECT billing_account_id AS a, count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing GROUP BY 1 ORDER BY 1"),
+        sql(
+            &lake,
+            "SELECT billing_account_id AS a, count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing GROUP BY 1 ORDER BY 1"
+        ),
         "a,n,c\nA,3,17.2500000000\nB,1,100.0000000000\n"
     );
     // Importing v1 again restates back: its lines were replaced, so it is not a no-op.
     let out = import(&lake, &["--source", "aws", v1.to_str().unwrap()]);
     assert!(stdout(&out).starts_with("Imported 2 billing lines"), "{}", stdout(&out));
-    assert_eq!(sql(&lake, "SELECT CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing WHERE billing_account_id = 'A'"), "c\n15.5000000000\n");
+    assert_eq!(
+        sql(
+            &lake,
+            "SELECT CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing WHERE billing_account_id = 'A'"
+        ),
+        "c\n15.5000000000\n"
+    );
 }
 
 #[test]
@@ -77,21 +92,36 @@ fn a_bad_file_changes_nothing_and_names_line_and_column() {
     focus_csv(&good, &[("A", "01", "10.00", "")]);
     assert!(import(&lake, &[good.to_str().unwrap()]).status.success());
     let bad = dir.path().join("bad.csv");
-    focus_csv(&bad, &[("A", "01", "1.00", ""), ("A", "02", "12.34.5x", ""), ("A", "33", "2.00", ""), ("A", "04", "3", "{broken")]);
+    focus_csv(
+        &bad,
+        &[
+            ("A", "01", "1.00", ""),
+            ("A", "02", "12.34.5x", ""),
+            ("A", "33", "2.00", ""),
+            ("A", "04", "3", "{broken"),
+        ],
+    );
     let out = import(&lake, &[bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let b = bad.to_str().unwrap();
     assert!(err.contains(&format!("{b}:3: column BilledCost: \"12.34.5x\": not a number")), "{err}");
-    assert!(err.contains(&format!("{b}:4: column ChargePeriodStart: \"2026-10-33T00:00:00Z\": not a date/time")), "{err}");
+    assert!(
+        err.contains(&format!("{b}:4: column ChargePeriodStart: \"2026-10-33T00:00:00Z\": not a date/time")),
+        "{err}"
+    );
     assert!(err.contains(&format!("{b}:5: column Tags: \"{{broken\": tags are not a JSON object")), "{err}");
     // BilledCost and EffectiveCost on line 3, ChargePeriodStart on 4, Tags on 5.
     assert!(err.contains("4 invalid value(s); nothing was imported"), "{err}");
-    assert_eq!(sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"), "n,c\n1,10.0000000000\n");
+    assert_eq!(
+        sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"),
+        "n,c\n1,10.0000000000\n"
+    );
 
     // --skip-invalid imports the valid line and writes the rejects with their locations.
     let rejects = dir.path().join("rejects.csv");
-    let out = import(&lake, &["--skip-invalid", "--rejects", rejects.to_str().unwrap(), "--source", "other", b]);
+    let out =
+        import(&lake, &["--skip-invalid", "--rejects", rejects.to_str().unwrap(), "--source", "other", b]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Imported 1 billing lines"), "{}", stdout(&out));
     let rejected = std::fs::read_to_string(&rejects).unwrap();
@@ -117,7 +147,10 @@ fn lines_are_attributed_by_tag_then_by_account() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("2 lines attributed to a tenant"), "{}", stdout(&out));
     assert_eq!(
-        sql(dir.path(), "SELECT tenant_id, CAST(billed_cost AS VARCHAR) AS c FROM billing WHERE source = 't' ORDER BY c"),
+        sql(
+            dir.path(),
+            "SELECT tenant_id, CAST(billed_cost AS VARCHAR) AS c FROM billing WHERE source = 't' ORDER BY c"
+        ),
         "tenant_id,c\nglobex,1.0000000000\ninitech,2.0000000000\n,4.0000000000\n"
     );
 }
@@ -140,7 +173,10 @@ fn real_world_quirks() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("1 values had more than 10 decimals"), "{}", stdout(&out));
     assert_eq!(
-        sql(&lake, "SELECT CAST(billed_cost AS VARCHAR) AS c, CAST(charge_period_start AS VARCHAR) AS t, tags['org'] AS org, x_extra['Id'] AS id, region_id IS NULL AS no_region, CAST(list_unit_price AS VARCHAR) AS p, billing_period FROM billing ORDER BY c"),
+        sql(
+            &lake,
+            "SELECT CAST(billed_cost AS VARCHAR) AS c, CAST(charge_period_start AS VARCHAR) AS t, tags['org'] AS org, x_extra['Id'] AS id, region_id IS NULL AS no_region, CAST(list_unit_price AS VARCHAR) AS p, billing_period FROM billing ORDER BY c"
+        ),
         "c,t,org,id,no_region,p,billing_period\n\
          0.1234567890,2025-05-02T13:00:00Z,,8,true,,2025-05-01\n\
          1000.5000000000,2025-05-01T00:00:00Z,trey,7,true,0.0000004000,2025-04-01\n"
@@ -161,7 +197,10 @@ fn unknown_format_and_unreadable_files_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("unknown billing export format"), "{}", stderr(&out));
     let out = import(&lake, &["/nonexistent/export.csv"]);
-    assert_eq!(stderr(&out).trim(), "error: cannot read /nonexistent/export.csv: No such file or directory (os error 2)");
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: cannot read /nonexistent/export.csv: No such file or directory (os error 2)"
+    );
     let out = import(&lake, &["--format", "cur9", f.to_str().unwrap()]);
     assert!(stderr(&out).contains("unknown billing format \"cur9\""), "{}", stderr(&out));
 }

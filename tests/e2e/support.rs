@@ -32,8 +32,20 @@ pub(crate) fn free_port() -> u16 {
 /// Builds a small demo lake in `dir` (5 tenants, 2 days) without serving it.
 pub(crate) fn small_demo(dir: &Path) {
     let out = run(&[
-        "demo", "--no-serve", "--data", dir.to_str().unwrap(), "--tenants", "5", "--days", "2",
-        "--peak-requests-per-day", "600", "--end-date", "2026-11-27", "--seed", "7",
+        "demo",
+        "--no-serve",
+        "--data",
+        dir.to_str().unwrap(),
+        "--tenants",
+        "5",
+        "--days",
+        "2",
+        "--peak-requests-per-day",
+        "600",
+        "--end-date",
+        "2026-11-27",
+        "--seed",
+        "7",
     ]);
     assert!(out.status.success(), "demo failed: {}", stderr(&out));
 }

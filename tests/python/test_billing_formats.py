@@ -249,3 +249,73 @@ def test_gcp_parquet_nested(tmp_path):
     out = tenantscope("import", "billing", "--data", lake, str(path))
     assert "(gcp)" in out
     check_gcp(lake)
+
+
+def test_focus_parquet_with_decimal_columns(tmp_path):
+    """FOCUS as Parquet, costs as DECIMAL(38, 12) (as a Spark or Databricks export writes them)
+    and timestamps as timestamps: the same totals as the CSV."""
+    import csv as pycsv
+    import os
+
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "focus", "focus_sample.csv")
+    with open(sample, newline="", encoding="utf-8") as f:
+        rows = list(pycsv.DictReader(f))
+    null = lambda v: None if v in ("NULL", "") else v
+    cols = {}
+    for name in rows[0]:
+        values = [null(r[name]) for r in rows]
+        if name in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost"):
+            cols[name] = pa.array([Decimal(v) if v is not None else None for v in values], pa.decimal128(38, 12))
+        elif name in ("ChargePeriodStart", "ChargePeriodEnd", "BillingPeriodStart", "BillingPeriodEnd"):
+            cols[name] = pa.array([datetime.fromisoformat(v).replace(tzinfo=UTC) if v else None for v in values], pa.timestamp("us", tz="UTC"))
+        else:
+            cols[name] = pa.array(values, pa.string())
+    path = tmp_path / "focus.parquet"
+    pq.write_table(pa.table(cols), path)
+    lake = str(tmp_path / "lake")
+    out = tenantscope("import", "billing", "--data", lake, str(path))
+    assert "(focus)" in out
+    for col, snake in [("BilledCost", "billed_cost"), ("EffectiveCost", "effective_cost")]:
+        expected = sum((Decimal(r[col]).quantize(Decimal("1e-10")) for r in rows if null(r[col]) is not None), Decimal(0))
+        got = sql_json(lake, f"SELECT CAST(sum({snake}) AS VARCHAR) AS s, count(*) AS n FROM billing")[0]
+        assert (Decimal(got["s"]), got["n"]) == (expected, 1000)
+
+
+def test_gcp_csv(tmp_path):
+    """BigQuery CSV exports flatten records into dotted headers and write arrays as JSON text."""
+    import csv as pycsv
+
+    path = tmp_path / "gcp.csv"
+    fields = ["billing_account_id", "service.description", "sku.id", "usage_start_time", "usage_end_time",
+              "project.id", "labels", "cost", "currency", "credits", "invoice.month", "cost_type"]
+    with open(path, "w", newline="") as f:
+        w = pycsv.writer(f)
+        w.writerow(fields)
+        for r in gcp_rows():
+            project = r["project"] or {}
+            w.writerow([r["billing_account_id"], r["service"]["description"], r["sku"]["id"], r["usage_start_time"],
+                        r["usage_end_time"], project.get("id", ""), json.dumps(r["labels"]), repr(r["cost"]), r["currency"],
+                        json.dumps(r["credits"]), r["invoice"]["month"], r["cost_type"]])
+    lake = str(tmp_path / "lake")
+    out = tenantscope("import", "billing", "--data", lake, "--tenant-tag", "team", str(path))
+    assert "(gcp)" in out
+    rows = gcp_rows()
+    billed = sum(dec(r["cost"]) + sum(dec(c["amount"]) for c in r["credits"]) for r in rows)
+    got = sql_json(lake, "SELECT CAST(sum(billed_cost) AS VARCHAR) AS b, count(tenant_id) AS t FROM billing")[0]
+    assert (Decimal(got["b"]), got["t"]) == (billed, 1)
+
+
+def test_azure_mca_camel_case_columns(tmp_path):
+    """Newer (MCA) cost details name columns in camelCase and bill in costInBillingCurrency."""
+    path = tmp_path / "mca.csv"
+    path.write_text(
+        "billingAccountId,billingPeriodStartDate,billingPeriodEndDate,date,meterCategory,costInBillingCurrency,"
+        "billingCurrency,chargeType,pricingModel,quantity,unitPrice,subscriptionId,tags\n"
+        "ba1,10/01/2026,10/31/2026,10/05/2026,Virtual Machines,12.5,EUR,Usage,OnDemand,10,1.25,sub-1,\"\"\"tenant\"\": \"\"acme\"\"\"\n"
+        "ba1,10/01/2026,10/31/2026,10/06/2026,Storage,0.75,EUR,Usage,OnDemand,3,0.25,sub-1,\n"
+    )
+    lake = str(tmp_path / "lake")
+    out = tenantscope("import", "billing", "--data", lake, str(path))
+    assert "(azure)" in out
+    got = sql_json(lake, "SELECT CAST(sum(billed_cost) AS VARCHAR) AS b, CAST(sum(contracted_cost) AS VARCHAR) AS c, max(billing_currency) AS cur, count(tenant_id) AS t, max(service_category) AS sc FROM billing")[0]
+    assert (Decimal(got["b"]), Decimal(got["c"]), got["cur"], got["t"], got["sc"]) == (Decimal("13.25"), Decimal("13.25"), "EUR", 1, "Storage")

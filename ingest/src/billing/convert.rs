@@ -9,8 +9,8 @@ use std::{
 };
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, MapBuilder, MapFieldNames, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use chrono::{DateTime, Datelike, NaiveDate};
 use tenantscope_schemas::{
@@ -23,7 +23,7 @@ use crate::error::{ImportError, RowError};
 
 use super::{
     formats::{Extract, Plan},
-    source::{Loaded, for_each_row},
+    source::{Chunk, Loaded, for_each_row},
     value,
 };
 
@@ -44,7 +44,9 @@ pub struct Attribution {
 impl Attribution {
     fn tenant(&self, tags: &[(String, String)], sub_account: Option<&str>) -> Option<String> {
         for key in &self.tag_keys {
-            if let Some((_, v)) = tags.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty()) {
+            if let Some((_, v)) =
+                tags.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty())
+            {
                 return Some(v.trim().to_string());
             }
         }
@@ -117,7 +119,8 @@ impl Builders {
             .map(|c| match c.kind {
                 FocusKind::String | FocusKind::Json => Col::Text(StringBuilder::new()),
                 FocusKind::Decimal => Col::Money(
-                    Decimal128Builder::new().with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)),
+                    Decimal128Builder::new()
+                        .with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)),
                 ),
                 FocusKind::DateTime => Col::Time(TimestampMicrosecondBuilder::new().with_timezone(UTC)),
                 FocusKind::Tags => Col::Map(map_builder()),
@@ -155,15 +158,21 @@ impl Builders {
         self.len = 0;
         let schema = Table::Billing.schema();
         // Map fields built here are nullable-valued like the table's; cast anything else.
-        let columns = columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) }
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))?;
-        RecordBatch::try_new(schema, columns).map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))
+        let columns =
+            columns
+                .into_iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        arrow::compute::cast(&c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))?;
+        RecordBatch::try_new(schema, columns)
+            .map_err(|e| ImportError::Query(format!("internal: building billing rows: {e}")))
     }
 }
 
@@ -181,6 +190,7 @@ fn index_of(name: &str) -> usize {
 /// is rejected whole or its valid rows are imported.
 pub(crate) fn convert(
     file: &Loaded,
+    chunk: Chunk,
     plan: &Plan,
     source: &str,
     import_id: &str,
@@ -194,7 +204,7 @@ pub(crate) fn convert(
     let idx_account = index_of(BILLING_ACCOUNT_ID);
     let idx_sub = index_of(SUB_ACCOUNT_ID);
     let tags_idx = FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0);
-    for_each_row(file, |row| {
+    for_each_row(file, chunk, |row| {
         let mut parsed: Vec<Parsed<'_>> = Vec::with_capacity(FOCUS_COLUMNS.len());
         let mut bad = false;
         let mut rounded = 0;
@@ -220,10 +230,9 @@ pub(crate) fn convert(
                         }
                     }
                 }
-                let flattened = plan
-                    .tag_columns
-                    .iter()
-                    .filter_map(|(k, i)| row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string())));
+                let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
+                    row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
+                });
                 merge(&mut pairs, flattened.collect());
                 parsed.push(Parsed::Pairs(pairs));
                 continue;
@@ -317,7 +326,9 @@ pub(crate) fn convert(
         let mut extras: Vec<(String, String)> = plan
             .extras
             .iter()
-            .filter_map(|(k, i)| row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string())))
+            .filter_map(|(k, i)| {
+                row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string()))
+            })
             .collect();
         for (prefix, i) in &plan.extra_maps {
             // A map the export carries (CUR 2.0 `product`, `cost_category`): its entries, not
@@ -347,6 +358,19 @@ pub(crate) fn convert(
 }
 
 /// Text and tags are handled before the typed parsers.
+impl Converted {
+    /// Appends the result of the next chunk.
+    pub(crate) fn extend(&mut self, other: Converted) {
+        self.batches.extend(other.batches);
+        self.rows += other.rows;
+        self.errors.extend(other.errors);
+        self.rounded += other.rounded;
+        self.periods.extend(other.periods);
+        self.accounts.extend(other.accounts);
+        self.attributed += other.attributed;
+    }
+}
+
 fn unreachable_kind() -> Result<Parsed<'static>, String> {
     Err("internal: text and tags are parsed apart".to_string())
 }

@@ -26,7 +26,8 @@ pub enum Format {
 
 impl Format {
     /// Every format, for messages.
-    pub const ALL: [Format; 5] = [Format::Focus, Format::AzureCost, Format::AwsCur2, Format::AwsCurLegacy, Format::Gcp];
+    pub const ALL: [Format; 5] =
+        [Format::Focus, Format::AzureCost, Format::AwsCur2, Format::AwsCurLegacy, Format::Gcp];
 
     /// The format's name on the command line and in the `imports` table.
     pub fn name(self) -> &'static str {
@@ -45,7 +46,9 @@ impl Format {
         if has("BilledCost") && has("ChargePeriodStart") {
             Some(Format::Focus)
         } else if has("line_item_unblended_cost") && has("line_item_usage_start_date") {
-            let flattened_tags = headers.iter().any(|h| normalize(h).starts_with("resourcetags") && normalize(h) != "resourcetags");
+            let flattened_tags = headers
+                .iter()
+                .any(|h| normalize(h).starts_with("resourcetags") && normalize(h) != "resourcetags");
             if !flattened_tags && (has("resource_tags") || has("bill_payer_account_name") || has("product")) {
                 Some(Format::AwsCur2)
             } else {
@@ -189,7 +192,12 @@ impl PlanBuilder {
         self.set(target, Extract::Const(value));
     }
 
-    fn computed(&mut self, target: &str, label: &str, f: impl Fn(&dyn Row) -> Result<Option<String>, String> + Send + Sync + 'static) {
+    fn computed(
+        &mut self,
+        target: &str,
+        label: &str,
+        f: impl Fn(&dyn Row) -> Result<Option<String>, String> + Send + Sync + 'static,
+    ) {
         self.set(target, Extract::Computed(label.to_string(), Box::new(f)));
     }
 
@@ -256,11 +264,14 @@ fn azure_plan(headers: Vec<String>) -> Plan {
     let covered = move |row: &dyn Row| -> bool {
         let ct = g(row, charge_type).unwrap_or_default();
         let pm = g(row, pricing_model).unwrap_or_default();
-        ct.eq_ignore_ascii_case("Usage") && (pm.eq_ignore_ascii_case("Reservation") || pm.eq_ignore_ascii_case("SavingsPlan"))
+        ct.eq_ignore_ascii_case("Usage")
+            && (pm.eq_ignore_ascii_case("Reservation") || pm.eq_ignore_ascii_case("SavingsPlan"))
     };
     let cost_label = cost.map_or("Cost".to_string(), |i| b.headers[i].clone());
     let (g, cv) = (get.clone(), covered.clone());
-    b.computed("BilledCost", &cost_label, move |row| Ok(if cv(row) { Some("0".to_string()) } else { g(row, cost) }));
+    b.computed("BilledCost", &cost_label, move |row| {
+        Ok(if cv(row) { Some("0".to_string()) } else { g(row, cost) })
+    });
     let g = get.clone();
     b.computed("EffectiveCost", &cost_label, move |row| Ok(g(row, cost)));
     let payg = b.find(&["PayGPrice"]);
@@ -280,22 +291,28 @@ fn azure_plan(headers: Vec<String>) -> Plan {
     b.set("ChargePeriodEnd", next_day(date, "Date"));
     let g = get.clone();
     b.computed("ChargeCategory", "ChargeType", move |row| {
-        Ok(g(row, charge_type).map(|ct| match ct.as_str() {
-            "Purchase" => "Purchase",
-            "Refund" => "Credit",
-            "Tax" => "Tax",
-            "RoundingAdjustment" | "Adjustment" => "Adjustment",
-            _ => "Usage",
-        }.to_string()))
+        Ok(g(row, charge_type).map(|ct| {
+            match ct.as_str() {
+                "Purchase" => "Purchase",
+                "Refund" => "Credit",
+                "Tax" => "Tax",
+                "RoundingAdjustment" | "Adjustment" => "Adjustment",
+                _ => "Usage",
+            }
+            .to_string()
+        }))
     });
     let frequency = b.find(&["Frequency", "ChargeFrequency"]);
     let g = get.clone();
     b.computed("ChargeFrequency", "Frequency", move |row| {
-        Ok(g(row, frequency).map(|f| match f.as_str() {
-            "OneTime" => "One-Time",
-            "Recurring" => "Recurring",
-            _ => "Usage-Based",
-        }.to_string()))
+        Ok(g(row, frequency).map(|f| {
+            match f.as_str() {
+                "OneTime" => "One-Time",
+                "Recurring" => "Recurring",
+                _ => "Usage-Based",
+            }
+            .to_string()
+        }))
     });
     b.col("ChargeDescription", &["ProductName", "Product"]);
     b.col("CommitmentDiscountId", &["benefitId", "ReservationId"]);
@@ -311,15 +328,24 @@ fn azure_plan(headers: Vec<String>) -> Plan {
     let (g, cv) = (get.clone(), covered);
     b.computed("CommitmentDiscountStatus", "ChargeType", move |row| {
         let ct = g(row, charge_type).unwrap_or_default();
-        Ok(if ct.starts_with("Unused") { Some("Unused".to_string()) } else if cv(row) { Some("Used".to_string()) } else { None })
+        Ok(if ct.starts_with("Unused") {
+            Some("Unused".to_string())
+        } else if cv(row) {
+            Some("Used".to_string())
+        } else {
+            None
+        })
     });
     let g = get.clone();
     b.computed("PricingCategory", "PricingModel", move |row| {
-        Ok(g(row, pricing_model).map(|p| match p.as_str() {
-            "Reservation" | "SavingsPlan" => "Committed",
-            "Spot" => "Dynamic",
-            _ => "Standard",
-        }.to_string()))
+        Ok(g(row, pricing_model).map(|p| {
+            match p.as_str() {
+                "Reservation" | "SavingsPlan" => "Committed",
+                "Spot" => "Dynamic",
+                _ => "Standard",
+            }
+            .to_string()
+        }))
     });
     b.col("ConsumedQuantity", &["Quantity"]);
     b.col("PricingQuantity", &["Quantity"]);
@@ -337,7 +363,9 @@ fn azure_plan(headers: Vec<String>) -> Plan {
     let meter_category = b.find(&["MeterCategory"]);
     b.col("ServiceName", &["MeterCategory"]);
     let g = get.clone();
-    b.computed("ServiceCategory", "MeterCategory", move |row| Ok(g(row, meter_category).map(|m| azure_service_category(&m).to_string())));
+    b.computed("ServiceCategory", "MeterCategory", move |row| {
+        Ok(g(row, meter_category).map(|m| azure_service_category(&m).to_string()))
+    });
     b.col("ServiceSubcategory", &["MeterSubCategory"]);
     b.col("SkuId", &["PartNumber", "ProductId"]);
     b.col("SkuPriceId", &["MeterId"]);
@@ -372,10 +400,18 @@ fn cur_plan(headers: Vec<String>) -> Plan {
         Ok(match t.as_str() {
             "DiscountedUsage" => g(row, ri_effective).or_else(|| Some("0".to_string())),
             "SavingsPlanCoveredUsage" => g(row, sp_effective).or_else(|| Some("0".to_string())),
-            "SavingsPlanNegation" | "SavingsPlanUpfrontFee" | "SavingsPlanRecurringFee" => Some("0".to_string()),
+            "SavingsPlanNegation" | "SavingsPlanUpfrontFee" | "SavingsPlanRecurringFee" => {
+                Some("0".to_string())
+            }
             "RIFee" => {
-                let a = g(row, ri_unused_upfront).map(|v| value::parse_decimal(&v)).transpose()?.map_or(0, |m| m.units);
-                let c = g(row, ri_unused_recurring).map(|v| value::parse_decimal(&v)).transpose()?.map_or(0, |m| m.units);
+                let a = g(row, ri_unused_upfront)
+                    .map(|v| value::parse_decimal(&v))
+                    .transpose()?
+                    .map_or(0, |m| m.units);
+                let c = g(row, ri_unused_recurring)
+                    .map(|v| value::parse_decimal(&v))
+                    .transpose()?
+                    .map_or(0, |m| m.units);
                 Some(units_text(a + c))
             }
             "Fee" if g(row, ri_effective).is_some() => Some("0".to_string()),
@@ -396,28 +432,42 @@ fn cur_plan(headers: Vec<String>) -> Plan {
     b.col("ChargeDescription", &["line_item_line_item_description"]);
     let g = get.clone();
     b.computed("ChargeCategory", "line_item_line_item_type", move |row| {
-        Ok(g(row, item_type).map(|t| match t.as_str() {
-            "Tax" => "Tax",
-            "Credit" | "Refund" => "Credit",
-            "Fee" | "RIFee" | "SavingsPlanUpfrontFee" | "SavingsPlanRecurringFee" => "Purchase",
-            _ => "Usage",
-        }.to_string()))
+        Ok(g(row, item_type).map(|t| {
+            match t.as_str() {
+                "Tax" => "Tax",
+                "Credit" | "Refund" => "Credit",
+                "Fee" | "RIFee" | "SavingsPlanUpfrontFee" | "SavingsPlanRecurringFee" => "Purchase",
+                _ => "Usage",
+            }
+            .to_string()
+        }))
     });
     let g = get.clone();
     b.computed("ChargeFrequency", "line_item_line_item_type", move |row| {
-        Ok(g(row, item_type).map(|t| match t.as_str() {
-            "Fee" | "SavingsPlanUpfrontFee" => "One-Time",
-            "RIFee" | "SavingsPlanRecurringFee" => "Recurring",
-            _ => "Usage-Based",
-        }.to_string()))
+        Ok(g(row, item_type).map(|t| {
+            match t.as_str() {
+                "Fee" | "SavingsPlanUpfrontFee" => "One-Time",
+                "RIFee" | "SavingsPlanRecurringFee" => "Recurring",
+                _ => "Usage-Based",
+            }
+            .to_string()
+        }))
     });
     let ri_arn = b.find(&["reservation_reservation_a_r_n", "reservation_reservation_arn"]);
     let sp_arn = b.find(&["savings_plan_savings_plan_a_r_n", "savings_plan_savings_plan_arn"]);
     let g = get.clone();
-    b.computed("CommitmentDiscountId", "reservation_reservation_a_r_n", move |row| Ok(g(row, ri_arn).or_else(|| g(row, sp_arn))));
+    b.computed("CommitmentDiscountId", "reservation_reservation_a_r_n", move |row| {
+        Ok(g(row, ri_arn).or_else(|| g(row, sp_arn)))
+    });
     let g = get.clone();
     b.computed("CommitmentDiscountType", "line_item_line_item_type", move |row| {
-        Ok(if g(row, ri_arn).is_some() { Some("Reserved Instance".to_string()) } else if g(row, sp_arn).is_some() { Some("Savings Plan".to_string()) } else { None })
+        Ok(if g(row, ri_arn).is_some() {
+            Some("Reserved Instance".to_string())
+        } else if g(row, sp_arn).is_some() {
+            Some("Savings Plan".to_string())
+        } else {
+            None
+        })
     });
     let g = get.clone();
     b.computed("CommitmentDiscountStatus", "line_item_line_item_type", move |row| {
@@ -429,11 +479,14 @@ fn cur_plan(headers: Vec<String>) -> Plan {
     let term = b.find(&["pricing_term"]);
     let g = get.clone();
     b.computed("PricingCategory", "pricing_term", move |row| {
-        Ok(g(row, term).map(|t| match t.as_str() {
-            "Reserved" | "Savings Plan" => "Committed",
-            "Spot" => "Dynamic",
-            _ => "Standard",
-        }.to_string()))
+        Ok(g(row, term).map(|t| {
+            match t.as_str() {
+                "Reserved" | "Savings Plan" => "Committed",
+                "Spot" => "Dynamic",
+                _ => "Standard",
+            }
+            .to_string()
+        }))
     });
     b.col("ConsumedQuantity", &["line_item_usage_amount"]);
     b.col("PricingQuantity", &["pricing_usage_amount", "line_item_usage_amount"]);
@@ -459,7 +512,9 @@ fn cur_plan(headers: Vec<String>) -> Plan {
         b.computed("ServiceName", "line_item_product_code", move |row| Ok(g(row, service_code)));
     }
     let g = get.clone();
-    b.computed("ServiceCategory", "product_servicecode", move |row| Ok(g(row, service_code).map(|c| aws_service_category(&c).to_string())));
+    b.computed("ServiceCategory", "product_servicecode", move |row| {
+        Ok(g(row, service_code).map(|c| aws_service_category(&c).to_string()))
+    });
     b.col("SkuId", &["product_sku"]);
     b.col("SkuPriceId", &["pricing_rate_id"]);
     b.col("SubAccountId", &["line_item_usage_account_id"]);
@@ -472,7 +527,8 @@ fn cur_plan(headers: Vec<String>) -> Plan {
         let n = normalize(h);
         if n == "resourcetags" {
             b.tags.push(i);
-        } else if let Some(key) = h.strip_prefix("resourceTags/").or_else(|| h.strip_prefix("resource_tags_")) {
+        } else if let Some(key) = h.strip_prefix("resourceTags/").or_else(|| h.strip_prefix("resource_tags_"))
+        {
             b.tag_columns.push((key.to_string(), i));
         } else if n == "product" || n == "costcategory" || n == "discount" {
             b.extra_maps.push((h.clone(), i));
@@ -523,17 +579,24 @@ fn gcp_plan(headers: Vec<String>) -> Plan {
     b.col("ChargePeriodEnd", &["usage_end_time"]);
     let month = b.find(&["invoice.month"]);
     let g = get.clone();
-    b.computed("BillingPeriodStart", "invoice.month", move |row| Ok(g(row, month).map(|m| invoice_month(&m)).transpose()?.map(|(s, _)| s)));
+    b.computed("BillingPeriodStart", "invoice.month", move |row| {
+        Ok(g(row, month).map(|m| invoice_month(&m)).transpose()?.map(|(s, _)| s))
+    });
     let g = get.clone();
-    b.computed("BillingPeriodEnd", "invoice.month", move |row| Ok(g(row, month).map(|m| invoice_month(&m)).transpose()?.map(|(_, e)| e)));
+    b.computed("BillingPeriodEnd", "invoice.month", move |row| {
+        Ok(g(row, month).map(|m| invoice_month(&m)).transpose()?.map(|(_, e)| e))
+    });
     let cost_type = b.find(&["cost_type"]);
     let g = get.clone();
     b.computed("ChargeCategory", "cost_type", move |row| {
-        Ok(Some(match g(row, cost_type).as_deref() {
-            Some("tax") => "Tax",
-            Some("adjustment" | "rounding error") => "Adjustment",
-            _ => "Usage",
-        }.to_string()))
+        Ok(Some(
+            match g(row, cost_type).as_deref() {
+                Some("tax") => "Tax",
+                Some("adjustment" | "rounding error") => "Adjustment",
+                _ => "Usage",
+            }
+            .to_string(),
+        ))
     });
     b.constant("ChargeFrequency", "Usage-Based");
     b.col("ChargeDescription", &["sku.description"]);
@@ -547,7 +610,9 @@ fn gcp_plan(headers: Vec<String>) -> Plan {
     b.constant("InvoiceIssuerName", "Google");
     let seller = b.find(&["seller_name"]);
     let g = get.clone();
-    b.computed("PublisherName", "seller_name", move |row| Ok(g(row, seller).or_else(|| Some("Google Cloud".to_string()))));
+    b.computed("PublisherName", "seller_name", move |row| {
+        Ok(g(row, seller).or_else(|| Some("Google Cloud".to_string())))
+    });
     b.col("RegionId", &["location.region"]);
     b.col("RegionName", &["location.location"]);
     b.col("AvailabilityZone", &["location.zone"]);
@@ -556,7 +621,9 @@ fn gcp_plan(headers: Vec<String>) -> Plan {
     let service = b.find(&["service.description"]);
     b.col("ServiceName", &["service.description"]);
     let g = get.clone();
-    b.computed("ServiceCategory", "service.description", move |row| Ok(g(row, service).map(|s| gcp_service_category(&s).to_string())));
+    b.computed("ServiceCategory", "service.description", move |row| {
+        Ok(g(row, service).map(|s| gcp_service_category(&s).to_string()))
+    });
     b.col("SkuId", &["sku.id"]);
     b.col("SubAccountId", &["project.id"]);
     b.col("SubAccountName", &["project.name"]);
@@ -585,12 +652,15 @@ fn invoice_month(m: &str) -> Result<(String, String), String> {
 /// `a × b` of two decimal columns, exact.
 fn product(a: Option<usize>, b: Option<usize>, label: &str) -> Extract {
     let get = PlanBuilder::get();
-    Extract::Computed(label.to_string(), Box::new(move |row| {
-        let (Some(x), Some(y)) = (get(row, a), get(row, b)) else { return Ok(None) };
-        let x = value::parse_decimal(&x)?;
-        let y = value::parse_decimal(&y)?;
-        Ok(Some(decimal_text(x.units * y.units)))
-    }))
+    Extract::Computed(
+        label.to_string(),
+        Box::new(move |row| {
+            let (Some(x), Some(y)) = (get(row, a), get(row, b)) else { return Ok(None) };
+            let x = value::parse_decimal(&x)?;
+            let y = value::parse_decimal(&y)?;
+            Ok(Some(decimal_text(x.units * y.units)))
+        }),
+    )
 }
 
 /// Units at the lake's scale (10) as decimal text.
@@ -601,16 +671,21 @@ fn units_text(units: i128) -> String {
 }
 
 fn next_day(col: Option<usize>, label: &str) -> Extract {
-    Extract::Computed(label.to_string(), Box::new(move |row| {
-        let Some(raw) = col.and_then(|i| row.get(i)) else { return Ok(None) };
-        if value::is_null(raw) {
-            return Ok(None);
-        }
-        let us = value::parse_timestamp(raw)?;
-        let dt = DateTime::from_timestamp_micros(us).ok_or_else(|| format!("date out of range: {raw:?}"))?;
-        let next = dt.checked_add_days(Days::new(1)).ok_or_else(|| format!("date out of range: {raw:?}"))?;
-        Ok(Some(next.to_rfc3339()))
-    }))
+    Extract::Computed(
+        label.to_string(),
+        Box::new(move |row| {
+            let Some(raw) = col.and_then(|i| row.get(i)) else { return Ok(None) };
+            if value::is_null(raw) {
+                return Ok(None);
+            }
+            let us = value::parse_timestamp(raw)?;
+            let dt =
+                DateTime::from_timestamp_micros(us).ok_or_else(|| format!("date out of range: {raw:?}"))?;
+            let next =
+                dt.checked_add_days(Days::new(1)).ok_or_else(|| format!("date out of range: {raw:?}"))?;
+            Ok(Some(next.to_rfc3339()))
+        }),
+    )
 }
 
 /// Units at scale 20 (a product of two scale-10 values) as decimal text.
@@ -626,13 +701,26 @@ fn aws_service_category(code: &str) -> &'static str {
     match code {
         "AmazonEC2" | "AWSLambda" | "AmazonECS" | "AmazonEKS" | "AWSFargate" | "AmazonLightsail" => "Compute",
         "AmazonS3" | "AmazonEFS" | "AmazonGlacier" | "AWSBackup" | "AmazonFSx" => "Storage",
-        "AmazonRDS" | "AmazonDynamoDB" | "AmazonElastiCache" | "AmazonRedshift" | "AmazonDocDB" | "AmazonNeptune" => "Databases",
-        "AmazonVPC" | "AmazonCloudFront" | "AWSDataTransfer" | "AmazonRoute53" | "AWSELB" | "AmazonApiGateway" | "AWSDirectConnect" => "Networking",
-        "AmazonCloudWatch" | "AWSCloudTrail" | "AWSConfig" | "AWSSystemsManager" => "Management and Governance",
+        "AmazonRDS" | "AmazonDynamoDB" | "AmazonElastiCache" | "AmazonRedshift" | "AmazonDocDB"
+        | "AmazonNeptune" => "Databases",
+        "AmazonVPC" | "AmazonCloudFront" | "AWSDataTransfer" | "AmazonRoute53" | "AWSELB"
+        | "AmazonApiGateway" | "AWSDirectConnect" => "Networking",
+        "AmazonCloudWatch" | "AWSCloudTrail" | "AWSConfig" | "AWSSystemsManager" => {
+            "Management and Governance"
+        }
         "AmazonSQS" | "AmazonSNS" | "AmazonKinesis" | "AmazonMSK" | "AWSEvents" => "Integration",
-        "AmazonAthena" | "AWSGlue" | "AmazonEMR" | "AmazonQuickSight" | "AmazonOpenSearchService" | "AmazonES" => "Analytics",
-        "AmazonSageMaker" | "AmazonBedrock" | "AmazonRekognition" | "AmazonComprehend" => "AI and Machine Learning",
-        "AWSKMS" | "AWSSecretsManager" | "AmazonGuardDuty" | "AWSWAF" | "AWSShield" | "AmazonInspector" => "Security",
+        "AmazonAthena"
+        | "AWSGlue"
+        | "AmazonEMR"
+        | "AmazonQuickSight"
+        | "AmazonOpenSearchService"
+        | "AmazonES" => "Analytics",
+        "AmazonSageMaker" | "AmazonBedrock" | "AmazonRekognition" | "AmazonComprehend" => {
+            "AI and Machine Learning"
+        }
+        "AWSKMS" | "AWSSecretsManager" | "AmazonGuardDuty" | "AWSWAF" | "AWSShield" | "AmazonInspector" => {
+            "Security"
+        }
         _ => "Other",
     }
 }
@@ -642,8 +730,15 @@ fn gcp_service_category(service: &str) -> &'static str {
     match service {
         "Compute Engine" | "Kubernetes Engine" | "Cloud Run" | "Cloud Functions" | "App Engine" => "Compute",
         "Cloud Storage" | "Filestore" => "Storage",
-        "Cloud SQL" | "Cloud Spanner" | "Firestore" | "Cloud Bigtable" | "Memorystore for Redis" | "AlloyDB" => "Databases",
-        "Networking" | "Cloud CDN" | "Cloud DNS" | "Cloud Load Balancing" | "Network Intelligence Center" => "Networking",
+        "Cloud SQL"
+        | "Cloud Spanner"
+        | "Firestore"
+        | "Cloud Bigtable"
+        | "Memorystore for Redis"
+        | "AlloyDB" => "Databases",
+        "Networking" | "Cloud CDN" | "Cloud DNS" | "Cloud Load Balancing" | "Network Intelligence Center" => {
+            "Networking"
+        }
         "BigQuery" | "Dataflow" | "Dataproc" | "Pub/Sub" | "Looker" => "Analytics",
         "Cloud Logging" | "Cloud Monitoring" | "Cloud Trace" => "Management and Governance",
         "Vertex AI" | "Cloud Vision API" | "Cloud Natural Language API" => "AI and Machine Learning",
@@ -655,15 +750,33 @@ fn gcp_service_category(service: &str) -> &'static str {
 /// FOCUS ServiceCategory for an Azure meter category.
 fn azure_service_category(meter_category: &str) -> &'static str {
     match meter_category {
-        "Virtual Machines" | "Virtual Machines Licenses" | "Container Instances" | "Azure App Service"
-        | "Functions" | "Cloud Services" | "Azure Kubernetes Service" => "Compute",
+        "Virtual Machines"
+        | "Virtual Machines Licenses"
+        | "Container Instances"
+        | "Azure App Service"
+        | "Functions"
+        | "Cloud Services"
+        | "Azure Kubernetes Service" => "Compute",
         "Storage" | "Backup" | "Azure NetApp Files" => "Storage",
-        "SQL Database" | "SQL Managed Instance" | "Azure Database for MySQL"
-        | "Azure Database for PostgreSQL" | "Azure Cosmos DB" | "Redis Cache" => "Databases",
-        "Bandwidth" | "Virtual Network" | "Load Balancer" | "VPN Gateway" | "Application Gateway"
-        | "Azure DNS" | "Azure Front Door Service" | "Content Delivery Network" => "Networking",
-        "Advanced Threat Protection" | "Advanced Data Security" | "Microsoft Defender for Cloud"
-        | "Key Vault" | "Azure Firewall" => "Security",
+        "SQL Database"
+        | "SQL Managed Instance"
+        | "Azure Database for MySQL"
+        | "Azure Database for PostgreSQL"
+        | "Azure Cosmos DB"
+        | "Redis Cache" => "Databases",
+        "Bandwidth"
+        | "Virtual Network"
+        | "Load Balancer"
+        | "VPN Gateway"
+        | "Application Gateway"
+        | "Azure DNS"
+        | "Azure Front Door Service"
+        | "Content Delivery Network" => "Networking",
+        "Advanced Threat Protection"
+        | "Advanced Data Security"
+        | "Microsoft Defender for Cloud"
+        | "Key Vault"
+        | "Azure Firewall" => "Security",
         "Log Analytics" | "Azure Monitor" | "Application Insights" => "Management and Governance",
         "Azure Synapse Analytics" | "Azure Databricks" | "HDInsight" | "Data Factory" => "Analytics",
         "Cognitive Services" | "Azure OpenAI" | "Machine Learning" => "AI and Machine Learning",
@@ -681,10 +794,22 @@ mod tests {
         assert_eq!(Format::detect(&h("BilledCost,ChargePeriodStart,Tags")), Some(Format::Focus));
         assert_eq!(Format::detect(&h("billed_cost,charge_period_start")), Some(Format::Focus));
         assert_eq!(Format::detect(&h("Date,MeterCategory,Cost,Tags")), Some(Format::AzureCost));
-        assert_eq!(Format::detect(&h("line_item_unblended_cost,line_item_usage_start_date,resource_tags,product")), Some(Format::AwsCur2));
-        assert_eq!(Format::detect(&h("lineItem/UnblendedCost,lineItem/UsageStartDate,resourceTags/user:team")), Some(Format::AwsCurLegacy));
-        assert_eq!(Format::detect(&h("line_item_unblended_cost,line_item_usage_start_date,resource_tags_user_team")), Some(Format::AwsCurLegacy));
-        assert_eq!(Format::detect(&h("billing_account_id,service.description,cost,usage_start_time,credits")), Some(Format::Gcp));
+        assert_eq!(
+            Format::detect(&h("line_item_unblended_cost,line_item_usage_start_date,resource_tags,product")),
+            Some(Format::AwsCur2)
+        );
+        assert_eq!(
+            Format::detect(&h("lineItem/UnblendedCost,lineItem/UsageStartDate,resourceTags/user:team")),
+            Some(Format::AwsCurLegacy)
+        );
+        assert_eq!(
+            Format::detect(&h("line_item_unblended_cost,line_item_usage_start_date,resource_tags_user_team")),
+            Some(Format::AwsCurLegacy)
+        );
+        assert_eq!(
+            Format::detect(&h("billing_account_id,service.description,cost,usage_start_time,credits")),
+            Some(Format::Gcp)
+        );
         assert_eq!(Format::detect(&h("a,b,c")), None);
     }
 

@@ -85,6 +85,8 @@ async fn post_billing(State(lake): State<Lake>, Query(p): Query<Params>, body: B
         )
             .into_response(),
         Err(e) if e.is_input_error() => bad_request(e.to_string()),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response()
+        }
     }
 }

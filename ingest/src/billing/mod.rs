@@ -24,8 +24,8 @@ use tenantscope_schemas::{Lake, Table, columns};
 
 use crate::imports::{self, sql_str};
 
-pub use convert::Attribution;
 pub use crate::error::{ImportError, MAX_LISTED_ROW_ERRORS, RowError};
+pub use convert::Attribution;
 pub use formats::Format;
 
 /// How to import.
@@ -105,32 +105,47 @@ pub async fn import_billing(
 
     if imports::still_current(lake, Table::Billing, "billing", &import_id, &checksum).await? {
         return Ok(ImportOutcome {
-            import_id, written: false, formats, source, rows: 0, rejected: Vec::new(), rounded: 0,
-            attributed: 0, periods: Vec::new(), checksum,
+            import_id,
+            written: false,
+            formats,
+            source,
+            rows: 0,
+            rejected: Vec::new(),
+            rounded: 0,
+            attributed: 0,
+            periods: Vec::new(),
+            checksum,
         });
     }
 
-    let attribution = Attribution { tag_keys: options.tenant_tag_keys.clone(), accounts: tenant_accounts(lake).await? };
+    let attribution =
+        Attribution { tag_keys: options.tenant_tag_keys.clone(), accounts: tenant_accounts(lake).await? };
+    // Parsing is CPU work: off the async runtime, one chunk of each file per core.
+    let converted = {
+        let (source, import_id) = (source.clone(), import_id.clone());
+        tokio::task::spawn_blocking(move || convert_all(&loaded, &source, &import_id, &attribution))
+            .await
+            .map_err(|e| ImportError::Query(format!("internal: import task failed: {e}")))??
+    };
     let mut batches: Vec<RecordBatch> = Vec::new();
     let (mut rows, mut rounded, mut attributed) = (0, 0, 0);
     let mut rejected = Vec::new();
     let mut periods = BTreeSet::new();
     let mut accounts = BTreeSet::new();
-    for (file, plan) in &loaded {
-        let converted = convert::convert(file, plan, &source, &import_id, &attribution)?;
-        if !converted.errors.is_empty() && !options.skip_invalid {
-            let total = converted.errors.len();
-            let mut errors = converted.errors;
+    for (name, c) in converted {
+        if !c.errors.is_empty() && !options.skip_invalid {
+            let total = c.errors.len();
+            let mut errors = c.errors;
             errors.truncate(MAX_LISTED_ROW_ERRORS);
-            return Err(ImportError::InvalidRows { file: file.name.clone(), total, errors });
+            return Err(ImportError::InvalidRows { file: name, total, errors });
         }
-        rejected.extend(converted.errors);
-        batches.extend(converted.batches);
-        rows += converted.rows;
-        rounded += converted.rounded;
-        attributed += converted.attributed;
-        periods.extend(converted.periods);
-        accounts.extend(converted.accounts);
+        rejected.extend(c.errors);
+        batches.extend(c.batches);
+        rows += c.rows;
+        rounded += c.rounded;
+        attributed += c.attributed;
+        periods.extend(c.periods);
+        accounts.extend(c.accounts);
     }
 
     if rows > 0 {
@@ -143,18 +158,39 @@ pub async fn import_billing(
         kind: "billing",
         checksum: &checksum,
         source: Some(&source),
-        format: &formats.iter().map(|f| f.name()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(","),
+        format: &formats
+            .iter()
+            .map(|f| f.name())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(","),
         files: &files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(","),
         rows,
         periods: &periods.iter().map(|p| p.format("%Y-%m").to_string()).collect::<Vec<_>>(),
     };
     imports::record(lake, &record).await?;
     tracing::info!(%import_id, %source, rows, rejected = rejected.len(), rounded, "Imported billing.");
-    Ok(ImportOutcome { import_id, written: true, formats, source, rows, rejected, rounded, attributed, periods, checksum })
+    Ok(ImportOutcome {
+        import_id,
+        written: true,
+        formats,
+        source,
+        rows,
+        rejected,
+        rounded,
+        attributed,
+        periods,
+        checksum,
+    })
 }
 
 /// The slice of `billing` an import replaces: its source, periods and billing accounts.
-fn slice_predicate(source: &str, periods: &BTreeSet<NaiveDate>, accounts: &BTreeSet<Option<String>>) -> String {
+fn slice_predicate(
+    source: &str,
+    periods: &BTreeSet<NaiveDate>,
+    accounts: &BTreeSet<Option<String>>,
+) -> String {
     let periods: Vec<String> = periods.iter().map(|p| format!("DATE '{p}'")).collect();
     let named: Vec<String> = accounts.iter().flatten().map(|a| sql_str(a)).collect();
     let mut account_terms = Vec::new();
@@ -172,6 +208,43 @@ fn slice_predicate(source: &str, periods: &BTreeSet<NaiveDate>, accounts: &BTree
         periods.join(", "),
         account_terms.join(" OR ")
     )
+}
+
+/// Converts every file, each split into chunks converted on their own threads; results in
+/// file and row order.
+fn convert_all(
+    files: &[(source::Loaded, formats::Plan)],
+    source: &str,
+    import_id: &str,
+    attribution: &Attribution,
+) -> Result<Vec<(String, convert::Converted)>, ImportError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let mut out = Vec::with_capacity(files.len());
+    for (file, plan) in files {
+        let parts = source::chunks(file, threads);
+        let results: Vec<Result<convert::Converted, ImportError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .iter()
+                .map(|chunk| {
+                    scope.spawn(move || convert::convert(file, *chunk, plan, source, import_id, attribution))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ImportError::Query("internal: a conversion thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut whole = convert::Converted::default();
+        for r in results {
+            whole.extend(r?);
+        }
+        out.push((file.name.clone(), whole));
+    }
+    Ok(out)
 }
 
 /// Sub account id -> tenant id, from the `tenants` table.
@@ -194,4 +267,3 @@ async fn tenant_accounts(lake: &Lake) -> Result<std::collections::HashMap<String
     }
     Ok(out)
 }
-

@@ -120,7 +120,8 @@ fn json_lines(bytes: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
 }
 
 fn parse_json_line(name: &str, line: u64, bytes: &[u8]) -> Result<serde_json::Value, ImportError> {
-    serde_json::from_slice(bytes).map_err(|e| ImportError::file(name, format!("line {line}: not a JSON object: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ImportError::file(name, format!("line {line}: not a JSON object: {e}")))
 }
 
 /// Records become dotted paths; arrays and scalars are leaves (arrays as JSON text).
@@ -187,19 +188,91 @@ impl Row for ArrowRow<'_> {
     }
 }
 
-/// Calls `f` on every row of the file, in order.
+/// A part of a file that can be read on its own: a byte range of a CSV body starting at a
+/// record boundary, or (Parquet, JSON lines) the whole file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    start: usize,
+    end: usize,
+    /// Line number of the chunk's first line.
+    first_line: u64,
+}
+
+/// Splits a file into at most `n` chunks of about equal size that can be converted in
+/// parallel. CSV is split only at newlines outside quoted fields (one quote-counting pass).
+pub(crate) fn chunks(file: &Loaded, n: usize) -> Vec<Chunk> {
+    chunks_of_at_least(file, n, 1 << 20)
+}
+
+fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
+    let whole = vec![Chunk { start: 0, end: file.bytes.len(), first_line: 0 }];
+    if file.kind != FileKind::Csv || n <= 1 {
+        return whole;
+    }
+    let bytes = &file.bytes[..];
+    let bom = if bytes.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+    // The header ends at the first newline outside quotes.
+    let mut in_quotes = false;
+    let mut header_end = None;
+    for (i, b) in bytes.iter().enumerate().skip(bom) {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' if !in_quotes => {
+                header_end = Some(i + 1);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(body_start) = header_end else { return whole };
+    let target = (bytes.len() - body_start) / n;
+    if target < min_bytes.max(1) {
+        return whole;
+    }
+    let mut out = Vec::with_capacity(n);
+    let (mut start, mut line, mut start_line) = (body_start, 2_u64, 2_u64);
+    in_quotes = false;
+    for (i, b) in bytes.iter().enumerate().skip(body_start) {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' => {
+                line += 1;
+                if !in_quotes && i + 1 - start >= target && out.len() + 1 < n {
+                    out.push(Chunk { start, end: i + 1, first_line: start_line });
+                    start = i + 1;
+                    start_line = line;
+                }
+            }
+            _ => {}
+        }
+    }
+    out.push(Chunk { start, end: bytes.len(), first_line: start_line });
+    out
+}
+
+/// Calls `f` on every row of a chunk of the file (see [`chunks`]), in order.
 pub(crate) fn for_each_row(
     file: &Loaded,
+    chunk: Chunk,
     mut f: impl FnMut(&dyn Row) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
     match file.kind {
         FileKind::Csv => {
-            let mut reader = csv_reader(&file.bytes);
+            let mut reader = if chunk.first_line == 0 {
+                csv_reader(&file.bytes)
+            } else {
+                csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .from_reader(&file.bytes[chunk.start..chunk.end])
+            };
+            // A chunk's reader counts lines from 1; shift to the file's numbering.
+            let shift = chunk.first_line.saturating_sub(1);
             let mut record = csv::StringRecord::new();
             loop {
                 match reader.read_record(&mut record) {
                     Ok(true) => {
-                        let line = record.position().map_or(0, csv::Position::line);
+                        let line = record.position().map_or(0, csv::Position::line) + shift;
                         // A blank trailing line reads as one empty field.
                         if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
                             continue;
@@ -208,8 +281,11 @@ pub(crate) fn for_each_row(
                     }
                     Ok(false) => return Ok(()),
                     Err(e) => {
-                        let line = e.position().map_or(0, csv::Position::line);
-                        return Err(ImportError::file(&file.name, format!("line {line}: malformed CSV: {e}")));
+                        let line = e.position().map_or(0, csv::Position::line) + shift;
+                        return Err(ImportError::file(
+                            &file.name,
+                            format!("line {line}: malformed CSV: {e}"),
+                        ));
                     }
                 }
             }
@@ -220,7 +296,8 @@ pub(crate) fn for_each_row(
                 .map_err(|e| ImportError::file(&file.name, format!("not a readable Parquet file: {e}")))?;
             let mut offset = 0_u64;
             for batch in reader {
-                let batch = batch.map_err(|e| ImportError::file(&file.name, format!("cannot read Parquet: {e}")))?;
+                let batch =
+                    batch.map_err(|e| ImportError::file(&file.name, format!("cannot read Parquet: {e}")))?;
                 let columns = text_columns(&batch);
                 for row in 0..batch.num_rows() {
                     f(&ArrowRow { columns: &columns, row, offset })?;
@@ -267,8 +344,10 @@ fn push_text(col: &Arc<dyn Array>, out: &mut Vec<Option<arrow::array::StringArra
             for child in s.columns() {
                 // A null struct makes its fields null.
                 let child = match s.nulls() {
-                    Some(n) => arrow::compute::nullif(child, &arrow::array::BooleanArray::new(!n.inner(), None))
-                        .unwrap_or_else(|_| Arc::clone(child)),
+                    Some(n) => {
+                        arrow::compute::nullif(child, &arrow::array::BooleanArray::new(!n.inner(), None))
+                            .unwrap_or_else(|_| Arc::clone(child))
+                    }
                     None => Arc::clone(child),
                 };
                 push_text(&child, out);
@@ -336,5 +415,44 @@ fn nested_json(col: &dyn Array, i: usize) -> serde_json::Value {
             }
             Err(_) => Value::Null,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(file: &Loaded, parts: &[Chunk]) -> Vec<(u64, Vec<String>)> {
+        let mut out = Vec::new();
+        for c in parts {
+            for_each_row(file, *c, |row| {
+                out.push((row.line(), (0..3).map(|i| row.get(i).unwrap_or("-").to_string()).collect()));
+                Ok(())
+            })
+            .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_split_at_record_boundaries_and_keep_line_numbers() {
+        let mut text = String::from("\u{feff}a,b,c\n");
+        for i in 0..200 {
+            if i % 7 == 0 {
+                text.push_str(&format!("{i},\"multi\nline, \"\"quoted\"\"\",x\n"));
+            } else {
+                text.push_str(&format!("{i},plain,y\n"));
+            }
+        }
+        let file = load("t.csv", Bytes::from(text)).unwrap();
+        let one = rows(&file, &[Chunk { start: 0, end: file.bytes.len(), first_line: 0 }]);
+        assert_eq!(one.len(), 200);
+        for n in [2, 3, 8] {
+            let parts = chunks_of_at_least(&file, n, 1);
+            assert_eq!(parts.len(), n);
+            assert_eq!(rows(&file, &parts), one, "{n} chunks");
+        }
+        // Line numbers count the newlines inside quoted fields, as the CSV reader does.
+        assert_eq!(one[1].0, 4);
     }
 }

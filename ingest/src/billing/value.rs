@@ -49,7 +49,9 @@ pub(crate) fn parse_decimal(raw: &str) -> Result<Money, String> {
             b'0'..=b'9' => digits.push(b - b'0'),
             b'.' if point.is_none() => point = Some(digits.len()),
             // Thousands separators: only between digits, before the point.
-            b',' if point.is_none() && i > 0 && mantissa.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+            b',' if point.is_none()
+                && i > 0
+                && mantissa.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit) => {}
             _ => return Err(format!("not a number: {raw:?}")),
         }
     }
@@ -190,7 +192,13 @@ pub(crate) fn parse_tags(raw: &str) -> Result<Vec<(String, String)>, String> {
             .collect::<Result<Vec<_>, String>>()?;
         return Ok(dedup(pairs.into_iter()));
     }
-    let json = if s.starts_with('{') { s.to_string() } else if s.starts_with('"') { format!("{{{s}}}") } else { String::new() };
+    let json = if s.starts_with('{') {
+        s.to_string()
+    } else if s.starts_with('"') {
+        format!("{{{s}}}")
+    } else {
+        String::new()
+    };
     if !json.is_empty() {
         let map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&json).map_err(|e| format!("tags are not a JSON object: {e}"))?;
@@ -286,15 +294,19 @@ mod tests {
 
     #[test]
     fn tags_with_and_without_braces() {
-        assert_eq!(parse_tags(r#"{"env": "prod", " org": "x", "org": "x", "n": 3}"#).unwrap(), vec![
-            ("env".to_string(), "prod".to_string()),
-            ("n".to_string(), "3".to_string()),
-            ("org".to_string(), "x".to_string()),
-        ]);
+        assert_eq!(
+            parse_tags(r#"{"env": "prod", " org": "x", "org": "x", "n": 3}"#).unwrap(),
+            vec![
+                ("env".to_string(), "prod".to_string()),
+                ("n".to_string(), "3".to_string()),
+                ("org".to_string(), "x".to_string()),
+            ]
+        );
         assert_eq!(parse_tags(r#""CostCenter": "1234","env": "prod""#).unwrap().len(), 2);
         assert_eq!(parse_tags("team=a; env=b").unwrap()[1], ("team".to_string(), "a".to_string()));
         assert!(parse_tags("{not json").is_err());
-        let gcp = parse_tags(r#"[{"key": "tenant", "value": "acme"}, {"key": "env", "value": null}]"#).unwrap();
+        let gcp =
+            parse_tags(r#"[{"key": "tenant", "value": "acme"}, {"key": "env", "value": null}]"#).unwrap();
         assert_eq!(gcp, vec![("env".to_string(), String::new()), ("tenant".to_string(), "acme".to_string())]);
         assert!(parse_tags("").unwrap().is_empty());
     }

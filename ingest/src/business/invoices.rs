@@ -9,8 +9,13 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use arrow::array::{Array, ArrayRef, AsArray, Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
-use tenantscope_schemas::{Lake, Table, types::{MONEY_PRECISION, MONEY_SCALE, UTC}};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use tenantscope_schemas::{
+    Lake, Table,
+    types::{MONEY_PRECISION, MONEY_SCALE, UTC},
+};
 
 use super::{Parsed, find_column, in_list};
 use crate::{
@@ -19,7 +24,8 @@ use crate::{
 };
 
 fn money() -> Decimal128Builder {
-    Decimal128Builder::new().with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
+    Decimal128Builder::new()
+        .with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
 }
 
 /// Unix seconds (Stripe's API form) or any timestamp the billing importers read.
@@ -59,22 +65,44 @@ async fn customers(lake: &Lake) -> Result<HashMap<String, String>, ImportError> 
     Ok(out)
 }
 
-pub(crate) async fn parse(lake: &Lake, file: &str, text: &str, import_id: &str) -> Result<Parsed, ImportError> {
+pub(crate) async fn parse(
+    lake: &Lake,
+    file: &str,
+    text: &str,
+    import_id: &str,
+) -> Result<Parsed, ImportError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| ImportError::file(file, format!("cannot read the CSV header: {e}")))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::file(file, format!("cannot read the CSV header: {e}")))?
+        .clone();
     let col = |names: &[&str]| find_column(&headers, names);
-    let required = |names: &[&str]| col(names).ok_or_else(|| ImportError::file(file, format!("no {} column in the header", names[0])));
-    let (c_invoice, c_amount, c_currency) = (required(&["invoice_id", "invoice"])?, required(&["amount"])?, required(&["currency"])?);
-    let (c_line, c_customer, c_tenant) = (col(&["line_id", "id"]), col(&["customer", "customer_id"]), col(&["tenant_id", "tenant"]));
-    let (c_start, c_end, c_desc) = (col(&["period_start", "period.start"]), col(&["period_end", "period.end"]), col(&["description"]));
+    let required = |names: &[&str]| {
+        col(names).ok_or_else(|| ImportError::file(file, format!("no {} column in the header", names[0])))
+    };
+    let (c_invoice, c_amount, c_currency) =
+        (required(&["invoice_id", "invoice"])?, required(&["amount"])?, required(&["currency"])?);
+    let (c_line, c_customer, c_tenant) =
+        (col(&["line_id", "id"]), col(&["customer", "customer_id"]), col(&["tenant_id", "tenant"]));
+    let (c_start, c_end, c_desc) =
+        (col(&["period_start", "period.start"]), col(&["period_end", "period.end"]), col(&["description"]));
     let (c_qty, c_meter) = (col(&["quantity"]), col(&["meter"]));
     let tenants = customers(lake).await?;
 
     let (mut inv, mut line_id, mut tenant, mut customer, mut desc, mut meter, mut cur, mut import) = (
-        StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(),
-        StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
     );
-    let (mut start, mut end) = (TimestampMicrosecondBuilder::new().with_timezone(UTC), TimestampMicrosecondBuilder::new().with_timezone(UTC));
+    let (mut start, mut end) = (
+        TimestampMicrosecondBuilder::new().with_timezone(UTC),
+        TimestampMicrosecondBuilder::new().with_timezone(UTC),
+    );
     let (mut qty, mut amount) = (money(), money());
     let (mut errors, mut invoices, mut unattributed, mut rows) = (Vec::new(), Vec::<String>::new(), 0, 0);
     for record in reader.records() {
@@ -83,7 +111,13 @@ pub(crate) async fn parse(lake: &Lake, file: &str, text: &str, import_id: &str) 
         let get = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !is_null(s));
         let mut ok = true;
         let mut bad = |c: usize, value: &str, reason: String| {
-            errors.push(RowError { file: file.to_string(), line, column: headers[c].to_string(), value: value.to_string(), reason });
+            errors.push(RowError {
+                file: file.to_string(),
+                line,
+                column: headers[c].to_string(),
+                value: value.to_string(),
+                reason,
+            });
             ok = false;
         };
         let Some(invoice_id) = get(Some(c_invoice)) else {
@@ -145,9 +179,18 @@ pub(crate) async fn parse(lake: &Lake, file: &str, text: &str, import_id: &str) 
         return Ok(Parsed { batch: None, predicate: String::new(), keys: invoices, errors, unattributed });
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(inv.finish()), Arc::new(line_id.finish()), Arc::new(tenant.finish()), Arc::new(customer.finish()),
-        Arc::new(start.finish()), Arc::new(end.finish()), Arc::new(desc.finish()), Arc::new(meter.finish()),
-        Arc::new(qty.finish()), Arc::new(amount.finish()), Arc::new(cur.finish()), Arc::new(import.finish()),
+        Arc::new(inv.finish()),
+        Arc::new(line_id.finish()),
+        Arc::new(tenant.finish()),
+        Arc::new(customer.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(desc.finish()),
+        Arc::new(meter.finish()),
+        Arc::new(qty.finish()),
+        Arc::new(amount.finish()),
+        Arc::new(cur.finish()),
+        Arc::new(import.finish()),
     ];
     let batch = RecordBatch::try_new(Table::Invoices.schema(), columns)
         .map_err(|e| ImportError::Query(format!("internal: invoices batch: {e}")))?;

@@ -92,7 +92,11 @@ pub(crate) struct Parsed {
 }
 
 /// Imports one file of business data.
-pub async fn import_business(lake: &Lake, kind: Kind, file: &ExportFile) -> Result<BusinessOutcome, ImportError> {
+pub async fn import_business(
+    lake: &Lake,
+    kind: Kind,
+    file: &ExportFile,
+) -> Result<BusinessOutcome, ImportError> {
     let checksum = imports::checksum(std::iter::once(&file.bytes[..]));
     let import_id = imports::import_id(kind.name(), &checksum);
     let table = kind.table();
@@ -118,19 +122,28 @@ pub async fn import_business(lake: &Lake, kind: Kind, file: &ExportFile) -> Resu
     };
     let rows = batch.num_rows();
     lake.replace(table, &[batch], &parsed.predicate).await?;
-    imports::record(lake, &imports::Record {
-        import_id: &import_id,
-        kind: kind.name(),
-        checksum: &checksum,
-        source: None,
-        format: if file.name.ends_with(".csv") { "csv" } else { "yaml" },
-        files: &file.name,
-        rows,
-        periods: &[],
-    })
+    imports::record(
+        lake,
+        &imports::Record {
+            import_id: &import_id,
+            kind: kind.name(),
+            checksum: &checksum,
+            source: None,
+            format: if file.name.ends_with(".csv") { "csv" } else { "yaml" },
+            files: &file.name,
+            rows,
+            periods: &[],
+        },
+    )
     .await?;
     tracing::info!(%kind, %import_id, rows, "Imported business data.");
-    Ok(BusinessOutcome { import_id, written: true, rows, keys: parsed.keys, unattributed: parsed.unattributed })
+    Ok(BusinessOutcome {
+        import_id,
+        written: true,
+        rows,
+        keys: parsed.keys,
+        unattributed: parsed.unattributed,
+    })
 }
 
 /// `a IN ('x', 'y')`.
@@ -149,7 +162,9 @@ pub(crate) fn yaml_error(file: &str, e: &serde_yaml_ng::Error) -> ImportError {
 
 /// Header lookup for CSV files: names compare without case, spaces, `_` or `.`.
 pub(crate) fn find_column(headers: &csv::StringRecord, names: &[&str]) -> Option<usize> {
-    let norm = |s: &str| s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect::<String>();
+    let norm = |s: &str| {
+        s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect::<String>()
+    };
     names.iter().find_map(|n| headers.iter().position(|h| norm(h) == norm(n)))
 }
 

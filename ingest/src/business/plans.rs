@@ -24,7 +24,10 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use serde::Deserialize;
-use tenantscope_schemas::{Table, types::{MONEY_PRECISION, MONEY_SCALE, UTC}};
+use tenantscope_schemas::{
+    Table,
+    types::{MONEY_PRECISION, MONEY_SCALE, UTC},
+};
 
 use super::{Parsed, tenants::yaml_line, yaml_error};
 use crate::{
@@ -105,16 +108,26 @@ struct Out {
 }
 
 fn money() -> Decimal128Builder {
-    Decimal128Builder::new().with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
+    Decimal128Builder::new()
+        .with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE))
 }
 
 pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, ImportError> {
     let book: PlansFile = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
     let mut errors = Vec::new();
     let mut out = Out {
-        plan: StringBuilder::new(), currency: StringBuilder::new(), base: money(), meter: StringBuilder::new(),
-        unit: StringBuilder::new(), price: money(), included: money(), from: money(), to: money(),
-        valid: TimestampMicrosecondBuilder::new().with_timezone(UTC), import: StringBuilder::new(), rows: 0,
+        plan: StringBuilder::new(),
+        currency: StringBuilder::new(),
+        base: money(),
+        meter: StringBuilder::new(),
+        unit: StringBuilder::new(),
+        price: money(),
+        included: money(),
+        from: money(),
+        to: money(),
+        valid: TimestampMicrosecondBuilder::new().with_timezone(UTC),
+        import: StringBuilder::new(),
+        rows: 0,
     };
     let mut keys = Vec::new();
     let mut terms = Vec::new();
@@ -141,8 +154,14 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
             bad(format!("plans[{pi}].name"), String::new(), "the plan name is empty".to_string());
             continue;
         }
-        let Some(currency) = plan.currency.clone().or_else(|| book.currency.clone()).map(|c| c.trim().to_ascii_uppercase()) else {
-            bad(format!("plans[{pi}].currency"), String::new(), "no currency: set it on the plan or at the top".to_string());
+        let Some(currency) =
+            plan.currency.clone().or_else(|| book.currency.clone()).map(|c| c.trim().to_ascii_uppercase())
+        else {
+            bad(
+                format!("plans[{pi}].currency"),
+                String::new(),
+                "no currency: set it on the plan or at the top".to_string(),
+            );
             continue;
         };
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_alphabetic()) {
@@ -161,13 +180,23 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
         };
         let base = plan.base_fee.as_ref().and_then(|d| dec(format!("plans[{pi}].base_fee"), d, &mut bad));
         if keys.iter().any(|(n, v)| n == &name && *v == valid_from) {
-            bad(format!("plans[{pi}].name"), name.clone(), "this plan and valid_from appear twice".to_string());
+            bad(
+                format!("plans[{pi}].name"),
+                name.clone(),
+                "this plan and valid_from appear twice".to_string(),
+            );
             continue;
         }
         keys.push((name.clone(), valid_from));
-        let valid_text = chrono::DateTime::from_timestamp_micros(valid_from).map(|t| t.to_rfc3339()).unwrap_or_default();
+        let valid_text =
+            chrono::DateTime::from_timestamp_micros(valid_from).map(|t| t.to_rfc3339()).unwrap_or_default();
         terms.push(format!("(plan = {} AND valid_from = {})", sql_str(&name), sql_str(&valid_text)));
-        let push = |out: &mut Out, meter: Option<&MeterDef>, price: Option<i128>, incl: Option<i128>, from: Option<i128>, to: Option<i128>| {
+        let push = |out: &mut Out,
+                    meter: Option<&MeterDef>,
+                    price: Option<i128>,
+                    incl: Option<i128>,
+                    from: Option<i128>,
+                    to: Option<i128>| {
             out.plan.append_value(&name);
             out.currency.append_value(&currency);
             out.base.append_option(base);
@@ -190,13 +219,21 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
             if m.tiers.is_empty() {
                 let price = m.unit_price.as_ref().and_then(|d| dec(format!("{at}.unit_price"), d, &mut bad));
                 if m.unit_price.is_none() {
-                    bad(format!("{at}.unit_price"), String::new(), "a meter needs unit_price or tiers".to_string());
+                    bad(
+                        format!("{at}.unit_price"),
+                        String::new(),
+                        "a meter needs unit_price or tiers".to_string(),
+                    );
                 }
                 push(&mut out, Some(m), price, incl, Some(0), None);
                 continue;
             }
             if m.unit_price.is_some() {
-                bad(format!("{at}.unit_price"), String::new(), "give unit_price or tiers, not both".to_string());
+                bad(
+                    format!("{at}.unit_price"),
+                    String::new(),
+                    "give unit_price or tiers, not both".to_string(),
+                );
             }
             let mut from = 0_i128;
             for (ti, t) in m.tiers.iter().enumerate() {
@@ -204,8 +241,16 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
                 let to = t.up_to.as_ref().and_then(|d| dec(format!("{at}.tiers[{ti}].up_to"), d, &mut bad));
                 let last = ti + 1 == m.tiers.len();
                 match to {
-                    Some(to) if to <= from => bad(format!("{at}.tiers[{ti}].up_to"), t.up_to.as_ref().map(Dec::text).unwrap_or_default(), "tiers must grow: up_to must be above the previous tier's".to_string()),
-                    None if !last => bad(format!("{at}.tiers[{ti}].up_to"), String::new(), "only the last tier may be open-ended".to_string()),
+                    Some(to) if to <= from => bad(
+                        format!("{at}.tiers[{ti}].up_to"),
+                        t.up_to.as_ref().map(Dec::text).unwrap_or_default(),
+                        "tiers must grow: up_to must be above the previous tier's".to_string(),
+                    ),
+                    None if !last => bad(
+                        format!("{at}.tiers[{ti}].up_to"),
+                        String::new(),
+                        "only the last tier may be open-ended".to_string(),
+                    ),
                     _ => {}
                 }
                 push(&mut out, Some(m), price, incl, Some(from), to);
@@ -218,10 +263,17 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
         return Ok(Parsed { batch: None, predicate: String::new(), keys: names, errors, unattributed: 0 });
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(out.plan.finish()), Arc::new(out.currency.finish()), Arc::new(out.base.finish()),
-        Arc::new(out.meter.finish()), Arc::new(out.unit.finish()), Arc::new(out.price.finish()),
-        Arc::new(out.included.finish()), Arc::new(out.from.finish()), Arc::new(out.to.finish()),
-        Arc::new(out.valid.finish()), Arc::new(out.import.finish()),
+        Arc::new(out.plan.finish()),
+        Arc::new(out.currency.finish()),
+        Arc::new(out.base.finish()),
+        Arc::new(out.meter.finish()),
+        Arc::new(out.unit.finish()),
+        Arc::new(out.price.finish()),
+        Arc::new(out.included.finish()),
+        Arc::new(out.from.finish()),
+        Arc::new(out.to.finish()),
+        Arc::new(out.valid.finish()),
+        Arc::new(out.import.finish()),
     ];
     let batch = RecordBatch::try_new(Table::Plans.schema(), columns)
         .map_err(|e| ImportError::Query(format!("internal: plans batch: {e}")))?;

@@ -14,12 +14,17 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use arrow::array::{ArrayRef, ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
 use serde::Deserialize;
 use tenantscope_schemas::{Table, types::UTC};
 
 use super::{Parsed, find_column, in_list, parse_labels, yaml_error};
-use crate::{billing::value::parse_timestamp, error::{ImportError, RowError}};
+use crate::{
+    billing::value::parse_timestamp,
+    error::{ImportError, RowError},
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +52,8 @@ struct Row {
 }
 
 pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, ImportError> {
-    let looks_yaml = file.ends_with(".yaml") || file.ends_with(".yml") || text.trim_start().starts_with("tenants:");
+    let looks_yaml =
+        file.ends_with(".yaml") || file.ends_with(".yml") || text.trim_start().starts_with("tenants:");
     let mut errors = Vec::new();
     let rows: Vec<Row> = if looks_yaml {
         let parsed: TenantsFile = serde_yaml_ng::from_str(text).map_err(|e| yaml_error(file, &e))?;
@@ -56,10 +62,16 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
         csv_rows(file, text, &mut errors)?
     };
     let mut ids = Vec::new();
-    let (mut id, mut name, mut plan, mut currency, mut import) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-    let mut accounts = ListBuilder::new(StringBuilder::new())
-        .with_field(Arc::new(arrow::datatypes::Field::new("element", arrow::datatypes::DataType::Utf8, true)));
+    let (mut id, mut name, mut plan, mut currency, mut import) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let mut accounts = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(
+        arrow::datatypes::Field::new("element", arrow::datatypes::DataType::Utf8, true),
+    ));
     let mut labels = MapBuilder::new(
         Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
         StringBuilder::new(),
@@ -68,7 +80,13 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
     let mut created = TimestampMicrosecondBuilder::new().with_timezone(UTC);
     for Row { line, def } in rows {
         let mut bad = |column: &str, value: &str, reason: String| {
-            errors.push(RowError { file: file.to_string(), line, column: column.to_string(), value: value.to_string(), reason });
+            errors.push(RowError {
+                file: file.to_string(),
+                line,
+                column: column.to_string(),
+                value: value.to_string(),
+                reason,
+            });
         };
         let tid = def.id.trim().to_string();
         if tid.is_empty() {
@@ -110,8 +128,14 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
         return Ok(Parsed { batch: None, predicate: String::new(), keys: ids, errors, unattributed: 0 });
     }
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()), Arc::new(name.finish()), Arc::new(plan.finish()), Arc::new(accounts.finish()),
-        Arc::new(labels.finish()), Arc::new(currency.finish()), Arc::new(created.finish()), Arc::new(import.finish()),
+        Arc::new(id.finish()),
+        Arc::new(name.finish()),
+        Arc::new(plan.finish()),
+        Arc::new(accounts.finish()),
+        Arc::new(labels.finish()),
+        Arc::new(currency.finish()),
+        Arc::new(created.finish()),
+        Arc::new(import.finish()),
     ];
     let batch = conform(columns).map_err(|e| ImportError::Query(format!("internal: tenants batch: {e}")))?;
     let predicate = in_list("tenant_id", &ids);
@@ -135,31 +159,51 @@ fn conform(columns: Vec<ArrayRef>) -> Result<RecordBatch, arrow::error::ArrowErr
     let columns = columns
         .into_iter()
         .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) })
+        .map(
+            |(c, f)| {
+                if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()) }
+            },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema, columns)
 }
 
 fn csv_rows(file: &str, text: &str, errors: &mut Vec<RowError>) -> Result<Vec<Row>, ImportError> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| ImportError::file(file, format!("cannot read the CSV header: {e}")))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::file(file, format!("cannot read the CSV header: {e}")))?
+        .clone();
     let col = |names: &[&str]| find_column(&headers, names);
     let Some(id_col) = col(&["tenant_id", "id", "tenant"]) else {
         return Err(ImportError::file(file, "no tenant_id (or id) column in the header"));
     };
     let (name, plan, accounts, labels, currency, created) = (
-        col(&["name"]), col(&["plan"]), col(&["accounts", "account"]), col(&["labels"]), col(&["currency"]), col(&["created_at", "created"]),
+        col(&["name"]),
+        col(&["plan"]),
+        col(&["accounts", "account"]),
+        col(&["labels"]),
+        col(&["currency"]),
+        col(&["created_at", "created"]),
     );
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| ImportError::file(file, format!("malformed CSV: {e}")))?;
         let line = record.position().map_or(0, csv::Position::line);
-        let get = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty()).map(String::from);
+        let get = |c: Option<usize>| {
+            c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty()).map(String::from)
+        };
         let label_text = get(labels).unwrap_or_default();
         let labels = match parse_labels(&label_text) {
             Ok(l) => l.into_iter().collect(),
             Err(reason) => {
-                errors.push(RowError { file: file.to_string(), line, column: "labels".into(), value: label_text, reason });
+                errors.push(RowError {
+                    file: file.to_string(),
+                    line,
+                    column: "labels".into(),
+                    value: label_text,
+                    reason,
+                });
                 continue;
             }
         };
@@ -169,7 +213,9 @@ fn csv_rows(file: &str, text: &str, errors: &mut Vec<RowError>) -> Result<Vec<Ro
                 id: get(Some(id_col)).unwrap_or_default(),
                 name: get(name),
                 plan: get(plan),
-                accounts: get(accounts).map(|a| a.split([';', '|']).map(String::from).collect()).unwrap_or_default(),
+                accounts: get(accounts)
+                    .map(|a| a.split([';', '|']).map(String::from).collect())
+                    .unwrap_or_default(),
                 labels,
                 currency: get(currency),
                 created_at: get(created),

@@ -16,8 +16,8 @@ use std::{
 use deltalake::{
     DeltaResult,
     logstore::{
-        LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig,
-        default_logstore, logstore_factories, object_store_factories,
+        LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+        logstore_factories, object_store_factories,
     },
 };
 use object_store::{
@@ -44,10 +44,8 @@ impl LakeLocation {
     /// Parses a local path (relative or absolute), `file://`, `memory://`, `s3://`, `s3a://`,
     /// `gs://`, `az://`, `abfs[s]://` or `azure://`.
     pub fn parse(input: &str) -> Result<Self> {
-        let invalid = |reason: &str| LakeError::InvalidUrl {
-            url: input.to_string(),
-            reason: reason.to_string(),
-        };
+        let invalid =
+            |reason: &str| LakeError::InvalidUrl { url: input.to_string(), reason: reason.to_string() };
         if input.trim().is_empty() {
             return Err(invalid("empty"));
         }
@@ -63,8 +61,7 @@ impl LakeLocation {
                         .map_err(|e| invalid(&format!("no current directory: {e}")))?
                         .join(path)
                 };
-                Url::from_directory_path(&abs)
-                    .map_err(|()| invalid("not a usable local path"))?
+                Url::from_directory_path(&abs).map_err(|()| invalid("not a usable local path"))?
             }
         };
         match url.scheme() {
@@ -100,9 +97,7 @@ impl LakeLocation {
     /// The URL of a table's folder, e.g. `s3://bucket/lake/spans/`.
     pub fn table_url(&self, table_name: &str) -> Url {
         // Joining a plain segment onto a URL that ends with '/' cannot fail.
-        self.url
-            .join(&format!("{table_name}/"))
-            .unwrap_or_else(|_| self.url.clone())
+        self.url.join(&format!("{table_name}/")).unwrap_or_else(|_| self.url.clone())
     }
 
     /// An object store for the lake's root, and the path of the lake inside it.
@@ -111,19 +106,15 @@ impl LakeLocation {
         let url = &self.url;
         match url.scheme() {
             "file" | "memory" => {
-                let (store, path) = object_store::parse_url(url).map_err(|e| {
-                    LakeError::InvalidUrl { url: url.to_string(), reason: e.to_string() }
-                })?;
+                let (store, path) = object_store::parse_url(url)
+                    .map_err(|e| LakeError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
                 Ok((Arc::from(store), path))
             }
             _ => {
-                let store = build_cloud_store(url, &Default::default()).map_err(|e| {
-                    LakeError::InvalidUrl { url: url.to_string(), reason: e.to_string() }
-                })?;
-                let path = Path::from_url_path(url.path()).map_err(|e| LakeError::InvalidUrl {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let store = build_cloud_store(url, &Default::default())
+                    .map_err(|e| LakeError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
+                let path = Path::from_url_path(url.path())
+                    .map_err(|e| LakeError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
                 Ok((store, path))
             }
         }
@@ -210,11 +201,7 @@ fn build_cloud_store(
 struct CloudStoreFactory;
 
 impl ObjectStoreFactory for CloudStoreFactory {
-    fn parse_url_opts(
-        &self,
-        url: &Url,
-        config: &StorageConfig,
-    ) -> DeltaResult<(ObjectStoreRef, Path)> {
+    fn parse_url_opts(&self, url: &Url, config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
         let store = build_cloud_store(url, &config.raw)?;
         let path = Path::from_url_path(url.path())?;
         Ok((store, path))

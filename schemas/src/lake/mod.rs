@@ -55,10 +55,8 @@ impl Lake {
     pub async fn open(location: LakeLocation) -> Result<Self> {
         register_cloud_stores();
         if let Some(path) = location.local_path() {
-            std::fs::create_dir_all(&path).map_err(|source| LakeError::CreateDir {
-                path: path.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|source| LakeError::CreateDir { path: path.display().to_string(), source })?;
         }
         let (store, prefix) = location.object_store()?;
         let lake = Self { location, store, prefix, tables: Arc::default() };
@@ -68,9 +66,10 @@ impl Lake {
 
     /// Checks that the lake's storage answers (one LIST of its root).
     pub async fn check(&self) -> Result<()> {
-        self.store.list_with_delimiter(Some(&self.prefix)).await.map_err(|source| {
-            LakeError::Unreachable { url: self.location.to_string(), source }
-        })?;
+        self.store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|source| LakeError::Unreachable { url: self.location.to_string(), source })?;
         Ok(())
     }
 
@@ -95,9 +94,11 @@ impl Lake {
             return Ok(true);
         }
         let log = self.prefix.clone().join(table.name()).join("_delta_log");
-        let listing = self.store.list_with_delimiter(Some(&log)).await.map_err(|source| {
-            LakeError::Unreachable { url: self.location.to_string(), source }
-        })?;
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&log))
+            .await
+            .map_err(|source| LakeError::Unreachable { url: self.location.to_string(), source })?;
         Ok(listing.objects.iter().any(|o| o.location.as_ref().ends_with(".json")))
     }
 
@@ -219,11 +220,8 @@ impl Lake {
             dt.load().await.map_err(|e| LakeError::delta(table, e))?;
             return Ok(dt);
         }
-        let schema: StructType = table
-            .schema()
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|source| LakeError::Arrow { table, source })?;
+        let schema: StructType =
+            table.schema().as_ref().try_into_kernel().map_err(|source| LakeError::Arrow { table, source })?;
         let stats = table.stats_columns().join(",");
         let created = dt
             .create()

@@ -77,10 +77,7 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBat
 fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     let input = batch.schema();
     if let Some(extra) = input.fields().iter().find(|f| schema.field_with_name(f.name()).is_err()) {
-        return Err(LakeError::Schema {
-            table,
-            detail: format!("unknown column {:?}", extra.name()),
-        });
+        return Err(LakeError::Schema { table, detail: format!("unknown column {:?}", extra.name()) });
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {

@@ -41,13 +41,20 @@ fn spans(n: usize, salt: i64) -> RecordBatch {
         (TIME, Arc::new(TimestampMicrosecondArray::from(time).with_timezone("UTC"))),
         (DURATION_NS, Arc::new(Int64Array::from((0..n as i64).map(|i| i * 1000 + salt).collect::<Vec<_>>()))),
         (TRACE_ID, Arc::new(StringArray::from((0..n).map(|i| format!("{i:032x}")).collect::<Vec<_>>()))),
-        (SPAN_ID, Arc::new(StringArray::from((0..n).map(|i| format!("{:016x}", i as i64 + salt)).collect::<Vec<_>>()))),
+        (
+            SPAN_ID,
+            Arc::new(StringArray::from(
+                (0..n).map(|i| format!("{:016x}", i as i64 + salt)).collect::<Vec<_>>(),
+            )),
+        ),
         (TENANT_ID, Arc::new(StringArray::from(tenant))),
         (DATE, Arc::new(Date32Array::from(date))),
     ];
     let fields: Vec<Field> = cols
         .iter()
-        .map(|(name, c)| Field::new(*name, c.data_type().clone(), full.field_with_name(name).unwrap().is_nullable()))
+        .map(|(name, c)| {
+            Field::new(*name, c.data_type().clone(), full.field_with_name(name).unwrap().is_nullable())
+        })
         .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols.into_iter().map(|(_, c)| c).collect()).unwrap()
 }
@@ -91,10 +98,14 @@ pub(crate) async fn conformance(url: &str) {
     let dt = lake.table(Table::Spans).await.unwrap();
     let store = lake.object_store();
     let files: Vec<String> = dt.get_file_uris().unwrap().collect();
-    let dates: BTreeSet<&str> = files.iter().filter_map(|f| f.split("date=").nth(1)).map(|s| &s[..10]).collect();
+    let dates: BTreeSet<&str> =
+        files.iter().filter_map(|f| f.split("date=").nth(1)).map(|s| &s[..10]).collect();
     assert_eq!(dates.len(), 2, "two day partitions: {files:?}");
     for uri in &files {
-        let path = object_store::path::Path::from_url_path(url::Url::parse(uri).map(|u| u.path().to_string()).unwrap_or_else(|_| uri.clone())).unwrap();
+        let path = object_store::path::Path::from_url_path(
+            url::Url::parse(uri).map(|u| u.path().to_string()).unwrap_or_else(|_| uri.clone()),
+        )
+        .unwrap();
         let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options).unwrap();
@@ -109,8 +120,20 @@ pub(crate) async fn conformance(url: &str) {
         let mut prev: Option<(Option<String>, i64)> = None;
         for batch in builder.build().unwrap() {
             let batch = batch.unwrap();
-            let tenants = batch.column_by_name(TENANT_ID).unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
-            let times = batch.column_by_name(TIME).unwrap().as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap().clone();
+            let tenants = batch
+                .column_by_name(TENANT_ID)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            let times = batch
+                .column_by_name(TIME)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap()
+                .clone();
             for i in 0..batch.num_rows() {
                 let key = (tenants.is_valid(i).then(|| tenants.value(i).to_string()), times.value(i));
                 if let Some(p) = &prev {
@@ -135,7 +158,9 @@ pub(crate) async fn conformance(url: &str) {
     assert_eq!(dt.version().unwrap(), version_before + 2 * rounds, "every commit kept");
     let extra_sum: i64 = [1_000_i64, 2_000]
         .iter()
-        .flat_map(|salt| (0..rounds).map(move |r| (0..500_i64).map(|i| i * 1000 + salt + r as i64).sum::<i64>()))
+        .flat_map(|salt| {
+            (0..rounds).map(move |r| (0..500_i64).map(|i| i * 1000 + salt + r as i64).sum::<i64>())
+        })
         .sum();
     let expected = (n as i64 + 2 * rounds as i64 * 500, expected_sum + extra_sum, 3);
     assert_eq!(count_and_sum(&lake).await, expected);
