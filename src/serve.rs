@@ -29,6 +29,17 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
         EngineConfig { max_staleness: Duration::from_secs(args.max_staleness_secs), ..Default::default() },
     )
     .await?;
+    let pg_engine = engine.clone();
+    let pg_addr = args.pg_addr;
+    std::net::TcpListener::bind(pg_addr)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {pg_addr} for the PostgreSQL wire"))?;
+    tokio::spawn(async move {
+        if let Err(e) = tenantscope_query::pg::serve(&pg_engine, pg_addr).await {
+            tracing::error!(addr = %pg_addr, error = %e, "The PostgreSQL wire stopped.");
+        }
+    });
+    tracing::info!(addr = %pg_addr, "Serving the PostgreSQL wire (psql -h {} -p {}).", pg_addr.ip(), pg_addr.port());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(lake.clone()))
@@ -37,8 +48,8 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
     let listener = bind(args.http_addr, "HTTP API").await?;
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
     tracing::warn!(
-        otlp_grpc = %args.otlp_grpc_addr, otlp_http = %args.otlp_http_addr, pg = %args.pg_addr,
-        "The OTLP receivers and the PostgreSQL wire are not part of this build yet; their addresses are reserved."
+        otlp_grpc = %args.otlp_grpc_addr, otlp_http = %args.otlp_http_addr,
+        "The OTLP receivers are not part of this build yet; their addresses are reserved."
     );
     tracing::info!("Billing import: POST /v1/import/billing (the export file as the body).");
     axum::serve(listener, app)

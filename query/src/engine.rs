@@ -88,6 +88,14 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // pg_catalog, information_schema and the PostgreSQL functions (current_database(),
+        // pg_get_userbyid(), has_table_privilege(), ...) that psql and Grafana send.
+        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
+            &ctx,
+            CATALOG,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| QueryError::DataFusion(*e))?;
         for table in Table::ALL {
             let provider = LakeTableProvider::try_new(lake.clone(), table, config.max_staleness)
                 .await

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod http;
+pub mod pg;
 pub mod provider;
 
 pub use engine::{EngineConfig, QueryEngine, QueryResult};

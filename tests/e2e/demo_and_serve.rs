@@ -76,7 +76,7 @@ fn demo_is_deterministic_and_idempotent() {
     assert_eq!(ca, cb);
 }
 
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -101,22 +101,36 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     (status, body)
 }
 
-/// `tenantscope serve` on a free port, stopped when dropped.
-fn start_server(data: &std::path::Path) -> (Server, u16) {
-    let port = free_port();
+/// `tenantscope serve` on free ports (HTTP, PostgreSQL), stopped when dropped.
+pub(crate) fn start_server(data: &std::path::Path) -> (Server, u16) {
+    let (server, port, _) = start_server_pg(data);
+    (server, port)
+}
+
+/// As [`start_server`], also returning the PostgreSQL port.
+pub(crate) fn start_server_pg(data: &std::path::Path) -> (Server, u16, u16) {
+    let (port, pg) = (free_port(), free_port());
     let child = bin()
-        .args(["serve", "--data", data.to_str().unwrap(), "--http-addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--pg-addr",
+            &format!("127.0.0.1:{pg}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let server = Server(child);
     let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(("127.0.0.1", port)).is_err() || TcpStream::connect(("127.0.0.1", pg)).is_err() {
         assert!(started.elapsed() < Duration::from_secs(60), "server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (server, port)
+    (server, port, pg)
 }
 
 #[test]

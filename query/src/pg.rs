@@ -1,0 +1,18 @@
+//! The PostgreSQL wire protocol over the engine's session (datafusion-postgres, on pgwire):
+//! psql, Grafana's PostgreSQL datasource and any PostgreSQL driver can query the lake.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use datafusion_postgres::{ServerOptions, serve as serve_pg};
+
+use crate::QueryEngine;
+
+/// Serves the PostgreSQL wire protocol on `addr` until the process ends. The address is bound
+/// before this returns its future's first poll result, so a taken port is an error at start.
+pub async fn serve(engine: &QueryEngine, addr: SocketAddr) -> std::io::Result<()> {
+    // Fail fast and clearly when the address is taken (the library binds inside its loop).
+    drop(std::net::TcpListener::bind(addr)?);
+    let ctx = Arc::new(engine.context().clone());
+    let options = ServerOptions::new().with_host(addr.ip().to_string()).with_port(addr.port());
+    serve_pg(ctx, &options).await
+}
