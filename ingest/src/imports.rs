@@ -54,7 +54,7 @@ pub(crate) async fn still_current(
         table.name(),
         sql_str(import_id)
     );
-    let batches = lake.query(&sql).await?;
+    let batches = lake.query(&[Table::Imports, table], &sql).await?;
     let Some(b) = batches.first().filter(|b| b.num_rows() == 1) else { return Ok(false) };
     let recorded =
         b.column(0).as_any().downcast_ref::<Int64Array>().filter(|a| a.is_valid(0)).map(|a| a.value(0));

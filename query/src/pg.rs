@@ -7,11 +7,10 @@ use datafusion_postgres::{ServerOptions, serve as serve_pg};
 
 use crate::QueryEngine;
 
-/// Serves the PostgreSQL wire protocol on `addr` until the process ends. The address is bound
-/// before this returns its future's first poll result, so a taken port is an error at start.
+/// Serves the PostgreSQL wire protocol on `addr` until the process ends. The library binds
+/// inside its accept loop, so a caller that wants a taken port to fail start-up checks it first
+/// (as `tenantscope serve` does).
 pub async fn serve(engine: &QueryEngine, addr: SocketAddr) -> std::io::Result<()> {
-    // Fail fast and clearly when the address is taken (the library binds inside its loop).
-    drop(std::net::TcpListener::bind(addr)?);
     let ctx = Arc::new(engine.context().clone());
     let options = ServerOptions::new().with_host(addr.ip().to_string()).with_port(addr.port());
     serve_pg(ctx, &options).await

@@ -253,7 +253,7 @@ async fn tenant_accounts(lake: &Lake) -> Result<std::collections::HashMap<String
     if !lake.exists(Table::Tenants).await? {
         return Ok(out);
     }
-    let batches = lake.query("SELECT tenant_id, account FROM (SELECT tenant_id, unnest(accounts) AS account FROM tenants) WHERE account IS NOT NULL").await?;
+    let batches = lake.query(&[Table::Tenants], "SELECT tenant_id, account FROM (SELECT tenant_id, unnest(accounts) AS account FROM tenants) WHERE account IS NOT NULL").await?;
     let text = |c: &arrow::array::ArrayRef| {
         arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8)
             .map_err(|e| ImportError::Query(format!("reading tenants.accounts: {e}")))

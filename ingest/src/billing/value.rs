@@ -48,10 +48,9 @@ pub(crate) fn parse_decimal(raw: &str) -> Result<Money, String> {
         match b {
             b'0'..=b'9' => digits.push(b - b'0'),
             b'.' if point.is_none() => point = Some(digits.len()),
-            // Thousands separators: only between digits, before the point.
-            b',' if point.is_none()
-                && i > 0
-                && mantissa.as_bytes().get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+            // Thousands separators: before the point, each followed by exactly three digits
+            // (`10,000.00`). `1,2` is a decimal comma, not twelve: an error, not a guess.
+            b',' if point.is_none() && i > 0 && is_thousands_group(&mantissa.as_bytes()[i + 1..]) => {}
             _ => return Err(format!("not a number: {raw:?}")),
         }
     }
@@ -89,6 +88,12 @@ pub(crate) fn parse_decimal(raw: &str) -> Result<Money, String> {
         return Err(format!("number too large: {raw:?}"));
     }
     Ok(Money { units: if negative { -units } else { units }, rounded })
+}
+
+fn is_thousands_group(rest: &[u8]) -> bool {
+    rest.len() >= 3
+        && rest[..3].iter().all(u8::is_ascii_digit)
+        && rest.get(3).is_none_or(|b| matches!(b, b',' | b'.'))
 }
 
 /// Parses a UTC timestamp (microseconds since the epoch). Values without a zone are UTC.
@@ -253,8 +258,8 @@ mod tests {
         assert_eq!(units("2E3"), 2_000 * ONE);
         assert_eq!(units("+3"), 3 * ONE);
         assert_eq!(units(".5"), ONE / 2);
-        assert!(parse_decimal("1,2").is_err() || units("1,2") == 12 * ONE);
-        for bad in ["", "abc", "1.2.3", "1e", "--1", "1,"] {
+        assert_eq!(units("1,234,567.5"), 12_345_675 * ONE / 10);
+        for bad in ["", "abc", "1.2.3", "1e", "--1", "1,", "1,2", "1,23", "1,2345", "12,345,6", "1.000,5"] {
             assert!(parse_decimal(bad).is_err(), "{bad}");
         }
     }

@@ -44,7 +44,10 @@ async fn customers(lake: &Lake) -> Result<HashMap<String, String>, ImportError> 
         return Ok(out);
     }
     let batches = lake
-        .query("SELECT CAST(tenant_id AS VARCHAR), CAST(labels['stripe_customer'] AS VARCHAR) FROM tenants")
+        .query(
+            &[Table::Tenants],
+            "SELECT CAST(tenant_id AS VARCHAR), CAST(labels['stripe_customer'] AS VARCHAR) FROM tenants",
+        )
         .await?;
     for b in batches {
         let cast = |c: &ArrayRef| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8);
