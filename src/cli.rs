@@ -114,12 +114,19 @@ pub(crate) struct ServeArgs {
     /// PostgreSQL wire protocol listen address.
     #[arg(long, env = "TENANTSCOPE_PG_ADDR", default_value = "127.0.0.1:5433")]
     pub(crate) pg_addr: SocketAddr,
-    /// Configuration file (meters, allocation rules, tenant attribution).
+    /// Configuration file (YAML; see examples/tenantscope.yaml): ingest limits, tenant attribution.
     #[arg(long, env = "TENANTSCOPE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Alert rules file.
     #[arg(long, env = "TENANTSCOPE_RULES")]
     pub(crate) rules: Option<PathBuf>,
+    /// Folder of the OTLP write-ahead log (requests are acknowledged once logged here).
+    #[arg(long, env = "TENANTSCOPE_WAL_DIR", default_value = "./tenantscope-wal")]
+    pub(crate) wal_dir: PathBuf,
+    /// Overrides the config's `ingest.flush_interval_ms`: acknowledged telemetry reaches the
+    /// lake (and SQL) within this many milliseconds.
+    #[arg(long, env = "TENANTSCOPE_FLUSH_INTERVAL_MS")]
+    pub(crate) flush_interval_ms: Option<u64>,
     /// How old (seconds) a table snapshot a query may see before the table is re-read.
     #[arg(long, env = "TENANTSCOPE_MAX_STALENESS_SECS", default_value_t = 1)]
     pub(crate) max_staleness_secs: u64,

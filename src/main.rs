@@ -1,6 +1,7 @@
 //! `tenantscope`: per-tenant observability and cost analytics. See README.md.
 
 mod cli;
+mod config;
 mod demo;
 mod import;
 mod serve;

@@ -1,63 +1,130 @@
-//! `tenantscope serve`: the HTTP API over the lake (health, readiness, SQL).
+//! `tenantscope serve`: OTLP receivers, the HTTP API (health, readiness, metrics, SQL, billing
+//! import) and the PostgreSQL wire over one lake.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+use tenantscope_ingest::otlp::Pipeline;
 use tenantscope_query::{EngineConfig, QueryEngine};
 use tenantscope_schemas::Lake;
 use tokio::net::TcpListener;
 
-use crate::cli::ServeArgs;
+use crate::{cli::ServeArgs, config::Config};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
     serve(args, lake).await
 }
 
-/// Serves an opened lake until Ctrl-C or SIGTERM.
+/// Serves an opened lake until Ctrl-C or SIGTERM: the OTLP receivers (gRPC and HTTP), the HTTP
+/// API and the PostgreSQL wire. On the way out, everything acknowledged is flushed to the lake.
 pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
-    for (what, path) in [("config", &args.config), ("rules", &args.rules)] {
-        if let Some(path) = path {
-            std::fs::metadata(path)
-                .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
-        }
+    if let Some(path) = &args.rules {
+        std::fs::metadata(path).with_context(|| format!("cannot read the rules file {}", path.display()))?;
+    }
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(ms) = args.flush_interval_ms {
+        config.ingest.flush_interval_ms = ms;
     }
     lake.create_all().await.context("cannot create the lake's tables")?;
+    // Bind every listener first, so that a taken port fails before anything starts.
+    let http = bind(args.http_addr, "HTTP API").await?;
+    let otlp_grpc = bind(args.otlp_grpc_addr, "OTLP/gRPC receiver").await?;
+    let otlp_http = bind(args.otlp_http_addr, "OTLP/HTTP receiver").await?;
+    let pg_addr = args.pg_addr;
+    std::net::TcpListener::bind(pg_addr)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {pg_addr} for the PostgreSQL wire"))?;
+
+    let mut registry = Registry::default();
+    let pipeline = Pipeline::start(lake.clone(), config.ingest.clone(), args.wal_dir.clone(), &mut registry)
+        .await
+        .context("cannot start OTLP ingest")?;
+    let registry = Arc::new(registry);
     let engine = QueryEngine::new(
         lake.clone(),
         EngineConfig { max_staleness: Duration::from_secs(args.max_staleness_secs), ..Default::default() },
     )
     .await?;
+
     let pg_engine = engine.clone();
-    let pg_addr = args.pg_addr;
-    std::net::TcpListener::bind(pg_addr)
-        .map(drop)
-        .with_context(|| format!("cannot listen on {pg_addr} for the PostgreSQL wire"))?;
     tokio::spawn(async move {
         if let Err(e) = tenantscope_query::pg::serve(&pg_engine, pg_addr).await {
             tracing::error!(addr = %pg_addr, error = %e, "The PostgreSQL wire stopped.");
         }
     });
     tracing::info!(addr = %pg_addr, "Serving the PostgreSQL wire (psql -h {} -p {}).", pg_addr.ip(), pg_addr.port());
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let grpc =
+        tokio::spawn(tenantscope_ingest::otlp::grpc::serve(pipeline.clone(), otlp_grpc, until_stopped()));
+    let otlp_app = tenantscope_ingest::otlp::http::router(pipeline.clone());
+    let otlp =
+        tokio::spawn(axum::serve(otlp_http, otlp_app).with_graceful_shutdown(until_stopped()).into_future());
+    tracing::info!(
+        grpc = %args.otlp_grpc_addr, http = %args.otlp_http_addr, wal = %args.wal_dir.display(),
+        flush_interval_ms = config.ingest.flush_interval_ms, "Receiving OTLP."
+    );
+
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(lake.clone()))
+        .route("/metrics", get(metrics).with_state(registry))
         .merge(tenantscope_query::http::router(engine))
         .merge(tenantscope_ingest::billing::http::router(lake.clone()));
-    let listener = bind(args.http_addr, "HTTP API").await?;
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
-    tracing::warn!(
-        otlp_grpc = %args.otlp_grpc_addr, otlp_http = %args.otlp_http_addr,
-        "The OTLP receivers are not part of this build yet; their addresses are reserved."
-    );
     tracing::info!("Billing import: POST /v1/import/billing (the export file as the body).");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server failed")?;
+    let api = axum::serve(http, app).with_graceful_shutdown(until_stopped()).into_future();
+    tokio::select! {
+        () = shutdown_signal() => {}
+        r = api => r.context("HTTP server failed")?,
+    }
+    let _ = stop.send(true);
+    if let Ok(Err(e)) = grpc.await {
+        tracing::warn!(error = %e, "The OTLP/gRPC receiver failed.");
+    }
+    if let Ok(Err(e)) = otlp.await {
+        tracing::warn!(error = %e, "The OTLP/HTTP receiver failed.");
+    }
+    match pipeline.flush().await {
+        Ok(()) => tracing::info!("Flushed acknowledged telemetry to the lake."),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot flush to the lake; the write-ahead log keeps the rows for the next start.")
+        }
+    }
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// The service's own health in Prometheus' text format.
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("cannot encode the metrics: {e}\n"),
+        ),
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

@@ -109,16 +109,23 @@ pub(crate) fn start_server(data: &std::path::Path) -> (Server, u16) {
 
 /// As [`start_server`], also returning the PostgreSQL port.
 pub(crate) fn start_server_pg(data: &std::path::Path) -> (Server, u16, u16) {
-    let (port, pg) = (free_port(), free_port());
+    let (port, pg, grpc, otlp) = (free_port(), free_port(), free_port(), free_port());
+    let wal = data.join("_wal");
     let child = bin()
         .args([
             "serve",
             "--data",
             data.to_str().unwrap(),
+            "--wal-dir",
+            wal.to_str().unwrap(),
             "--http-addr",
             &format!("127.0.0.1:{port}"),
             "--pg-addr",
             &format!("127.0.0.1:{pg}"),
+            "--otlp-grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--otlp-http-addr",
+            &format!("127.0.0.1:{otlp}"),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

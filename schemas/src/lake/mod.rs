@@ -14,7 +14,9 @@ use std::{
 use arrow::array::RecordBatch;
 use deltalake::{
     DeltaTable, DeltaTableBuilder,
-    kernel::{StructType, engine::arrow_conversion::TryIntoKernel},
+    kernel::{
+        StructType, Transaction, engine::arrow_conversion::TryIntoKernel, transaction::CommitProperties,
+    },
     protocol::SaveMode,
 };
 use object_store::ObjectStore;
@@ -128,6 +130,46 @@ impl Lake {
     /// each commit is a new log entry written with put-if-absent, and a writer that loses the
     /// race re-checks and retries on the next version.
     pub async fn append(&self, table: Table, batches: &[RecordBatch]) -> Result<Option<Commit>> {
+        self.append_with(table, batches, CommitProperties::default()).await
+    }
+
+    /// Appends like [`Lake::append`] and records, in the same commit, that application `app_id`
+    /// has written everything up to `version` (a Delta application transaction). A writer that
+    /// replays its own log after a crash asks [`Lake::app_version`] what is already in, so
+    /// that nothing is written twice.
+    pub async fn append_as(
+        &self,
+        table: Table,
+        batches: &[RecordBatch],
+        app_id: &str,
+        version: u64,
+    ) -> Result<Option<Commit>> {
+        let version = i64::try_from(version).map_err(|_| LakeError::Schema {
+            table,
+            detail: format!("application version {version} > i64"),
+        })?;
+        let properties =
+            CommitProperties::default().with_application_transaction(Transaction::new(app_id, version));
+        self.append_with(table, batches, properties).await
+    }
+
+    /// The last version application `app_id` committed to `table` with [`Lake::append_as`].
+    pub async fn app_version(&self, table: Table, app_id: &str) -> Result<Option<u64>> {
+        let dt = self.table(table).await?;
+        let state = dt.snapshot().map_err(|e| LakeError::delta(table, e))?;
+        let version = state
+            .transaction_version(dt.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| LakeError::delta(table, e))?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    async fn append_with(
+        &self,
+        table: Table,
+        batches: &[RecordBatch],
+        properties: CommitProperties,
+    ) -> Result<Option<Commit>> {
         let Some(batch) = prepare(table, batches)? else {
             return Ok(None);
         };
@@ -141,6 +183,7 @@ impl Lake {
             .with_save_mode(SaveMode::Append)
             .with_writer_properties(writer_properties(table))
             .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
+            .with_commit_properties(properties)
             .await
             .map_err(|e| LakeError::delta(table, e))?;
         let version = dt.version().unwrap_or_default();

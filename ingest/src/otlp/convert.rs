@@ -1,0 +1,1002 @@
+//! OTLP export requests to rows of the `spans`, `logs` and `metrics` tables.
+//!
+//! Records that break the OTLP rules (a trace id that is not 16 bytes, a data point without a
+//! timestamp, ...) are rejected one by one and counted, with a message naming the first few by
+//! position; the rest of the request is kept (OTLP partial success).
+
+use std::{collections::HashMap, sync::Arc};
+
+use arrow::{
+    array::{
+        ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, ListArray,
+        ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StructArray,
+        TimestampMicrosecondBuilder,
+    },
+    buffer::{NullBuffer, OffsetBuffer},
+    datatypes::{DataType, Field},
+    error::ArrowError,
+};
+use opentelemetry_proto::tonic::{
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
+    common::v1::{InstrumentationScope, KeyValue},
+    metrics::v1::{
+        AggregationTemporality, Metric, exponential_histogram_data_point::Buckets, metric::Data,
+        number_data_point,
+    },
+};
+use tenantscope_schemas::{Table, types::UTC};
+
+use super::{
+    attribution::{ResourceTenant, TenantResolver},
+    value,
+};
+
+/// How many rejected records a message names before it only counts.
+const LISTED_REJECTS: usize = 5;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The rows of one export request.
+#[derive(Debug)]
+pub struct Converted {
+    /// The table the rows go to.
+    pub table: Table,
+    /// The accepted records, in the table's schema (`None` when there were none).
+    pub batch: Option<RecordBatch>,
+    /// Accepted records per tenant (`None`: unattributed).
+    pub per_tenant: HashMap<Option<String>, u64>,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Why, naming the first few by position.
+    pub message: String,
+}
+
+impl Converted {
+    /// Accepted records.
+    pub fn accepted(&self) -> u64 {
+        self.per_tenant.values().sum()
+    }
+}
+
+/// Rejected records and the reasons of the first few.
+#[derive(Debug, Default)]
+struct Rejects {
+    count: u64,
+    reasons: Vec<String>,
+}
+
+impl Rejects {
+    fn reject(&mut self, at: impl FnOnce() -> String, why: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.reasons.len() < LISTED_REJECTS {
+            self.reasons.push(format!("{}: {}", at(), why()));
+        }
+    }
+
+    fn message(&self, what: &str) -> String {
+        if self.count == 0 {
+            return String::new();
+        }
+        let more = self.count as usize - self.reasons.len();
+        let mut m = format!("{} {what} rejected: {}", self.count, self.reasons.join("; "));
+        if more > 0 {
+            m.push_str(&format!("; and {more} more"));
+        }
+        m
+    }
+}
+
+fn nanos_to_micros(nanos: u64) -> i64 {
+    // u64::MAX / 1000 fits in i64.
+    (nanos / 1_000) as i64
+}
+
+fn day(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const_hex::encode(bytes)
+}
+
+/// Checks an id's length: `required` ids must be present and not all zero.
+fn check_id(bytes: &[u8], len: usize, name: &str, required: bool) -> Result<(), String> {
+    if bytes.is_empty() && !required {
+        return Ok(());
+    }
+    if bytes.len() != len {
+        return Err(format!("{name} has {} bytes, want {len}", bytes.len()));
+    }
+    if required && bytes.iter().all(|b| *b == 0) {
+        return Err(format!("{name} is all zeros"));
+    }
+    Ok(())
+}
+
+fn service_name(resource: &[KeyValue]) -> Option<String> {
+    value::attribute_str(resource, "service.name").map(|c| c.into_owned())
+}
+
+/// `map<string, string>` column builder in the lake's layout.
+pub(crate) struct MapColumn(MapBuilder<StringBuilder, StringBuilder>);
+
+impl MapColumn {
+    pub(crate) fn new() -> Self {
+        Self(MapBuilder::new(
+            Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
+            StringBuilder::new(),
+            StringBuilder::new(),
+        ))
+    }
+
+    pub(crate) fn push(&mut self, attributes: &[KeyValue]) -> Result<(), ArrowError> {
+        for kv in attributes {
+            self.0.keys().append_value(&kv.key);
+            match kv.value.as_ref().and_then(value::text) {
+                Some(v) => self.0.values().append_value(v),
+                None => self.0.values().append_null(),
+            }
+        }
+        self.0.append(true)
+    }
+
+    pub(crate) fn finish(mut self) -> ArrayRef {
+        Arc::new(self.0.finish())
+    }
+}
+
+fn element(data_type: DataType) -> Arc<Field> {
+    Arc::new(Field::new("element", data_type, true))
+}
+
+fn list_of_i64() -> ListBuilder<Int64Builder> {
+    ListBuilder::new(Int64Builder::new()).with_field(element(DataType::Int64))
+}
+
+fn list_of_f64() -> ListBuilder<Float64Builder> {
+    ListBuilder::new(Float64Builder::new()).with_field(element(DataType::Float64))
+}
+
+fn timestamps() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::new().with_timezone(UTC)
+}
+
+/// A list-of-struct column assembled from its children (events, links, quantiles).
+struct ListOffsets {
+    offsets: Vec<i32>,
+    valid: Vec<bool>,
+}
+
+impl ListOffsets {
+    fn new() -> Self {
+        Self { offsets: vec![0], valid: Vec::new() }
+    }
+
+    /// Ends a row that holds `len` more children (`None`: a null list).
+    fn push(&mut self, len: Option<usize>) {
+        let last = self.offsets.last().copied().unwrap_or(0);
+        self.offsets.push(last + len.unwrap_or(0) as i32);
+        self.valid.push(len.is_some());
+    }
+
+    fn finish(self, table: Table, column: &str, children: Vec<ArrayRef>) -> Result<ArrayRef, ArrowError> {
+        let schema = table.schema();
+        let DataType::List(item) = schema.field_with_name(column)?.data_type().clone() else {
+            return Err(ArrowError::SchemaError(format!("{table}.{column} is not a list")));
+        };
+        let DataType::Struct(fields) = item.data_type().clone() else {
+            return Err(ArrowError::SchemaError(format!("{table}.{column} is not a list of structs")));
+        };
+        let values = StructArray::try_new(fields, children, None)?;
+        Ok(Arc::new(ListArray::try_new(
+            item,
+            OffsetBuffer::new(self.offsets.into()),
+            Arc::new(values),
+            Some(NullBuffer::from(self.valid)),
+        )?))
+    }
+}
+
+/// The columns every telemetry table shares.
+struct Common {
+    service: StringBuilder,
+    tenant: StringBuilder,
+    attributes: MapColumn,
+    resource: MapColumn,
+    scope: StringBuilder,
+    date: Date32Builder,
+    per_tenant: HashMap<Option<String>, u64>,
+}
+
+impl Common {
+    fn new() -> Self {
+        Self {
+            service: StringBuilder::new(),
+            tenant: StringBuilder::new(),
+            attributes: MapColumn::new(),
+            resource: MapColumn::new(),
+            scope: StringBuilder::new(),
+            date: Date32Builder::new(),
+            per_tenant: HashMap::new(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        resolver: &TenantResolver,
+        ctx: &ResourceContext<'_>,
+        scope: Option<&InstrumentationScope>,
+        attributes: &[KeyValue],
+        time_micros: i64,
+    ) -> Result<(), ArrowError> {
+        self.service.append_option(ctx.service.as_deref());
+        let tenant = resolver.record(&ctx.tenant, attributes);
+        self.tenant.append_option(tenant.as_deref());
+        *self.per_tenant.entry(tenant).or_default() += 1;
+        self.attributes.push(attributes)?;
+        self.resource.push(ctx.attributes)?;
+        self.scope.append_option(scope.map(|s| s.name.as_str()).filter(|n| !n.is_empty()));
+        self.date.append_value(day(time_micros));
+        Ok(())
+    }
+}
+
+struct ResourceContext<'a> {
+    attributes: &'a [KeyValue],
+    service: Option<String>,
+    tenant: ResourceTenant,
+}
+
+impl<'a> ResourceContext<'a> {
+    fn new(resolver: &TenantResolver, bound: Option<&str>, attributes: &'a [KeyValue]) -> Self {
+        Self { attributes, service: service_name(attributes), tenant: resolver.resource(bound, attributes) }
+    }
+}
+
+fn finish(
+    table: Table,
+    rows: usize,
+    columns: Vec<ArrayRef>,
+    per_tenant: HashMap<Option<String>, u64>,
+    rejects: &Rejects,
+    what: &str,
+) -> Result<Converted, ArrowError> {
+    let batch = if rows == 0 { None } else { Some(RecordBatch::try_new(table.schema(), columns)?) };
+    Ok(Converted { table, batch, per_tenant, rejected: rejects.count, message: rejects.message(what) })
+}
+
+fn span_kind(kind: i32) -> &'static str {
+    match kind {
+        1 => "internal",
+        2 => "server",
+        3 => "client",
+        4 => "producer",
+        5 => "consumer",
+        _ => "unspecified",
+    }
+}
+
+fn status_code(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        2 => "error",
+        _ => "unset",
+    }
+}
+
+/// Spans to `spans` rows.
+pub fn traces(
+    request: &ExportTraceServiceRequest,
+    resolver: &TenantResolver,
+    bound: Option<&str>,
+) -> Result<Converted, ArrowError> {
+    let mut time = timestamps();
+    let mut end_time = timestamps();
+    let mut duration = Int64Builder::new();
+    let (mut trace_id, mut span_id, mut parent) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut trace_state, mut name, mut kind) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut status, mut status_message) = (StringBuilder::new(), StringBuilder::new());
+    let mut scope_version = StringBuilder::new();
+    let mut common = Common::new();
+    let (mut ev_time, mut ev_name, mut ev_attrs) = (timestamps(), StringBuilder::new(), MapColumn::new());
+    let mut events = ListOffsets::new();
+    let (mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), MapColumn::new());
+    let mut links = ListOffsets::new();
+    let mut rejects = Rejects::default();
+    let mut rows = 0;
+    for (r, rs) in request.resource_spans.iter().enumerate() {
+        let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        for (s, ss) in rs.scope_spans.iter().enumerate() {
+            for (i, span) in ss.spans.iter().enumerate() {
+                let checked = check_id(&span.trace_id, 16, "trace_id", true)
+                    .and_then(|()| check_id(&span.span_id, 8, "span_id", true))
+                    .and_then(|()| check_id(&span.parent_span_id, 8, "parent_span_id", false))
+                    .and_then(|()| {
+                        if span.start_time_unix_nano == 0 {
+                            Err("start_time_unix_nano is 0".to_string())
+                        } else {
+                            Ok(())
+                        }
+                    });
+                if let Err(why) = checked {
+                    rejects.reject(|| format!("resource_spans[{r}].scope_spans[{s}].spans[{i}]"), || why);
+                    continue;
+                }
+                rows += 1;
+                let start = nanos_to_micros(span.start_time_unix_nano);
+                time.append_value(start);
+                if span.end_time_unix_nano == 0 {
+                    end_time.append_null();
+                    duration.append_null();
+                } else {
+                    end_time.append_value(nanos_to_micros(span.end_time_unix_nano));
+                    duration.append_value(
+                        (i128::from(span.end_time_unix_nano) - i128::from(span.start_time_unix_nano))
+                            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+                    );
+                }
+                trace_id.append_value(hex(&span.trace_id));
+                span_id.append_value(hex(&span.span_id));
+                parent.append_option((!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)));
+                trace_state
+                    .append_option((!span.trace_state.is_empty()).then_some(span.trace_state.as_str()));
+                name.append_value(&span.name);
+                kind.append_value(span_kind(span.kind));
+                let st = span.status.as_ref();
+                status.append_value(status_code(st.map_or(0, |s| s.code)));
+                status_message.append_option(st.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+                scope_version
+                    .append_option(ss.scope.as_ref().map(|s| s.version.as_str()).filter(|v| !v.is_empty()));
+                common.push(resolver, &ctx, ss.scope.as_ref(), &span.attributes, start)?;
+                for e in &span.events {
+                    ev_time.append_value(nanos_to_micros(e.time_unix_nano));
+                    ev_name.append_value(&e.name);
+                    ev_attrs.push(&e.attributes)?;
+                }
+                events.push(Some(span.events.len()));
+                for l in &span.links {
+                    ln_trace.append_value(hex(&l.trace_id));
+                    ln_span.append_value(hex(&l.span_id));
+                    ln_state.append_option((!l.trace_state.is_empty()).then_some(l.trace_state.as_str()));
+                    ln_attrs.push(&l.attributes)?;
+                }
+                links.push(Some(span.links.len()));
+            }
+        }
+    }
+    let table = Table::Spans;
+    let events = events.finish(
+        table,
+        "events",
+        vec![Arc::new(ev_time.finish()), Arc::new(ev_name.finish()), ev_attrs.finish()],
+    )?;
+    let links = links.finish(
+        table,
+        "links",
+        vec![
+            Arc::new(ln_trace.finish()),
+            Arc::new(ln_span.finish()),
+            Arc::new(ln_state.finish()),
+            ln_attrs.finish(),
+        ],
+    )?;
+    let Common { mut service, mut tenant, attributes, resource, mut scope, mut date, per_tenant } = common;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(end_time.finish()),
+        Arc::new(duration.finish()),
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(parent.finish()),
+        Arc::new(trace_state.finish()),
+        Arc::new(name.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(status.finish()),
+        Arc::new(status_message.finish()),
+        Arc::new(service.finish()),
+        Arc::new(tenant.finish()),
+        attributes.finish(),
+        resource.finish(),
+        Arc::new(scope.finish()),
+        Arc::new(scope_version.finish()),
+        events,
+        links,
+        Arc::new(date.finish()),
+    ];
+    finish(table, rows, columns, per_tenant, &rejects, "spans")
+}
+
+/// Log records to `logs` rows. A record without a timestamp takes its observed time (as the
+/// OTLP specification says), and one with neither the time it was received.
+pub fn logs(
+    request: &ExportLogsServiceRequest,
+    resolver: &TenantResolver,
+    bound: Option<&str>,
+    received_micros: i64,
+) -> Result<Converted, ArrowError> {
+    let (mut time, mut observed) = (timestamps(), timestamps());
+    let (mut severity, mut severity_text) = (Int32Builder::new(), StringBuilder::new());
+    let (mut body, mut trace_id, mut span_id) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let mut event_name = StringBuilder::new();
+    let mut common = Common::new();
+    let mut rejects = Rejects::default();
+    let mut rows = 0;
+    for (r, rl) in request.resource_logs.iter().enumerate() {
+        let res_attrs = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        for (s, sl) in rl.scope_logs.iter().enumerate() {
+            for (i, log) in sl.log_records.iter().enumerate() {
+                let checked = check_id(&log.trace_id, 16, "trace_id", false)
+                    .and_then(|()| check_id(&log.span_id, 8, "span_id", false));
+                if let Err(why) = checked {
+                    rejects.reject(|| format!("resource_logs[{r}].scope_logs[{s}].log_records[{i}]"), || why);
+                    continue;
+                }
+                rows += 1;
+                let observed_micros =
+                    (log.observed_time_unix_nano != 0).then(|| nanos_to_micros(log.observed_time_unix_nano));
+                let t = if log.time_unix_nano != 0 {
+                    nanos_to_micros(log.time_unix_nano)
+                } else {
+                    observed_micros.unwrap_or(received_micros)
+                };
+                time.append_value(t);
+                observed.append_option(observed_micros);
+                severity.append_option((log.severity_number != 0).then_some(log.severity_number));
+                severity_text
+                    .append_option((!log.severity_text.is_empty()).then_some(log.severity_text.as_str()));
+                body.append_option(log.body.as_ref().and_then(value::text));
+                trace_id.append_option((!log.trace_id.is_empty()).then(|| hex(&log.trace_id)));
+                span_id.append_option((!log.span_id.is_empty()).then(|| hex(&log.span_id)));
+                event_name.append_option((!log.event_name.is_empty()).then_some(log.event_name.as_str()));
+                common.push(resolver, &ctx, sl.scope.as_ref(), &log.attributes, t)?;
+            }
+        }
+    }
+    let Common { mut service, mut tenant, attributes, resource, mut scope, mut date, per_tenant } = common;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(time.finish()),
+        Arc::new(observed.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(severity_text.finish()),
+        Arc::new(body.finish()),
+        Arc::new(trace_id.finish()),
+        Arc::new(span_id.finish()),
+        Arc::new(service.finish()),
+        Arc::new(tenant.finish()),
+        attributes.finish(),
+        resource.finish(),
+        Arc::new(scope.finish()),
+        Arc::new(event_name.finish()),
+        Arc::new(date.finish()),
+    ];
+    finish(Table::Logs, rows, columns, per_tenant, &rejects, "log records")
+}
+
+fn temporality(t: i32) -> Option<&'static str> {
+    match AggregationTemporality::try_from(t) {
+        Ok(AggregationTemporality::Delta) => Some("delta"),
+        Ok(AggregationTemporality::Cumulative) => Some("cumulative"),
+        _ => None,
+    }
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The metric columns, one row per data point.
+struct MetricRows {
+    time: TimestampMicrosecondBuilder,
+    start: TimestampMicrosecondBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    unit: StringBuilder,
+    description: StringBuilder,
+    value: Float64Builder,
+    count: Int64Builder,
+    sum: Float64Builder,
+    min: Float64Builder,
+    max: Float64Builder,
+    bucket_counts: ListBuilder<Int64Builder>,
+    bounds: ListBuilder<Float64Builder>,
+    exp_scale: Int32Builder,
+    exp_zero: Int64Builder,
+    pos_offset: Int32Builder,
+    pos_counts: ListBuilder<Int64Builder>,
+    neg_offset: Int32Builder,
+    neg_counts: ListBuilder<Int64Builder>,
+    q_quantile: Float64Builder,
+    q_value: Float64Builder,
+    quantiles: ListOffsets,
+    temporality: StringBuilder,
+    monotonic: BooleanBuilder,
+    common: Common,
+    rows: usize,
+}
+
+/// What one data point adds beyond the shared columns.
+#[derive(Default)]
+struct Point<'a> {
+    value: Option<f64>,
+    count: Option<u64>,
+    sum: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    buckets: Option<(&'a [u64], &'a [f64])>,
+    exp: Option<(i32, u64, Option<&'a Buckets>, Option<&'a Buckets>)>,
+    quantiles: Option<Vec<(f64, f64)>>,
+}
+
+impl MetricRows {
+    fn new() -> Self {
+        Self {
+            time: timestamps(),
+            start: timestamps(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            unit: StringBuilder::new(),
+            description: StringBuilder::new(),
+            value: Float64Builder::new(),
+            count: Int64Builder::new(),
+            sum: Float64Builder::new(),
+            min: Float64Builder::new(),
+            max: Float64Builder::new(),
+            bucket_counts: list_of_i64(),
+            bounds: list_of_f64(),
+            exp_scale: Int32Builder::new(),
+            exp_zero: Int64Builder::new(),
+            pos_offset: Int32Builder::new(),
+            pos_counts: list_of_i64(),
+            neg_offset: Int32Builder::new(),
+            neg_counts: list_of_i64(),
+            q_quantile: Float64Builder::new(),
+            q_value: Float64Builder::new(),
+            quantiles: ListOffsets::new(),
+            temporality: StringBuilder::new(),
+            monotonic: BooleanBuilder::new(),
+            common: Common::new(),
+            rows: 0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        resolver: &TenantResolver,
+        ctx: &ResourceContext<'_>,
+        scope: Option<&InstrumentationScope>,
+        metric: &Metric,
+        kind: &str,
+        temporality: Option<&str>,
+        monotonic: Option<bool>,
+        attributes: &[KeyValue],
+        time_nanos: u64,
+        start_nanos: u64,
+        p: Point<'_>,
+    ) -> Result<(), ArrowError> {
+        self.rows += 1;
+        let t = nanos_to_micros(time_nanos);
+        self.time.append_value(t);
+        self.start.append_option((start_nanos != 0).then(|| nanos_to_micros(start_nanos)));
+        self.name.append_value(&metric.name);
+        self.kind.append_value(kind);
+        self.unit.append_option((!metric.unit.is_empty()).then_some(metric.unit.as_str()));
+        self.description
+            .append_option((!metric.description.is_empty()).then_some(metric.description.as_str()));
+        self.value.append_option(p.value);
+        self.count.append_option(p.count.map(count));
+        self.sum.append_option(p.sum);
+        self.min.append_option(p.min);
+        self.max.append_option(p.max);
+        match p.buckets {
+            Some((counts, bounds)) => {
+                self.bucket_counts
+                    .values()
+                    .append_slice(&counts.iter().map(|c| count(*c)).collect::<Vec<_>>());
+                self.bucket_counts.append(true);
+                self.bounds.values().append_slice(bounds);
+                self.bounds.append(true);
+            }
+            None => {
+                self.bucket_counts.append_null();
+                self.bounds.append_null();
+            }
+        }
+        match p.exp {
+            Some((scale, zero, pos, neg)) => {
+                self.exp_scale.append_value(scale);
+                self.exp_zero.append_value(count(zero));
+                for (offset, counts, b) in [
+                    (&mut self.pos_offset, &mut self.pos_counts, pos),
+                    (&mut self.neg_offset, &mut self.neg_counts, neg),
+                ] {
+                    match b {
+                        Some(b) => {
+                            offset.append_value(b.offset);
+                            counts
+                                .values()
+                                .append_slice(&b.bucket_counts.iter().map(|c| count(*c)).collect::<Vec<_>>());
+                            counts.append(true);
+                        }
+                        None => {
+                            offset.append_null();
+                            counts.append_null();
+                        }
+                    }
+                }
+            }
+            None => {
+                self.exp_scale.append_null();
+                self.exp_zero.append_null();
+                self.pos_offset.append_null();
+                self.pos_counts.append_null();
+                self.neg_offset.append_null();
+                self.neg_counts.append_null();
+            }
+        }
+        match p.quantiles {
+            Some(q) => {
+                for (quantile, value) in &q {
+                    self.q_quantile.append_value(*quantile);
+                    self.q_value.append_value(*value);
+                }
+                self.quantiles.push(Some(q.len()));
+            }
+            None => self.quantiles.push(None),
+        }
+        self.temporality.append_option(temporality);
+        self.monotonic.append_option(monotonic);
+        self.common.push(resolver, ctx, scope, attributes, t)
+    }
+
+    fn finish(mut self, rejects: &Rejects) -> Result<Converted, ArrowError> {
+        let table = Table::Metrics;
+        let quantiles = self.quantiles.finish(
+            table,
+            "quantiles",
+            vec![Arc::new(self.q_quantile.finish()), Arc::new(self.q_value.finish())],
+        )?;
+        let Common { mut service, mut tenant, attributes, resource, mut scope, mut date, per_tenant } =
+            self.common;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.unit.finish()),
+            Arc::new(self.description.finish()),
+            Arc::new(self.value.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.sum.finish()),
+            Arc::new(self.min.finish()),
+            Arc::new(self.max.finish()),
+            Arc::new(self.bucket_counts.finish()),
+            Arc::new(self.bounds.finish()),
+            Arc::new(self.exp_scale.finish()),
+            Arc::new(self.exp_zero.finish()),
+            Arc::new(self.pos_offset.finish()),
+            Arc::new(self.pos_counts.finish()),
+            Arc::new(self.neg_offset.finish()),
+            Arc::new(self.neg_counts.finish()),
+            quantiles,
+            Arc::new(self.temporality.finish()),
+            Arc::new(self.monotonic.finish()),
+            Arc::new(service.finish()),
+            Arc::new(tenant.finish()),
+            attributes.finish(),
+            resource.finish(),
+            Arc::new(scope.finish()),
+            Arc::new(date.finish()),
+        ];
+        finish(table, self.rows, columns, per_tenant, rejects, "data points")
+    }
+}
+
+/// Metric data points to `metrics` rows: gauges and sums as `value`, histograms with their
+/// buckets, exponential histograms with scale and offset buckets, summaries with quantiles.
+pub fn metrics(
+    request: &ExportMetricsServiceRequest,
+    resolver: &TenantResolver,
+    bound: Option<&str>,
+) -> Result<Converted, ArrowError> {
+    let mut out = MetricRows::new();
+    let mut rejects = Rejects::default();
+    for (r, rm) in request.resource_metrics.iter().enumerate() {
+        let res_attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        for (s, sm) in rm.scope_metrics.iter().enumerate() {
+            let scope = sm.scope.as_ref();
+            for (m, metric) in sm.metrics.iter().enumerate() {
+                let at = |i: usize| {
+                    format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}].data_points[{i}]")
+                };
+                let Some(data) = metric.data.as_ref() else { continue };
+                if metric.name.is_empty() {
+                    let n = match data {
+                        Data::Gauge(g) => g.data_points.len(),
+                        Data::Sum(x) => x.data_points.len(),
+                        Data::Histogram(h) => h.data_points.len(),
+                        Data::ExponentialHistogram(h) => h.data_points.len(),
+                        Data::Summary(x) => x.data_points.len(),
+                    };
+                    for i in 0..n {
+                        rejects.reject(|| at(i), || "the metric has no name".to_string());
+                    }
+                    continue;
+                }
+                match data {
+                    Data::Gauge(_) | Data::Sum(_) => {
+                        let (kind, points, temp, mono) = match data {
+                            Data::Gauge(g) => ("gauge", &g.data_points, None, None),
+                            Data::Sum(x) => (
+                                "sum",
+                                &x.data_points,
+                                temporality(x.aggregation_temporality),
+                                Some(x.is_monotonic),
+                            ),
+                            _ => unreachable!("matched above"),
+                        };
+                        for (i, p) in points.iter().enumerate() {
+                            if p.time_unix_nano == 0 {
+                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                                continue;
+                            }
+                            let v = match p.value {
+                                Some(number_data_point::Value::AsDouble(d)) => Some(d),
+                                Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
+                                None => None,
+                            };
+                            out.push(
+                                resolver,
+                                &ctx,
+                                scope,
+                                metric,
+                                kind,
+                                temp,
+                                mono,
+                                &p.attributes,
+                                p.time_unix_nano,
+                                p.start_time_unix_nano,
+                                Point { value: v, ..Default::default() },
+                            )?;
+                        }
+                    }
+                    Data::Histogram(h) => {
+                        for (i, p) in h.data_points.iter().enumerate() {
+                            if p.time_unix_nano == 0 {
+                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                                continue;
+                            }
+                            if !p.bucket_counts.is_empty()
+                                && p.bucket_counts.len() != p.explicit_bounds.len() + 1
+                            {
+                                rejects.reject(
+                                    || at(i),
+                                    || {
+                                        format!(
+                                            "{} bucket counts for {} explicit bounds, want {}",
+                                            p.bucket_counts.len(),
+                                            p.explicit_bounds.len(),
+                                            p.explicit_bounds.len() + 1
+                                        )
+                                    },
+                                );
+                                continue;
+                            }
+                            out.push(
+                                resolver,
+                                &ctx,
+                                scope,
+                                metric,
+                                "histogram",
+                                temporality(h.aggregation_temporality),
+                                None,
+                                &p.attributes,
+                                p.time_unix_nano,
+                                p.start_time_unix_nano,
+                                Point {
+                                    count: Some(p.count),
+                                    sum: p.sum,
+                                    min: p.min,
+                                    max: p.max,
+                                    buckets: Some((&p.bucket_counts, &p.explicit_bounds)),
+                                    ..Default::default()
+                                },
+                            )?;
+                        }
+                    }
+                    Data::ExponentialHistogram(h) => {
+                        for (i, p) in h.data_points.iter().enumerate() {
+                            if p.time_unix_nano == 0 {
+                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                                continue;
+                            }
+                            out.push(
+                                resolver,
+                                &ctx,
+                                scope,
+                                metric,
+                                "exponential_histogram",
+                                temporality(h.aggregation_temporality),
+                                None,
+                                &p.attributes,
+                                p.time_unix_nano,
+                                p.start_time_unix_nano,
+                                Point {
+                                    count: Some(p.count),
+                                    sum: p.sum,
+                                    min: p.min,
+                                    max: p.max,
+                                    exp: Some((
+                                        p.scale,
+                                        p.zero_count,
+                                        p.positive.as_ref(),
+                                        p.negative.as_ref(),
+                                    )),
+                                    ..Default::default()
+                                },
+                            )?;
+                        }
+                    }
+                    Data::Summary(x) => {
+                        for (i, p) in x.data_points.iter().enumerate() {
+                            if p.time_unix_nano == 0 {
+                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                                continue;
+                            }
+                            out.push(
+                                resolver,
+                                &ctx,
+                                scope,
+                                metric,
+                                "summary",
+                                None,
+                                None,
+                                &p.attributes,
+                                p.time_unix_nano,
+                                p.start_time_unix_nano,
+                                Point {
+                                    count: Some(p.count),
+                                    sum: Some(p.sum),
+                                    quantiles: Some(
+                                        p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect(),
+                                    ),
+                                    ..Default::default()
+                                },
+                            )?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.finish(&rejects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use opentelemetry_proto::tonic::{
+        common::v1::{AnyValue, any_value::Value},
+        metrics::v1::{
+            ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint,
+            ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, summary_data_point::ValueAtQuantile,
+        },
+        resource::v1::Resource,
+    };
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value: Some(Value::StringValue(value.into())) }),
+            key_strindex: 0,
+        }
+    }
+
+    fn metric(name: &str, data: Data) -> Metric {
+        Metric { name: name.into(), data: Some(data), ..Default::default() }
+    }
+
+    #[test]
+    fn every_metric_type_and_the_bad_points_named() {
+        let t = 1_764_000_000_000_000_000;
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "api"), kv("tenant.id", "acme")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric(
+                            "rpc.duration",
+                            Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    time_unix_nano: t,
+                                    count: 4,
+                                    sum: 10.0,
+                                    quantile_values: vec![
+                                        ValueAtQuantile { quantile: 0.5, value: 2.0 },
+                                        ValueAtQuantile { quantile: 0.99, value: 7.0 },
+                                    ],
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                        metric(
+                            "size",
+                            Data::ExponentialHistogram(ExponentialHistogram {
+                                aggregation_temporality: 1,
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    time_unix_nano: t,
+                                    count: 3,
+                                    scale: 2,
+                                    zero_count: 1,
+                                    positive: Some(Buckets { offset: -1, bucket_counts: vec![1, 1] }),
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                        metric(
+                            "latency",
+                            Data::Histogram(Histogram {
+                                aggregation_temporality: 2,
+                                data_points: vec![
+                                    HistogramDataPoint {
+                                        time_unix_nano: t,
+                                        count: 2,
+                                        bucket_counts: vec![1, 1],
+                                        explicit_bounds: vec![0.5],
+                                        ..Default::default()
+                                    },
+                                    HistogramDataPoint {
+                                        time_unix_nano: t,
+                                        bucket_counts: vec![1, 1, 1],
+                                        explicit_bounds: vec![0.5],
+                                        ..Default::default()
+                                    },
+                                    HistogramDataPoint { time_unix_nano: 0, ..Default::default() },
+                                ],
+                            }),
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let c = metrics(&request, &TenantResolver::new(Default::default()), None).unwrap();
+        assert_eq!(c.accepted(), 3);
+        assert_eq!(c.rejected, 2);
+        assert!(
+            c.message.contains("metrics[2].data_points[1]: 3 bucket counts for 1 explicit bounds, want 2")
+        );
+        assert!(c.message.contains("metrics[2].data_points[2]: time_unix_nano is 0"));
+        let b = c.batch.unwrap();
+        assert_eq!(b.schema(), Table::Metrics.schema());
+        let types: Vec<_> =
+            b.column_by_name("metric_type").unwrap().as_string::<i32>().iter().flatten().collect();
+        assert_eq!(types, ["summary", "exponential_histogram", "histogram"]);
+        let temporality = b.column_by_name("temporality").unwrap().as_string::<i32>();
+        assert!(temporality.is_null(0));
+        assert_eq!((temporality.value(1), temporality.value(2)), ("delta", "cumulative"));
+        let q = b.column_by_name("quantiles").unwrap().as_list::<i32>();
+        assert_eq!(q.value(0).len(), 2);
+        assert!(q.is_null(1));
+        let pos = b.column_by_name("exp_positive_bucket_counts").unwrap().as_list::<i32>();
+        assert_eq!(pos.value(1).len(), 2);
+        let tenants = b.column_by_name("tenant_id").unwrap().as_string::<i32>();
+        assert!(tenants.iter().all(|t| t == Some("acme")));
+        assert_eq!(c.per_tenant.get(&Some("acme".to_string())), Some(&3));
+    }
+}

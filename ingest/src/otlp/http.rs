@@ -1,0 +1,247 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, with
+//! `application/x-protobuf` or `application/json` bodies, plain or gzip. Responses follow the
+//! OTLP specification: 200 with the export response (partial success included) in the
+//! request's encoding; 400 for an undecodable body; 413 too large; 415 unsupported content
+//! type or encoding; 429 or 503 with `Retry-After`; error bodies are a `google.rpc.Status`.
+
+use std::io::Read;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
+};
+use prost::Message;
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::pipeline::{Accepted, Pipeline, Refused, Signal};
+
+/// The routes, to serve on the OTLP/HTTP address.
+pub fn router(pipeline: Pipeline) -> Router {
+    let limit = pipeline.config().max_request_bytes;
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(logs))
+        // The limit applies to the body as sent; a gzip body is also capped after inflating.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(pipeline)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// An error response in the request's encoding.
+struct Failure {
+    status: StatusCode,
+    encoding: Encoding,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        // google.rpc.Code: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
+        let code = match self.status {
+            StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => 8,
+            _ => 14,
+        };
+        let body = match self.encoding {
+            Encoding::Protobuf => {
+                tonic_types::Status { code, message: self.message, details: Vec::new() }.encode_to_vec()
+            }
+            Encoding::Json => {
+                serde_json::json!({ "code": code, "message": self.message }).to_string().into_bytes()
+            }
+        };
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.encoding.content_type()));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn failure(status: StatusCode, encoding: Encoding, message: impl Into<String>) -> Failure {
+    Failure { status, encoding, message: message.into(), retry_after: None }
+}
+
+fn refused(r: Refused, encoding: Encoding) -> Failure {
+    match r {
+        Refused::Throttled { reason, retry_after } => Failure {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            encoding,
+            message: reason,
+            retry_after: Some(retry_after.as_secs().max(1)),
+        },
+        Refused::TooLarge { .. } => failure(StatusCode::PAYLOAD_TOO_LARGE, encoding, r.to_string()),
+        Refused::Invalid(m) => failure(StatusCode::BAD_REQUEST, encoding, m),
+        Refused::Unavailable(m) => {
+            Failure { status: StatusCode::SERVICE_UNAVAILABLE, encoding, message: m, retry_after: Some(1) }
+        }
+    }
+}
+
+/// Reads the content type and encoding, inflates gzip, and decodes the request.
+fn decode<T: Message + Default + DeserializeOwned>(
+    pipeline: &Pipeline,
+    signal: Signal,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(T, Encoding), Failure> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let encoding = match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        other => {
+            pipeline.count_refused(signal, "unsupported", None);
+            return Err(failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Encoding::Json,
+                format!(
+                    "unsupported content type {:?}: send application/x-protobuf or application/json",
+                    if other.is_empty() { "(none)" } else { other }
+                ),
+            ));
+        }
+    };
+    let limit = pipeline.config().max_request_bytes;
+    let content_encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let inflated;
+    let bytes: &[u8] = match content_encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => body,
+        "gzip" => {
+            let mut out = Vec::new();
+            let read = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1).read_to_end(&mut out);
+            if let Err(e) = read {
+                pipeline.count_refused(signal, "invalid", None);
+                return Err(failure(
+                    StatusCode::BAD_REQUEST,
+                    encoding,
+                    format!("the gzip body cannot be inflated: {e}"),
+                ));
+            }
+            if out.len() > limit {
+                pipeline.count_refused(signal, "too_large", None);
+                return Err(refused(Refused::TooLarge { size: out.len(), limit }, encoding));
+            }
+            inflated = out;
+            &inflated
+        }
+        other => {
+            pipeline.count_refused(signal, "unsupported", None);
+            return Err(failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                encoding,
+                format!("unsupported content encoding {other:?}: send gzip or none"),
+            ));
+        }
+    };
+    let request = match encoding {
+        Encoding::Protobuf => {
+            T::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
+        }
+        Encoding::Json => serde_json::from_slice::<T>(bytes).map_err(|e| {
+            format!(
+                "invalid OTLP/JSON {} request at line {} column {}: {e}",
+                signal.name(),
+                e.line(),
+                e.column()
+            )
+        }),
+    };
+    match request {
+        Ok(r) => Ok((r, encoding)),
+        Err(m) => {
+            pipeline.count_refused(signal, "invalid", None);
+            Err(failure(StatusCode::BAD_REQUEST, encoding, m))
+        }
+    }
+}
+
+fn respond<R: Message + Serialize>(encoding: Encoding, response: R) -> Response {
+    let body = match encoding {
+        Encoding::Protobuf => response.encode_to_vec(),
+        Encoding::Json => {
+            // `{}` rather than `{"partialSuccess":null}` when everything was accepted.
+            let mut value = serde_json::to_value(&response).unwrap_or_default();
+            if let Some(object) = value.as_object_mut() {
+                object.retain(|_, v| !v.is_null());
+            }
+            value.to_string().into_bytes()
+        }
+    };
+    ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
+}
+
+fn partial<T>(a: &Accepted, make: impl FnOnce(i64, String) -> T) -> Option<T> {
+    (a.rejected > 0 || !a.message.is_empty())
+        .then(|| make(i64::try_from(a.rejected).unwrap_or(i64::MAX), a.message.clone()))
+}
+
+async fn traces(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+    let (request, enc) = decode::<ExportTraceServiceRequest>(&p, Signal::Traces, &headers, &body)?;
+    let a = p.traces(request, None).await.map_err(|r| refused(r, enc))?;
+    Ok(respond(
+        enc,
+        ExportTraceServiceResponse {
+            partial_success: partial(&a, |rejected_spans, error_message| ExportTracePartialSuccess {
+                rejected_spans,
+                error_message,
+            }),
+        },
+    ))
+}
+
+async fn metrics(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+    let (request, enc) = decode::<ExportMetricsServiceRequest>(&p, Signal::Metrics, &headers, &body)?;
+    let a = p.metrics(request, None).await.map_err(|r| refused(r, enc))?;
+    Ok(respond(
+        enc,
+        ExportMetricsServiceResponse {
+            partial_success: partial(&a, |rejected_data_points, error_message| ExportMetricsPartialSuccess {
+                rejected_data_points,
+                error_message,
+            }),
+        },
+    ))
+}
+
+async fn logs(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+    let (request, enc) = decode::<ExportLogsServiceRequest>(&p, Signal::Logs, &headers, &body)?;
+    let a = p.logs(request, None).await.map_err(|r| refused(r, enc))?;
+    Ok(respond(
+        enc,
+        ExportLogsServiceResponse {
+            partial_success: partial(&a, |rejected_log_records, error_message| ExportLogsPartialSuccess {
+                rejected_log_records,
+                error_message,
+            }),
+        },
+    ))
+}

@@ -1,0 +1,16 @@
+//! OTLP ingest: gRPC and HTTP receivers, conversion to the telemetry tables, tenant
+//! attribution, admission (memory, tenant share, rate limits), the write-ahead log and the
+//! flusher that commits to the lake.
+
+pub mod attribution;
+pub mod convert;
+pub mod grpc;
+pub mod http;
+mod metrics;
+pub mod pipeline;
+pub(crate) mod value;
+pub mod wal;
+
+pub use attribution::{AttributionConfig, MappingRule, TenantResolver};
+pub use pipeline::{Accepted, IngestConfig, Pipeline, RateLimit, RateLimits, Refused, Signal};
+pub use wal::WalError;

@@ -1,0 +1,594 @@
+//! From a decoded OTLP request to the lake: convert, admit (memory bound, tenant fairness,
+//! rate limits), log durably, acknowledge, buffer, flush on an interval.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use arrow::array::RecordBatch;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
+};
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tenantscope_schemas::{Lake, Table};
+use tokio::sync::Notify;
+
+use super::{
+    attribution::{AttributionConfig, TenantResolver},
+    convert::{self, Converted},
+    metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
+    wal::{Logged, Wal, WalError, encode},
+};
+
+/// Ingest settings (the `ingest` section of the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Tenant attribution of telemetry.
+    pub attribution: AttributionConfig,
+    /// Rows reach the lake (and SQL) at most this long after they are acknowledged.
+    pub flush_interval_ms: u64,
+    /// A flush starts early when this many bytes are buffered.
+    pub flush_bytes: usize,
+    /// Memory for rows not yet in the lake; beyond it requests are refused (429 /
+    /// RESOURCE_EXHAUSTED) until a flush frees room.
+    pub max_buffer_bytes: usize,
+    /// The share of that memory one tenant (or the unattributed rows) may hold, so that one
+    /// tenant's flood cannot starve the others.
+    pub max_tenant_share: f64,
+    /// Largest request body accepted (413 / RESOURCE_EXHAUSTED beyond it), after decompression.
+    pub max_request_bytes: usize,
+    /// Items (spans, data points, log records) per second per tenant.
+    pub rate_limits: RateLimits,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            attribution: AttributionConfig::default(),
+            flush_interval_ms: 5_000,
+            flush_bytes: 64 << 20,
+            max_buffer_bytes: 512 << 20,
+            max_tenant_share: 0.5,
+            max_request_bytes: 16 << 20,
+            rate_limits: RateLimits::default(),
+        }
+    }
+}
+
+/// Per-tenant rate limits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// The limit of every tenant not listed (none: unlimited).
+    pub default: Option<RateLimit>,
+    /// Limits of named tenants.
+    pub tenants: BTreeMap<String, RateLimit>,
+}
+
+/// A token bucket: `items_per_second` sustained, bursts up to `burst` items.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained rate.
+    pub items_per_second: f64,
+    /// Bucket size (default: one second's worth).
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+/// The signal of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// Its name in metrics and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// What its items are called.
+    pub fn items(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data points",
+            Signal::Logs => "log records",
+        }
+    }
+}
+
+/// A request the pipeline took: how many items it kept and rejected, and why.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    /// Items durable.
+    pub accepted: u64,
+    /// Items rejected as invalid.
+    pub rejected: u64,
+    /// Why (empty when nothing was rejected).
+    pub message: String,
+}
+
+/// A request the pipeline refused whole.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Memory or a tenant's share or rate is exhausted: retry later.
+    #[error("{reason}; retry after {}s", retry_after.as_secs())]
+    Throttled {
+        /// Why.
+        reason: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The request body is too large.
+    #[error("the request is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// Its size (or the size reached when decompressing stopped).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The request cannot be decoded.
+    #[error("{0}")]
+    Invalid(String),
+    /// Our fault: the log cannot be written, rows cannot be converted.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Rows held in memory until the lake has them.
+#[derive(Default)]
+struct Buffer {
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    logged: Logged,
+    /// Bytes charged per tenant (released when committed).
+    charges: Vec<(Option<String>, usize)>,
+}
+
+#[derive(Default)]
+struct Memory {
+    bytes: usize,
+    per_tenant: HashMap<Option<String>, usize>,
+}
+
+struct Inner {
+    lake: Lake,
+    config: IngestConfig,
+    resolver: TenantResolver,
+    wal: Wal,
+    buffer: Arc<Mutex<Buffer>>,
+    memory: Mutex<Memory>,
+    buckets: Mutex<HashMap<Option<String>, Bucket>>,
+    flush_now: Notify,
+    flush_lock: tokio::sync::Mutex<()>,
+    metrics: IngestMetrics,
+}
+
+/// The ingest pipeline; cheap to clone. Receivers (gRPC, HTTP, the demo) hand it requests.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Opens the write-ahead log in `wal_dir`, replays into the lake what it holds that the lake
+    /// does not, and starts the flusher.
+    pub async fn start(
+        lake: Lake,
+        config: IngestConfig,
+        wal_dir: PathBuf,
+        registry: &mut Registry,
+    ) -> Result<Self, WalError> {
+        let metrics = IngestMetrics::new(registry);
+        let resolver = TenantResolver::new(config.attribution.clone());
+        let buffer: Arc<Mutex<Buffer>> = Arc::default();
+        let sink_buffer = Arc::clone(&buffer);
+        let sink = Box::new(move |logged: Vec<Logged>| {
+            let mut b = sink_buffer.lock().unwrap_or_else(|e| e.into_inner());
+            b.entries.extend(logged.into_iter().map(|logged| Entry { logged, charges: Vec::new() }));
+        });
+        let opened = Wal::open(&wal_dir, &lake, sink).await?;
+        let inner = Arc::new(Inner {
+            lake,
+            config,
+            resolver,
+            wal: opened.wal,
+            buffer,
+            memory: Mutex::default(),
+            buckets: Mutex::default(),
+            flush_now: Notify::new(),
+            flush_lock: tokio::sync::Mutex::new(()),
+            metrics,
+        });
+        let pipeline = Pipeline { inner };
+        pipeline.refresh_accounts().await;
+        if !opened.replay.is_empty() {
+            let replayed = opened.replay.len();
+            pipeline
+                .inner
+                .buffer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entries
+                .extend(opened.replay.into_iter().map(|logged| Entry { logged, charges: Vec::new() }));
+            pipeline.flush().await.map_err(|e| WalError::Io {
+                path: wal_dir.display().to_string(),
+                source: std::io::Error::other(format!("replaying {replayed} records into the lake: {e}")),
+            })?;
+        }
+        let flusher = pipeline.clone();
+        tokio::spawn(async move { flusher.flush_loop().await });
+        Ok(pipeline)
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &IngestConfig {
+        &self.inner.config
+    }
+
+    /// Ingests spans. `bound_tenant`: the tenant of the caller's ingest token, which wins over
+    /// anything in the payload.
+    pub async fn traces(
+        &self,
+        request: ExportTraceServiceRequest,
+        bound_tenant: Option<&str>,
+    ) -> Result<Accepted, Refused> {
+        let resolver = self.inner.resolver.clone();
+        let bound = bound_tenant.map(str::to_string);
+        let converted = self
+            .convert(Signal::Traces, move || convert::traces(&request, &resolver, bound.as_deref()))
+            .await?;
+        self.admit(Signal::Traces, converted).await
+    }
+
+    /// Ingests metric data points.
+    pub async fn metrics(
+        &self,
+        request: ExportMetricsServiceRequest,
+        bound_tenant: Option<&str>,
+    ) -> Result<Accepted, Refused> {
+        let resolver = self.inner.resolver.clone();
+        let bound = bound_tenant.map(str::to_string);
+        let converted = self
+            .convert(Signal::Metrics, move || convert::metrics(&request, &resolver, bound.as_deref()))
+            .await?;
+        self.admit(Signal::Metrics, converted).await
+    }
+
+    /// Ingests log records.
+    pub async fn logs(
+        &self,
+        request: ExportLogsServiceRequest,
+        bound_tenant: Option<&str>,
+    ) -> Result<Accepted, Refused> {
+        let resolver = self.inner.resolver.clone();
+        let bound = bound_tenant.map(str::to_string);
+        let now = chrono::Utc::now().timestamp_micros();
+        let converted = self
+            .convert(Signal::Logs, move || convert::logs(&request, &resolver, bound.as_deref(), now))
+            .await?;
+        self.admit(Signal::Logs, converted).await
+    }
+
+    /// Counts a request refused whole (`items`: how many it held, when known).
+    pub fn count_refused(&self, signal: Signal, reason: &'static str, items: Option<u64>) {
+        let labels = RejectLabels { signal: signal.name(), reason };
+        self.inner.metrics.refused_requests.get_or_create(&labels).inc();
+        if let Some(n) = items {
+            self.inner.metrics.rejected.get_or_create(&labels).inc_by(n);
+        }
+    }
+
+    async fn convert(
+        &self,
+        signal: Signal,
+        f: impl FnOnce() -> Result<Converted, arrow::error::ArrowError> + Send + 'static,
+    ) -> Result<Converted, Refused> {
+        // Conversion is CPU work: keep it off the threads that serve connections.
+        let converted = tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Refused::Unavailable(format!("converting {}: {e}", signal.items())))?
+            .map_err(|e| Refused::Unavailable(format!("converting {}: {e}", signal.items())))?;
+        let m = &self.inner.metrics;
+        m.received
+            .get_or_create(&SignalLabels { signal: signal.name() })
+            .inc_by(converted.accepted() + converted.rejected);
+        if converted.rejected > 0 {
+            m.rejected
+                .get_or_create(&RejectLabels { signal: signal.name(), reason: "invalid" })
+                .inc_by(converted.rejected);
+        }
+        Ok(converted)
+    }
+
+    async fn admit(&self, signal: Signal, converted: Converted) -> Result<Accepted, Refused> {
+        let accepted = converted.accepted();
+        let outcome = Accepted { accepted, rejected: converted.rejected, message: converted.message.clone() };
+        let Some(batch) = converted.batch else {
+            return Ok(outcome);
+        };
+        let charges = match self.reserve(&batch, &converted.per_tenant) {
+            Ok(c) => c,
+            Err(refused) => {
+                self.count_refused(signal, "throttled", Some(accepted));
+                return Err(refused);
+            }
+        };
+        let payload = match encode(&batch) {
+            Ok(p) => p,
+            Err(e) => {
+                self.release(&charges);
+                return Err(Refused::Unavailable(format!("encoding {}: {e}", signal.items())));
+            }
+        };
+        match self.inner.wal.append(converted.table, batch, payload).await {
+            Ok(seq) => {
+                self.attach_charges(seq, charges);
+                self.inner
+                    .metrics
+                    .accepted
+                    .get_or_create(&SignalLabels { signal: signal.name() })
+                    .inc_by(accepted);
+                self.inner.metrics.wal_bytes.set(self.inner.wal.bytes() as i64);
+                let buffered = self.inner.memory.lock().unwrap_or_else(|e| e.into_inner()).bytes;
+                if buffered >= self.inner.config.flush_bytes {
+                    self.inner.flush_now.notify_one();
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.release(&charges);
+                self.count_refused(signal, "error", Some(accepted));
+                Err(Refused::Unavailable(e))
+            }
+        }
+    }
+
+    fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.inner.config.flush_interval_ms.max(1_000)).min(Duration::from_secs(30))
+    }
+
+    /// Charges the batch's memory to its tenants, or refuses it.
+    fn reserve(
+        &self,
+        batch: &RecordBatch,
+        per_tenant: &HashMap<Option<String>, u64>,
+    ) -> Result<Vec<(Option<String>, usize)>, Refused> {
+        let config = &self.inner.config;
+        let rows = batch.num_rows().max(1);
+        let bytes = batch.get_array_memory_size();
+        let charges: Vec<(Option<String>, usize)> =
+            per_tenant.iter().map(|(t, n)| (t.clone(), bytes * (*n as usize) / rows)).collect();
+        self.take_tokens(per_tenant)?;
+        let mut memory = self.inner.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if memory.bytes + bytes > config.max_buffer_bytes {
+            self.inner.flush_now.notify_one();
+            return Err(Refused::Throttled {
+                reason: format!(
+                    "ingest buffer full ({} of {} bytes wait for the lake)",
+                    memory.bytes, config.max_buffer_bytes
+                ),
+                retry_after: self.retry_after(),
+            });
+        }
+        let tenant_cap = (config.max_buffer_bytes as f64 * config.max_tenant_share) as usize;
+        for (tenant, charge) in &charges {
+            let held = memory.per_tenant.get(tenant).copied().unwrap_or(0);
+            if held > 0 && held + charge > tenant_cap {
+                self.inner.flush_now.notify_one();
+                return Err(Refused::Throttled {
+                    reason: format!(
+                        "tenant {} holds {held} bytes of the ingest buffer, its share is {tenant_cap}",
+                        tenant.as_deref().unwrap_or("(unattributed)")
+                    ),
+                    retry_after: self.retry_after(),
+                });
+            }
+        }
+        memory.bytes += bytes;
+        for (tenant, charge) in &charges {
+            *memory.per_tenant.entry(tenant.clone()).or_default() += charge;
+        }
+        self.inner.metrics.buffer_bytes.set(memory.bytes as i64);
+        Ok(charges)
+    }
+
+    fn take_tokens(&self, per_tenant: &HashMap<Option<String>, u64>) -> Result<(), Refused> {
+        let limits = &self.inner.config.rate_limits;
+        if limits.default.is_none() && limits.tenants.is_empty() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut buckets = self.inner.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken: Vec<(Option<String>, f64)> = Vec::new();
+        for (tenant, items) in per_tenant {
+            let limit = tenant.as_ref().and_then(|t| limits.tenants.get(t)).or(limits.default.as_ref());
+            let Some(limit) = limit else { continue };
+            let burst = limit.burst.unwrap_or(limit.items_per_second).max(1.0);
+            let bucket = buckets.entry(tenant.clone()).or_insert(Bucket { tokens: burst, at: now });
+            bucket.tokens = (bucket.tokens
+                + now.duration_since(bucket.at).as_secs_f64() * limit.items_per_second)
+                .min(burst);
+            bucket.at = now;
+            let need = *items as f64;
+            if bucket.tokens < need {
+                // Give back what this request took from the other tenants.
+                for (t, n) in taken {
+                    if let Some(b) = buckets.get_mut(&t) {
+                        b.tokens += n;
+                    }
+                }
+                let wait = if need > burst {
+                    Duration::from_secs(1)
+                } else {
+                    let tokens = buckets.get(tenant).map_or(0.0, |b| b.tokens);
+                    Duration::from_secs_f64(
+                        ((need - tokens) / limit.items_per_second.max(f64::MIN_POSITIVE)).ceil().max(1.0),
+                    )
+                };
+                return Err(Refused::Throttled {
+                    reason: format!(
+                        "tenant {} is over its rate limit of {} items/s",
+                        tenant.as_deref().unwrap_or("(unattributed)"),
+                        limit.items_per_second
+                    ),
+                    retry_after: wait.min(Duration::from_secs(60)),
+                });
+            }
+            bucket.tokens -= need;
+            taken.push((tenant.clone(), need));
+        }
+        Ok(())
+    }
+
+    fn attach_charges(&self, seq: u64, charges: Vec<(Option<String>, usize)>) {
+        let mut buffer = self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        // The entry was just added by the log's thread; it is at the end unless a flush took it.
+        if let Some(entry) = buffer.entries.iter_mut().rev().take(8192).find(|e| e.logged.seq == seq) {
+            entry.charges = charges;
+        } else {
+            drop(buffer);
+            self.release(&charges);
+        }
+    }
+
+    fn release(&self, charges: &[(Option<String>, usize)]) {
+        let mut memory = self.inner.memory.lock().unwrap_or_else(|e| e.into_inner());
+        for (tenant, charge) in charges {
+            memory.bytes = memory.bytes.saturating_sub(*charge);
+            if let Some(held) = memory.per_tenant.get_mut(tenant) {
+                *held = held.saturating_sub(*charge);
+                if *held == 0 {
+                    memory.per_tenant.remove(tenant);
+                }
+            }
+        }
+        self.inner.metrics.buffer_bytes.set(memory.bytes as i64);
+    }
+
+    async fn flush_loop(self) {
+        let interval = Duration::from_millis(self.inner.config.flush_interval_ms.max(10));
+        let mut last_accounts = Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = self.inner.flush_now.notified() => {}
+            }
+            if let Err(e) = self.flush().await {
+                tracing::warn!(error = %e, "Flush to the lake failed; its rows stay buffered and are retried.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if last_accounts.elapsed() > Duration::from_secs(60) {
+                self.refresh_accounts().await;
+                last_accounts = Instant::now();
+            }
+        }
+    }
+
+    /// Commits everything buffered to the lake now: one Delta commit per table, each recording
+    /// the log position it covers. Rows of a table whose commit fails stay buffered.
+    pub async fn flush(&self) -> Result<(), String> {
+        let _one_at_a_time = self.inner.flush_lock.lock().await;
+        let entries =
+            std::mem::take(&mut self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner()).entries);
+        let Some(through) = entries.iter().map(|e| e.logged.seq).max() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut by_table: BTreeMap<&'static str, (Table, Vec<Entry>)> = BTreeMap::new();
+        for entry in entries {
+            let table = entry.logged.table;
+            by_table.entry(table.name()).or_insert_with(|| (table, Vec::new())).1.push(entry);
+        }
+        let mut failed: Vec<Entry> = Vec::new();
+        let mut errors = Vec::new();
+        for (_, (table, entries)) in by_table {
+            let batches: Vec<RecordBatch> = entries.iter().map(|e| e.logged.batch.clone()).collect();
+            match self.inner.lake.append_as(table, &batches, self.inner.wal.app_id(), through).await {
+                Ok(commit) => {
+                    let rows = commit.map_or(0, |c| c.rows);
+                    let labels = TableLabels { table: table.name() };
+                    self.inner.metrics.commits.get_or_create(&labels).inc();
+                    self.inner.metrics.committed_rows.get_or_create(&labels).inc_by(rows as u64);
+                    for e in &entries {
+                        self.release(&e.charges);
+                    }
+                }
+                Err(e) => {
+                    errors.push(format!("{table}: {e}"));
+                    failed.extend(entries);
+                }
+            }
+        }
+        self.inner.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let watermark = failed.iter().map(|e| e.logged.seq).min().map_or(through, |s| s - 1);
+        if !failed.is_empty() {
+            self.inner.metrics.flush_errors.inc();
+            let mut buffer = self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            failed.append(&mut buffer.entries);
+            buffer.entries = failed;
+        }
+        self.inner.wal.committed(watermark).await;
+        self.inner.metrics.wal_bytes.set(self.inner.wal.bytes() as i64);
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// Reloads the account -> tenant table from the lake's `tenants` table.
+    pub async fn refresh_accounts(&self) {
+        let sql = "SELECT tenant_id, account FROM (SELECT tenant_id, unnest(accounts) AS account FROM tenants) \
+                   WHERE account IS NOT NULL";
+        match self.inner.lake.query(&[Table::Tenants], sql).await {
+            Ok(batches) => {
+                let mut accounts = HashMap::new();
+                for b in &batches {
+                    let (Ok(t), Ok(a)) = (
+                        arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8),
+                        arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8),
+                    ) else {
+                        continue;
+                    };
+                    let (t, a) = (
+                        arrow::array::AsArray::as_string::<i32>(&t),
+                        arrow::array::AsArray::as_string::<i32>(&a),
+                    );
+                    for (t, a) in t.iter().zip(a.iter()) {
+                        if let (Some(t), Some(a)) = (t, a) {
+                            accounts.insert(a.to_string(), t.to_string());
+                        }
+                    }
+                }
+                self.inner.resolver.set_accounts(accounts);
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot read the tenants' accounts for attribution."),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+"""OTLP ingest with real OpenTelemetry SDK exporters (gRPC and HTTP), the official OTLP/JSON
+examples, bad input, backpressure, and a kill -9 crash test."""
+
+import gzip
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "otlp")
+
+# Spans per tenant (None: no tenant.id, unattributed), per transport.
+SPANS = {"acme": 7, "globex": 3, None: 2}
+
+
+def resource(tenant, service="checkout"):
+    attrs = {"service.name": service}
+    if tenant is not None:
+        attrs["tenant.id"] = tenant
+    return Resource.create(attrs)
+
+
+def send_spans(exporter, tenant, n):
+    provider = TracerProvider(resource=resource(tenant))
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=512))
+    tracer = provider.get_tracer("tests")
+    for i in range(n):
+        with tracer.start_as_current_span(f"GET /item/{i % 3}", attributes={"http.route": "/item/{id}", "i": i, "ok": True}) as span:
+            span.add_event("cache miss", {"key": f"k{i}"})
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+
+
+def send_metrics(exporter, tenant):
+    """One export: a counter with two attribute sets, a histogram and an up-down counter: 4 points."""
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(resource=resource(tenant), metric_readers=[reader])
+    meter = provider.get_meter("tests")
+    requests = meter.create_counter("app.requests", unit="1")
+    requests.add(3, {"route": "/a"})
+    requests.add(4, {"route": "/b"})
+    meter.create_histogram("app.latency", unit="s").record(0.25, {"route": "/a"})
+    meter.create_up_down_counter("app.inflight").add(-2)
+    provider.shutdown()  # collects and exports once
+
+
+def send_logs(exporter, tenant, n):
+    provider = LoggerProvider(resource=resource(tenant))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    logger = provider.get_logger("tests")
+    for i in range(n):
+        logger.emit(LogRecord(body=f"order {i} failed", severity_text="WARN", severity_number=SeverityNumber.WARN,
+                              attributes={"order.id": i, "tags": ["a", "b"]}))
+    provider.shutdown()
+
+
+def by_tenant(server, query):
+    return {row[0]: row[1] for row in server.sql(query)}
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_sdk_exporters_every_signal_counts_and_tenants_exact(server_factory, transport):
+    s = server_factory()
+    if transport == "grpc":
+        # Spans gzip'd, the rest plain.
+        span_exp = lambda: GrpcSpanExporter(endpoint=s.grpc, insecure=True, compression=grpc.Compression.Gzip)
+        metric_exp = lambda: GrpcMetricExporter(endpoint=s.grpc, insecure=True)
+        log_exp = lambda: GrpcLogExporter(endpoint=s.grpc, insecure=True)
+    else:
+        span_exp = lambda: HttpSpanExporter(endpoint=f"{s.otlp_http}/v1/traces", compression=HttpCompression.Gzip)
+        metric_exp = lambda: HttpMetricExporter(endpoint=f"{s.otlp_http}/v1/metrics")
+        log_exp = lambda: HttpLogExporter(endpoint=f"{s.otlp_http}/v1/logs")
+    for tenant, n in SPANS.items():
+        send_spans(span_exp(), tenant, n)
+        send_metrics(metric_exp(), tenant)
+        send_logs(log_exp(), tenant, n * 2)
+
+    expected = sorted([[t, n] for t, n in SPANS.items()], key=lambda r: (r[0] is not None, r[0] or ""))
+    q = "SELECT tenant_id, count(*) FROM spans GROUP BY 1 ORDER BY 1 NULLS FIRST"
+    assert s.wait_for(q, expected) == expected, s.logs()
+    q = "SELECT tenant_id, count(*) FROM logs GROUP BY 1 ORDER BY 1 NULLS FIRST"
+    assert s.wait_for(q, [[t, n * 2] for t, n in expected]) == [[t, n * 2] for t, n in expected]
+    q = "SELECT tenant_id, count(*) FROM metrics GROUP BY 1 ORDER BY 1 NULLS FIRST"
+    assert s.wait_for(q, [[t, 4] for t, _ in expected]) == [[t, 4] for t, _ in expected]
+
+    # What a span, a data point and a log record became.
+    row = s.sql("SELECT name, service_name, kind, status_code, length(trace_id), length(span_id), "
+                "attributes['http.route'], attributes['ok'], "
+                "cardinality(events), events[1]['name'], scope_name, duration_ns >= 0 "
+                "FROM spans WHERE tenant_id = 'acme' AND attributes['i'] = '4'")
+    assert row == [["GET /item/1", "checkout", "internal", "unset", 32, 16, "/item/{id}", "true", 1, "cache miss", "tests", True]]
+    rows = s.sql("SELECT metric_name, metric_type, temporality, is_monotonic, value, count, sum, "
+                 "cardinality(bucket_counts) = cardinality(explicit_bounds) + 1 "
+                 "FROM metrics WHERE tenant_id = 'globex' ORDER BY metric_name, value")
+    assert [r[:4] for r in rows] == [
+        ["app.inflight", "sum", "cumulative", False],
+        ["app.latency", "histogram", "cumulative", None],
+        ["app.requests", "sum", "cumulative", True],
+        ["app.requests", "sum", "cumulative", True],
+    ]
+    assert [float(r[4]) for r in rows if r[0] == "app.requests"] == [3.0, 4.0]
+    assert float(rows[0][4]) == -2.0
+    assert rows[1][5] == 1 and float(rows[1][6]) == 0.25 and rows[1][7] is True
+    row = s.sql("SELECT severity_text, severity_number, body, attributes['order.id'], attributes['tags'] FROM logs "
+                "WHERE tenant_id = 'acme' AND body = 'order 3 failed'")
+    assert row == [["WARN", 13, "order 3 failed", "3", '["a","b"]']]
+
+    metrics = urllib.request.urlopen(f"{s.http}/metrics").read().decode()
+    assert 'tenantscope_otlp_accepted_items_total{signal="traces"} 12' in metrics, metrics
+    assert 'tenantscope_otlp_lake_commits_total{table="spans"}' in metrics
+
+
+def post(url, body, content_type="application/json", headers=None):
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_official_otlp_json_examples_are_accepted(server_factory):
+    s = server_factory()
+    for name, path in [("trace", "traces"), ("metrics", "metrics"), ("logs", "logs"), ("events", "logs")]:
+        with open(os.path.join(EXAMPLES, f"{name}.json"), "rb") as f:
+            status, headers, body = post(f"{s.otlp_http}/v1/{path}", f.read())
+        assert status == 200, (name, body)
+        assert headers["Content-Type"] == "application/json"
+        assert "partialSuccess" not in json.loads(body), (name, body)
+    # trace.json: one server span with upper-case hex ids.
+    q = "SELECT trace_id, span_id, parent_span_id, kind, service_name, attributes['my.span.attr'] FROM spans"
+    assert s.wait_for(q, [["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "eee19b7ec3c1b173",
+                           "server", "my.service", "some value"]]) == \
+        [["5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", "eee19b7ec3c1b173",
+          "server", "my.service", "some value"]]
+    # metrics.json: a sum, a gauge, a histogram and an exponential histogram, one point each.
+    q = "SELECT metric_type, count(*) FROM metrics GROUP BY 1 ORDER BY 1"
+    expected = [["exponential_histogram", 1], ["gauge", 1], ["histogram", 1], ["sum", 1]]
+    assert s.wait_for(q, expected) == expected
+    row = s.sql("SELECT exp_scale, exp_zero_count, exp_positive_offset, exp_positive_bucket_counts, "
+                "exp_negative_bucket_counts FROM metrics WHERE metric_type = 'exponential_histogram'")[0]
+    assert row[0] is not None and row[3] is not None
+    # logs.json: every AnyValue type, nested values kept as JSON; events.json: an event name.
+    q = "SELECT count(*) FROM logs"
+    assert s.wait_for(q, [[2]]) == [[2]]
+    row = s.sql("SELECT body, attributes['string.attribute'], attributes['boolean.attribute'], "
+                "attributes['int.attribute'], attributes['double.attribute'], attributes['array.attribute'], "
+                "attributes['map.attribute'] FROM logs WHERE event_name IS NULL")[0]
+    assert row[0] == "Example log record"
+    assert row[1:5] == ["some string", "true", "10", "637.704"]
+    assert json.loads(row[5]) == ["many", "values"]
+    assert json.loads(row[6]) == {"some.map.key": "some value"}
+    assert s.sql("SELECT event_name FROM logs WHERE event_name IS NOT NULL") != []
+
+
+def span(trace_id, span_id, name="op", tenant="acme"):
+    return trace_pb2.Span(trace_id=trace_id, span_id=span_id, name=name,
+                          start_time_unix_nano=1_764_000_000_000_000_000,
+                          end_time_unix_nano=1_764_000_000_500_000_000, kind=2)
+
+
+def trace_request(spans, tenant="acme"):
+    rs = trace_pb2.ResourceSpans(
+        resource={"attributes": [common_pb2.KeyValue(key="tenant.id", value=common_pb2.AnyValue(string_value=tenant))]},
+        scope_spans=[trace_pb2.ScopeSpans(spans=spans)])
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[rs])
+
+
+def test_bad_input_clear_errors_and_partial_success(server_factory):
+    s = server_factory(config="ingest:\n  max_request_bytes: 65536\n")
+    url = f"{s.otlp_http}/v1/traces"
+    good = trace_request([span(b"\x01" * 16, b"\x02" * 8)]).SerializeToString()
+
+    status, _, body = post(url, good[:-7], "application/x-protobuf")
+    assert status == 400
+    assert "invalid OTLP protobuf traces request" in str(body)
+
+    status, headers, body = post(url, b'{"resourceSpans": [', "application/json")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert "invalid OTLP/JSON traces request at line 1" in json.loads(body)["message"]
+
+    status, _, body = post(url, good, "text/plain")
+    assert status == 415 and "unsupported content type" in json.loads(body)["message"]
+
+    status, _, body = post(url, b"x" * 70_000, "application/x-protobuf")
+    assert status == 413
+
+    # A zip bomb is stopped at the limit too.
+    status, _, body = post(url, gzip.compress(b"\0" * 1_000_000), "application/x-protobuf", {"Content-Encoding": "gzip"})
+    assert status == 413
+
+    # Partial success: the span with a 5-byte trace id is rejected, named; its neighbours are kept.
+    request = trace_request([span(b"\x01" * 16, b"\x02" * 8, "kept-1"), span(b"\x01" * 5, b"\x03" * 8, "bad"),
+                             span(b"\x01" * 16, b"\x04" * 8, "kept-2")])
+    status, _, body = post(url, gzip.compress(request.SerializeToString()), "application/x-protobuf",
+                           {"Content-Encoding": "gzip"})
+    assert status == 200
+    response = trace_service_pb2.ExportTraceServiceResponse.FromString(body)
+    assert response.partial_success.rejected_spans == 1
+    assert "resource_spans[0].scope_spans[0].spans[1]: trace_id has 5 bytes, want 16" in response.partial_success.error_message
+
+    # The same over gRPC.
+    with grpc.insecure_channel(s.grpc) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        response = stub.Export(trace_request([span(b"\x05" * 16, b"\x06" * 8, "kept-3"), span(b"\x05" * 16, b"", "bad")]))
+        assert response.partial_success.rejected_spans == 1
+        assert "span_id has 0 bytes, want 8" in response.partial_success.error_message
+
+    q = "SELECT name FROM spans ORDER BY name"
+    assert s.wait_for(q, [["kept-1"], ["kept-2"], ["kept-3"]]) == [["kept-1"], ["kept-2"], ["kept-3"]]
+    metrics = urllib.request.urlopen(f"{s.http}/metrics").read().decode()
+    assert 'tenantscope_otlp_rejected_items_total{signal="traces",reason="invalid"} 2' in metrics, metrics
+    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 2' in metrics
+    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="unsupported"} 1' in metrics
+
+
+def test_one_tenants_flood_is_throttled_while_others_get_through(server_factory):
+    s = server_factory(config="""
+ingest:
+  rate_limits:
+    tenants:
+      flood: {items_per_second: 5, burst: 20}
+""")
+    url = f"{s.otlp_http}/v1/traces"
+    codes = []
+    for i in range(10):
+        body = trace_request([span(bytes([i + 1]) * 16, bytes([j + 1]) * 8, "f") for j in range(5)], tenant="flood")
+        status, headers, _ = post(url, body.SerializeToString(), "application/x-protobuf")
+        codes.append(status)
+        if status == 429:
+            assert int(headers["Retry-After"]) >= 1
+        # The calm tenant is never refused while the flood goes on.
+        calm = trace_request([span(bytes([i + 1]) * 16, b"\x09" * 8, "c")], tenant="calm")
+        assert post(url, calm.SerializeToString(), "application/x-protobuf")[0] == 200
+    assert codes[:4] == [200] * 4 and 429 in codes
+
+    with grpc.insecure_channel(s.grpc) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Export(trace_request([span(b"\x07" * 16, bytes([j + 1]) * 8) for j in range(30)], tenant="flood"))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "flood is over its rate limit" in err.value.details()
+        # The RetryInfo detail is in the trailers (google.rpc.Status, binary).
+        trailers = dict(err.value.trailing_metadata())
+        assert "grpc-status-details-bin" in trailers
+        stub.Export(trace_request([span(b"\x08" * 16, b"\x01" * 8)], tenant="calm"))
+
+
+def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_path):
+    # A flush interval far beyond the test: everything acknowledged is only in the WAL.
+    s = server_factory(flush_ms=3_600_000)
+    url = f"{s.otlp_http}/v1/logs"
+    sent = 0
+    for i in range(25):
+        records = [{"timeUnixNano": str(1_764_000_000_000_000_000 + i * 1000 + j), "body": {"stringValue": f"r{i}-{j}"}}
+                   for j in range(4)]
+        body = {"resourceLogs": [{"resource": {"attributes": [{"key": "tenant.id", "value": {"stringValue": f"t{i % 3}"}}]},
+                                  "scopeLogs": [{"logRecords": records}]}]}
+        status, _, resp = post(url, json.dumps(body).encode())
+        assert status == 200, resp
+        sent += 4
+    assert s.sql("SELECT count(*) FROM logs") == [[0]]
+    s.kill9()
+
+    s2 = server_factory(flush_ms=200)
+    q = "SELECT count(*), count(DISTINCT body) FROM logs"
+    assert s2.wait_for(q, [[sent, sent]]) == [[sent, sent]], s2.logs()
+    s2.stop()
+    # Restarting again replays nothing twice.
+    s3 = server_factory(flush_ms=200)
+    time.sleep(1)
+    assert s3.sql(q) == [[sent, sent]]
+    assert s3.sql("SELECT tenant_id, count(*) FROM logs GROUP BY 1 ORDER BY 1") == [["t0", 36], ["t1", 32], ["t2", 32]]
+    s3.stop()
+    wal = os.path.join(str(tmp_path), "wal")
+    assert sum(os.path.getsize(os.path.join(wal, f)) for f in os.listdir(wal) if f.endswith(".log")) == 0
