@@ -26,9 +26,27 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Build a realistic, deterministic demo fleet in the lake, then serve it.
     Demo(DemoArgs),
-    /// Import billing exports (and, to come, tenants, plans and invoices) into the lake.
+    /// Import billing exports, tenants, plans and invoices into the lake.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Recompute the `usage` table (hourly quantity per tenant and meter) from the telemetry.
+    /// `serve` keeps it up to date by itself; use this after changing the meters.
+    Rollup(RollupArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollupArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Configuration file (its `cost.meters`).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// First UTC day (YYYY-MM-DD); default: the first day with telemetry.
+    #[arg(long)]
+    pub(crate) from: Option<String>,
+    /// Last UTC day (YYYY-MM-DD); default: the last day with telemetry.
+    #[arg(long)]
+    pub(crate) to: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +166,9 @@ pub(crate) struct SqlArgs {
     pub(crate) sql: String,
     #[command(flatten)]
     pub(crate) lake: LakeArgs,
+    /// Configuration file (its `cost` section: meters and allocation rules).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
     /// Output format.
     #[arg(long, env = "TENANTSCOPE_FORMAT", value_enum, default_value = "table")]
     pub(crate) format: Format,
@@ -215,6 +236,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Sql(args) => crate::sql::run(args).await,
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
+            Command::Rollup(args) => crate::sql::rollup(args).await,
             Command::Import(ImportCommand::Tenants(args)) => {
                 crate::import::business(Kind::Tenants, args).await
             }

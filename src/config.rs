@@ -1,4 +1,4 @@
-//! The configuration file (`serve --config FILE`, YAML). Every section is optional; see
+//! The configuration file (`--config FILE`, YAML). Every section is optional; see
 //! `examples/tenantscope.yaml`.
 
 use std::path::Path;
@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 use tenantscope_ingest::otlp::IngestConfig;
+use tenantscope_query::cost::CostConfig;
 
 /// Everything the config file may set.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -13,6 +14,8 @@ use tenantscope_ingest::otlp::IngestConfig;
 pub(crate) struct Config {
     /// OTLP ingest: attribution, flush interval, memory and rate limits.
     pub(crate) ingest: IngestConfig,
+    /// The cost model: meters and allocation rules.
+    pub(crate) cost: CostConfig,
 }
 
 impl Config {
@@ -21,15 +24,47 @@ impl Config {
         let Some(path) = path else { return Ok(Self::default()) };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let config: Config = serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `name` says where it came from in messages.
+    pub(crate) fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).with_context(|| format!("invalid config file {name}"))?;
         let i = &config.ingest;
         anyhow::ensure!(
             i.max_tenant_share > 0.0 && i.max_tenant_share <= 1.0,
-            "invalid config file {}: ingest.max_tenant_share must be in (0, 1], not {}",
-            path.display(),
+            "invalid config file {name}: ingest.max_tenant_share must be in (0, 1], not {}",
             i.max_tenant_share
         );
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configs_parse() {
+        let c = Config::parse(include_str!("../examples/tenantscope.yaml"), "tenantscope.yaml").unwrap();
+        assert_eq!(c.ingest.flush_interval_ms, 5000);
+        assert_eq!(c.cost.meters.len(), 4);
+        assert_eq!(c.cost.allocation.len(), 4);
+        assert_eq!(
+            c.ingest.attribution.mappings[1].values.get("shop-prod").map(String::as_str),
+            Some("acme")
+        );
+        let demo = Config::parse(include_str!("../examples/demo.yaml"), "demo.yaml").unwrap();
+        assert_eq!(demo.cost.allocation[0].meter.as_deref(), Some("requests"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = Config::parse("ingest:\n  flush_interval: 5\n", "x.yaml").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `flush_interval`"), "{e:#}");
+        let e =
+            Config::parse("cost:\n  allocation:\n    - {name: a, method: split}\n", "x.yaml").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown variant `split`"), "{e:#}");
     }
 }

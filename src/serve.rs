@@ -1,7 +1,9 @@
 //! `tenantscope serve`: OTLP receivers, the HTTP API (health, readiness, metrics, SQL, billing
 //! import) and the PostgreSQL wire over one lake.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
+
+use chrono::NaiveDate;
 
 use anyhow::Context;
 use axum::{
@@ -13,24 +15,27 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 use tenantscope_ingest::otlp::Pipeline;
-use tenantscope_query::{EngineConfig, QueryEngine};
+use tenantscope_query::{
+    EngineConfig, QueryEngine,
+    cost::{Meter, usage},
+};
 use tenantscope_schemas::Lake;
 use tokio::net::TcpListener;
 
 use crate::{cli::ServeArgs, config::Config};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
     let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
-    serve(args, lake).await
+    serve(args, lake, config).await
 }
 
 /// Serves an opened lake until Ctrl-C or SIGTERM: the OTLP receivers (gRPC and HTTP), the HTTP
 /// API and the PostgreSQL wire. On the way out, everything acknowledged is flushed to the lake.
-pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> anyhow::Result<()> {
     if let Some(path) = &args.rules {
         std::fs::metadata(path).with_context(|| format!("cannot read the rules file {}", path.display()))?;
     }
-    let mut config = Config::load(args.config.as_deref())?;
     if let Some(ms) = args.flush_interval_ms {
         config.ingest.flush_interval_ms = ms;
     }
@@ -51,9 +56,16 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
     let engine = QueryEngine::new(
         lake.clone(),
-        EngineConfig { max_staleness: Duration::from_secs(args.max_staleness_secs), ..Default::default() },
+        EngineConfig {
+            max_staleness: Duration::from_secs(args.max_staleness_secs),
+            cost: config.cost.clone(),
+            ..Default::default()
+        },
     )
     .await?;
+    // Usage follows ingest at the pace of the flushes (at least every 10 s).
+    let rollup_every = Duration::from_millis(config.ingest.flush_interval_ms.clamp(200, 10_000));
+    tokio::spawn(rollup_loop(lake.clone(), pipeline.clone(), config.cost.meters.clone(), rollup_every));
 
     let pg_engine = engine.clone();
     tokio::spawn(async move {
@@ -108,6 +120,29 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake) -> anyhow::Result<()> {
     }
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Keeps `usage` up to date: at start, the days with telemetry but no usage and today; then,
+/// every few seconds, the days the ingest pipeline committed rows to.
+async fn rollup_loop(lake: Lake, pipeline: Pipeline, meters: Vec<Meter>, every: Duration) {
+    let mut days: BTreeSet<NaiveDate> = match usage::missing_days(&lake).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot tell which days lack usage.");
+            BTreeSet::new()
+        }
+    };
+    days.insert(chrono::Utc::now().date_naive());
+    loop {
+        if !days.is_empty() {
+            match usage::rollup(&lake, &meters, &days).await {
+                Ok(rows) => tracing::debug!(days = days.len(), rows, "Rolled up usage."),
+                Err(e) => tracing::warn!(error = %e, "Usage rollup failed; retrying."),
+            }
+        }
+        tokio::time::sleep(every).await;
+        days = pipeline.take_committed_days().into_iter().collect();
+    }
 }
 
 /// The service's own health in Prometheus' text format.

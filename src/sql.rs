@@ -4,11 +4,15 @@ use anyhow::Context;
 use tenantscope_query::{EngineConfig, OutputFormat, QueryEngine, write_result};
 use tenantscope_schemas::Lake;
 
-use crate::cli::{Format, SqlArgs};
+use crate::{
+    cli::{Format, RollupArgs, SqlArgs},
+    config::Config,
+};
 
 pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
-    let engine = QueryEngine::new(lake, EngineConfig::default()).await?;
+    let config = Config::load(args.config.as_deref())?;
+    let engine = QueryEngine::new(lake, EngineConfig { cost: config.cost, ..Default::default() }).await?;
     let result = engine.sql(&args.sql).await?;
     let format = match args.format {
         Format::Table => OutputFormat::Table,
@@ -18,5 +22,44 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     write_result(&result, format, &mut out)?;
+    Ok(())
+}
+
+/// `tenantscope rollup`: recomputes `usage` for a range of days.
+pub(crate) async fn rollup(args: RollupArgs) -> anyhow::Result<()> {
+    use tenantscope_query::cost::usage;
+    let config = Config::load(args.config.as_deref())?;
+    let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
+    let day = |s: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .with_context(|| format!("{s:?} is not a date of the form YYYY-MM-DD"))
+    };
+    let (from, to) = (args.from.as_deref().map(day).transpose()?, args.to.as_deref().map(day).transpose()?);
+    let engine = QueryEngine::new(lake.clone(), EngineConfig::default()).await?;
+    let result = engine
+        .sql(
+            "SELECT CAST(min(d) AS VARCHAR), CAST(max(d) AS VARCHAR) FROM (SELECT min(date) AS d FROM spans \
+             UNION ALL SELECT max(date) FROM spans UNION ALL SELECT min(date) FROM logs UNION ALL SELECT max(date) \
+             FROM logs UNION ALL SELECT min(date) FROM metrics UNION ALL SELECT max(date) FROM metrics) t",
+        )
+        .await?;
+    let bounds = result.batches.first().and_then(|b| {
+        let col = |i: usize| {
+            arrow::compute::cast(b.column(i), &arrow::datatypes::DataType::Utf8).ok().and_then(|a| {
+                let a = arrow::array::AsArray::as_string::<i32>(&a);
+                (!arrow::array::Array::is_null(a, 0)).then(|| a.value(0).to_string())
+            })
+        };
+        Some((col(0)?, col(1)?))
+    });
+    let Some((first, last)) = bounds else {
+        crate::cli::say("No telemetry in the lake: nothing to roll up.");
+        return Ok(());
+    };
+    let (from, to) = (from.unwrap_or(day(&first)?), to.unwrap_or(day(&last)?));
+    anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    let days: std::collections::BTreeSet<_> = from.iter_days().take_while(|d| *d <= to).collect();
+    let rows = usage::rollup(&lake, &config.cost.meters, &days).await?;
+    crate::cli::say(format!("Rolled up {} days ({from} .. {to}): {rows} usage rows.", days.len()));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The one DataFusion session over the lake, used by `tenantscope sql`, the HTTP API and the
 //! PostgreSQL wire.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use datafusion::{
     arrow::{array::RecordBatch, datatypes::SchemaRef},
@@ -10,7 +10,10 @@ use datafusion::{
 };
 use tenantscope_schemas::{Lake, Table};
 
+use datafusion::catalog::TableProvider;
+
 use crate::{
+    cost::{self, CostConfig, allocation::CostAllocationProvider},
     error::{QueryError, Result},
     provider::LakeTableProvider,
 };
@@ -29,11 +32,13 @@ pub struct EngineConfig {
     pub max_staleness: Duration,
     /// Threads DataFusion plans for (partitions of a scan); 0 = the number of cores.
     pub target_partitions: usize,
+    /// Meters and allocation rules.
+    pub cost: CostConfig,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_staleness: DEFAULT_MAX_STALENESS, target_partitions: 0 }
+        Self { max_staleness: DEFAULT_MAX_STALENESS, target_partitions: 0, cost: CostConfig::default() }
     }
 }
 
@@ -96,11 +101,36 @@ impl QueryEngine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| QueryError::DataFusion(*e))?;
+        let mut providers: HashMap<Table, Arc<dyn TableProvider>> = HashMap::new();
         for table in Table::ALL {
-            let provider = LakeTableProvider::try_new(lake.clone(), table, config.max_staleness)
-                .await
-                .map_err(QueryError::DataFusion)?;
-            ctx.register_table(table.name(), Arc::new(provider)).map_err(QueryError::DataFusion)?;
+            let provider: Arc<dyn TableProvider> = Arc::new(
+                LakeTableProvider::try_new(lake.clone(), table, config.max_staleness)
+                    .await
+                    .map_err(QueryError::DataFusion)?,
+            );
+            ctx.register_table(table.name(), Arc::clone(&provider)).map_err(QueryError::DataFusion)?;
+            providers.insert(table, provider);
+        }
+        // The cost model: cost_allocation (computed from billing, usage and tenants when read)
+        // and the views over it.
+        let meters: Vec<String> = config.cost.meters.iter().map(|m| m.name.clone()).collect();
+        cost::allocation::check_rules(&config.cost.allocation, &meters).map_err(QueryError::DataFusion)?;
+        let provider = |t: Table| {
+            providers.get(&t).cloned().ok_or_else(|| {
+                QueryError::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+                    "no provider for {t}"
+                )))
+            })
+        };
+        let allocation = CostAllocationProvider::new(
+            provider(Table::Billing)?,
+            provider(Table::Usage)?,
+            provider(Table::Tenants)?,
+            config.cost.allocation.clone(),
+        );
+        ctx.register_table("cost_allocation", Arc::new(allocation)).map_err(QueryError::DataFusion)?;
+        for view in cost::views::ALL {
+            ctx.sql(view).await.map_err(QueryError::DataFusion)?;
         }
         Ok(Self { ctx, lake })
     }

@@ -14,7 +14,7 @@ mod cols;
 mod fleet;
 mod traffic;
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use anyhow::Context;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
@@ -24,10 +24,10 @@ use tenantscope_ingest::{
     billing::{BillingImportOptions, ExportFile, import_billing},
     business::{Kind, import_business},
 };
-use tenantscope_query::{EngineConfig, QueryEngine};
+use tenantscope_query::{EngineConfig, QueryEngine, cost::usage};
 use tenantscope_schemas::{Lake, Table};
 
-use crate::cli::DemoArgs;
+use crate::{cli::DemoArgs, config::Config};
 use cols::{fin, string_list_builder, ts_builder};
 use fleet::Fleet;
 
@@ -47,6 +47,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => Utc::now().date_naive() - chrono::Days::new(1),
     };
     let first_day = end - chrono::Days::new(u64::from(args.days - 1));
+    let config = match &args.serve.config {
+        Some(path) => Config::load(Some(path))?,
+        None => Config::parse(DEMO_CONFIG, "examples/demo.yaml (the demo's built-in config)")?,
+    };
     let lake = Lake::open_url(&args.serve.lake.data).await.context("cannot open the lake")?;
     let mut rng = StdRng::seed_from_u64(args.seed);
     let fleet =
@@ -61,6 +65,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     } else {
         let started = Instant::now();
         let written = build(&lake, &fleet, &mut rng).await?;
+        let days: BTreeSet<NaiveDate> = (0..fleet.days).map(|d| fleet.day(d)).collect();
+        usage::rollup(&lake, &config.cost.meters, &days).await.context("cannot roll up the demo's usage")?;
         crate::cli::say(format!(
             "Built the demo fleet in {:.1} s: {} tenants, {} days ({} .. {}), {} spans, {} log records, {} metric points, {} billing lines.\nLake: {}",
             started.elapsed().as_secs_f64(),
@@ -79,8 +85,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.no_serve {
         return Ok(());
     }
-    crate::serve::serve(args.serve, lake).await
+    crate::serve::serve(args.serve, lake, config).await
 }
+
+/// The cost model of the demo when no --config is given.
+const DEMO_CONFIG: &str = include_str!("../../examples/demo.yaml");
 
 async fn already_built(lake: &Lake, fleet: &Fleet) -> anyhow::Result<bool> {
     if !lake.exists(Table::Imports).await? {
@@ -177,12 +186,14 @@ fn import_row(fleet: &Fleet, w: &Written) -> anyhow::Result<RecordBatch> {
 fn print_hints(args: &DemoArgs) {
     let data = &args.serve.lake.data;
     let http = args.serve.http_addr;
+    let (pg_host, pg_port) = (args.serve.pg_addr.ip(), args.serve.pg_addr.port());
     crate::cli::say(format!(
         r#"
 Try:
   tenantscope sql --data {data} "SELECT tenant_id, count(*) AS requests FROM spans WHERE kind = 'server' GROUP BY 1 ORDER BY 2 DESC LIMIT 10"
   tenantscope sql --data {data} "SELECT charge_period_start::date AS day, tenant_id, sum(billed_cost) AS cost FROM billing GROUP BY 1, 2 ORDER BY 1, 2"
-  tenantscope sql --data {data} "SELECT tenant_id, sum(amount) AS revenue FROM invoices GROUP BY 1 ORDER BY 2 DESC"
+  tenantscope sql --data {data} --config examples/demo.yaml "SELECT tenant_id, plan, revenue, cost, margin, round(margin_pct, 1) AS pct FROM tenant_margin ORDER BY margin LIMIT 10"
+  psql -h {pg_host} -p {pg_port} -c "SELECT day, tenant_id, sum(effective_cost) FROM tenant_costs GROUP BY 1, 2 ORDER BY 1, 3 DESC"
   curl -s http://{http}/v1/sql -H 'content-type: application/json' -d '{{"sql": "SELECT service_name, count(*) FROM spans GROUP BY 1"}}'
 "#
     ));

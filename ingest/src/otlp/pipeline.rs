@@ -2,13 +2,13 @@
 //! rate limits), log durably, acknowledge, buffer, flush on an interval.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
     trace::v1::ExportTraceServiceRequest,
@@ -185,6 +185,8 @@ struct Inner {
     flush_now: Notify,
     flush_lock: tokio::sync::Mutex<()>,
     metrics: IngestMetrics,
+    /// UTC days (days since the epoch) of rows committed since the last `take_committed_days`.
+    committed_days: Mutex<BTreeSet<i32>>,
 }
 
 /// The ingest pipeline; cheap to clone. Receivers (gRPC, HTTP, the demo) hand it requests.
@@ -228,6 +230,7 @@ impl Pipeline {
             flush_now: Notify::new(),
             flush_lock: tokio::sync::Mutex::new(()),
             metrics,
+            committed_days: Mutex::default(),
         });
         let pipeline = Pipeline { inner };
         pipeline.refresh_accounts().await;
@@ -539,6 +542,13 @@ impl Pipeline {
                     let labels = TableLabels { table: table.name() };
                     self.inner.metrics.commits.get_or_create(&labels).inc();
                     self.inner.metrics.committed_rows.get_or_create(&labels).inc_by(rows as u64);
+                    let mut days = self.inner.committed_days.lock().unwrap_or_else(|e| e.into_inner());
+                    for e in &entries {
+                        if let Some(d) = e.logged.batch.column_by_name(tenantscope_schemas::columns::DATE) {
+                            days.extend(d.as_primitive::<arrow::datatypes::Date32Type>().iter().flatten());
+                        }
+                    }
+                    drop(days);
                     for e in &entries {
                         self.release(&e.charges);
                     }
@@ -560,6 +570,12 @@ impl Pipeline {
         self.inner.wal.committed(watermark).await;
         self.inner.metrics.wal_bytes.set(self.inner.wal.bytes() as i64);
         if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// The UTC days that got rows since the last call (what the usage rollup recomputes).
+    pub fn take_committed_days(&self) -> Vec<chrono::NaiveDate> {
+        let days = std::mem::take(&mut *self.inner.committed_days.lock().unwrap_or_else(|e| e.into_inner()));
+        days.into_iter().filter_map(|d| chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)).collect()
     }
 
     /// Reloads the account -> tenant table from the lake's `tenants` table.

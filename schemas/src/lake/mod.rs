@@ -220,6 +220,20 @@ impl Lake {
         Ok(Some(Commit { version, rows }))
     }
 
+    /// Deletes the rows of `table` that match `predicate` (SQL) in one Delta commit. Returns the
+    /// number of rows deleted, when Delta counted them (whole-file deletes may not).
+    pub async fn delete(&self, table: Table, predicate: &str) -> Result<Option<usize>> {
+        if !self.exists(table).await? {
+            return Ok(Some(0));
+        }
+        let dt = self.table(table).await?;
+        let (dt, metrics) =
+            dt.delete().with_predicate(predicate).await.map_err(|e| LakeError::delta(table, e))?;
+        tracing::debug!(%table, predicate, rows = ?metrics.num_deleted_rows, "Committed delete.");
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+        Ok(metrics.num_deleted_rows)
+    }
+
     /// Runs SQL over `tables` (those that exist) with a throwaway DataFusion session: for
     /// writers that need to look something up (earlier imports, the tenants' accounts). Only
     /// the named tables' logs are read. The query service has its own long-lived session.

@@ -1,0 +1,144 @@
+"""The product's promise end to end: a tenant's usage goes in over OTLP (the real SDK exporter), a
+bill and the price book go in through the importers, and that tenant's allocated cost, revenue
+and margin come out over psql, exact to the last decimal digit."""
+
+import datetime as dt
+import subprocess
+import time
+
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+
+from conftest import tenantscope
+
+CONFIG = """
+ingest:
+  flush_interval_ms: 300
+cost:
+  allocation:
+    - name: shared-compute-by-requests
+      match: {service_category: Compute}
+      method: proportional
+      meter: requests
+    - name: support-evenly
+      match: {service_name: Support}
+      method: even
+    - name: dns-fixed
+      match: {service_name: DNS}
+      method: fixed
+      weights: {acme: 1, beta: 2}
+"""
+
+TENANTS = """
+tenants:
+  - {id: acme, name: Acme, plan: pro}
+  - {id: beta, name: Beta, plan: basic}
+"""
+
+PLANS = """
+currency: USD
+plans:
+  - name: pro
+    base_fee: "100"
+    meters:
+      - {meter: requests, unit: request, included: 10, unit_price: "0.5"}
+  - name: basic
+    base_fee: "10"
+    meters:
+      - {meter: requests, unit: request, unit_price: "0.25"}
+"""
+
+
+def psql(port, sql):
+    out = subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "tenantscope", "-d", "tenantscope",
+                          "-A", "-t", "-F", ",", "-c", sql],
+                         capture_output=True, text=True, env={"PGCONNECT_TIMEOUT": "10", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    return [line.split(",") for line in out.stdout.strip().splitlines()]
+
+
+def wait_psql(port, sql, expected, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        got = psql(port, sql)
+        if got == expected or time.time() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def test_usage_and_a_bill_in_cost_and_margin_out_over_psql(server_factory, tmp_path):
+    s = server_factory(config=CONFIG, flush_ms=300)
+    start = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    # Usage: server spans (the `requests` meter) for two tenants, and internal spans that do not count.
+    for tenant, n in [("acme", 30), ("beta", 10)]:
+        provider = TracerProvider(resource=Resource.create({"service.name": "api", "tenant.id": tenant}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=s.grpc, insecure=True)))
+        tracer = provider.get_tracer("tests")
+        for _ in range(n):
+            with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER):
+                with tracer.start_as_current_span("db"):
+                    pass
+        provider.shutdown()
+
+    # The bill: shared compute for the hours around now, a DNS line, a support line, and one
+    # line tagged for acme (direct).
+    begin = (start - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    end = (start + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    month = start.replace(day=1).strftime("%Y-%m-%dT%H:%M:%SZ")
+    bill = tmp_path / "bill.csv"
+    bill.write_text(
+        "BillingAccountId,BillingPeriodStart,ChargePeriodStart,ChargePeriodEnd,BilledCost,EffectiveCost,BillingCurrency,ServiceName,ServiceCategory,Tags\n"
+        f"A,{month},{begin},{end},100.00,90.00,USD,EC2,Compute,\n"
+        f"A,{month},{begin},{end},10.0000000001,10.0000000001,USD,Support,Other,\n"
+        f"A,{month},{begin},{end},3.00,3.00,USD,DNS,Networking,\n"
+        f'A,{month},{begin},{end},5.00,5.00,USD,RDS,Databases,"{{""tenant"": ""acme""}}"\n')
+    (tmp_path / "tenants.yaml").write_text(TENANTS)
+    (tmp_path / "plans.yaml").write_text(PLANS)
+    tenantscope("import", "tenants", str(tmp_path / "tenants.yaml"), "--data", s.data)
+    tenantscope("import", "plans", str(tmp_path / "plans.yaml"), "--data", s.data)
+    tenantscope("import", "billing", str(bill), "--data", s.data)
+
+    pg = s.ports["pg"]
+    # Usage follows ingest by a flush and a rollup; other processes' commits (the imports) show
+    # within the engine's staleness bound (1 s).
+    q = "SELECT tenant_id, meter, sum(quantity) FROM usage WHERE meter = 'requests' GROUP BY 1, 2 ORDER BY 1"
+    expected = [["acme", "requests", "30.0000000000"], ["beta", "requests", "10.0000000000"]]
+    assert wait_psql(pg, q, expected) == expected, s.logs()
+    assert wait_psql(pg, "SELECT count(*) FROM billing", [["4"]]) == [["4"]]
+
+    # Allocation, exact: compute 100 billed / 90 effective split 30:10 by requests; support
+    # 10.0000000001 evenly between the two active tenants (the indivisible 0.0000000001 to
+    # the first); DNS 3 by fixed weights 1:2; the RDS line is acme's by its tag.
+    rows = psql(pg, "SELECT tenant_id, allocation_rule, allocation_method, billed_cost, effective_cost "
+                    "FROM cost_allocation ORDER BY allocation_rule, tenant_id")
+    assert rows == [
+        ["acme", "dns-fixed", "fixed", "1.0000000000", "1.0000000000"],
+        ["beta", "dns-fixed", "fixed", "2.0000000000", "2.0000000000"],
+        ["acme", "import", "direct", "5.0000000000", "5.0000000000"],
+        ["acme", "shared-compute-by-requests", "proportional", "75.0000000000", "67.5000000000"],
+        ["beta", "shared-compute-by-requests", "proportional", "25.0000000000", "22.5000000000"],
+        ["acme", "support-evenly", "even", "5.0000000001", "5.0000000001"],
+        ["beta", "support-evenly", "even", "5.0000000000", "5.0000000000"],
+    ]
+    # The invariant: allocated + unallocated = billed, per period and currency.
+    assert psql(pg, "SELECT (SELECT sum(billed_cost) FROM cost_allocation) = (SELECT sum(billed_cost) FROM billing), "
+                    "(SELECT sum(effective_cost) FROM cost_allocation) = (SELECT sum(effective_cost) FROM billing)") \
+        == [["t", "t"]]
+
+    # Revenue from the plans: acme 100 + (30 - 10 included) x 0.5 = 110; beta 10 + 10 x 0.25 = 12.5.
+    # Margin on effective cost: acme 110 - (1 + 5 + 67.5 + 5.0000000001) = 31.4999999999;
+    # beta 12.5 - (2 + 22.5 + 5) = -17.
+    rows = psql(pg, "SELECT tenant_id, plan, currency, revenue, cost, margin, round(margin_pct, 2) "
+                    "FROM tenant_margin ORDER BY tenant_id")
+    assert rows == [
+        ["acme", "pro", "USD", "110.0000000000", "78.5000000001", "31.4999999999", "28.64"],
+        ["beta", "basic", "USD", "12.5000000000", "29.5000000000", "-17.0000000000", "-136.0"],
+    ]
+    rows = psql(pg, "SELECT tenant_id, sum(effective_cost) FROM tenant_costs WHERE tenant_id IS NOT NULL "
+                    "GROUP BY 1 ORDER BY 1")
+    assert rows == [["acme", "78.5000000001"], ["beta", "29.5000000000"]]
+    # The finance lead's question: who eats the margin?
+    assert psql(pg, "SELECT tenant_id FROM tenant_margin WHERE margin < 0") == [["beta"]]
