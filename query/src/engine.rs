@@ -129,6 +129,9 @@ impl QueryEngine {
             config.cost.allocation.clone(),
         );
         ctx.register_table("cost_allocation", Arc::new(allocation)).map_err(QueryError::DataFusion)?;
+        for udf in cost::anomaly::udfs() {
+            ctx.register_udf(udf);
+        }
         for view in cost::views::ALL {
             ctx.sql(view).await.map_err(QueryError::DataFusion)?;
         }

@@ -17,9 +17,9 @@ def tenantscope(*args, env=None):
     return proc.stdout
 
 
-def sql_json(data, query):
+def sql_json(data, query, *args):
     """`tenantscope sql --format json`, decimals parsed as Decimal."""
-    return json.loads(tenantscope("sql", "--data", data, "--format", "json", query), parse_float=Decimal)
+    return json.loads(tenantscope("sql", "--data", data, "--format", "json", *args, query), parse_float=Decimal)
 
 
 @pytest.fixture(scope="session")

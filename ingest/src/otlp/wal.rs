@@ -100,7 +100,7 @@ fn table_code(table: Table) -> u8 {
 }
 
 /// Encodes rows as an Arrow IPC stream (the record's payload).
-pub(crate) fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>, arrow::error::ArrowError> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
     {
         let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;

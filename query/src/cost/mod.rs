@@ -3,6 +3,7 @@
 //! Meters and rules are configuration (the `cost` section of the config file), not code.
 
 pub mod allocation;
+pub mod anomaly;
 pub mod usage;
 pub mod views;
 
