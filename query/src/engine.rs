@@ -148,6 +148,19 @@ impl QueryEngine {
         &self.lake
     }
 
+    /// Runs one SQL statement with positional parameters (`$1`, `$2`, ...).
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: Vec<datafusion::common::ScalarValue>,
+    ) -> Result<QueryResult> {
+        let df = self.ctx.sql(sql).await.map_err(QueryError::from_planning)?;
+        let df = df.with_param_values(params).map_err(QueryError::from_planning)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+        Ok(QueryResult { schema, batches })
+    }
+
     /// Runs one SQL statement and collects its result.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         let df = self.ctx.sql(sql).await.map_err(QueryError::from_planning)?;

@@ -11,6 +11,9 @@ pub enum QueryError {
     /// The SQL is wrong: syntax, an unknown table or column, a type error. The user's to fix.
     #[error("{0}")]
     InvalidSql(String),
+    /// The request is malformed (a parameter that is not a SQL value).
+    #[error("{0}")]
+    BadRequest(String),
     /// Executing the query failed.
     #[error(transparent)]
     DataFusion(DataFusionError),
@@ -36,6 +39,6 @@ impl QueryError {
 
     /// Whether the error is the user's (HTTP 400) rather than ours (HTTP 500).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, QueryError::InvalidSql(_))
+        matches!(self, QueryError::InvalidSql(_) | QueryError::BadRequest(_))
     }
 }

@@ -1,14 +1,19 @@
 //! HTTP routes of the query service: `POST /v1/sql`.
 //!
-//! Request: `{"sql": "SELECT ..."}`. Response: `{"columns": [{"name", "type"}], "rows": [[...]]}`.
-//! Integers, floats and booleans are JSON numbers and booleans; decimals (money) are strings so
-//! that no digit is lost; timestamps are RFC 3339 text in UTC; nested values are their text form.
-//! Errors: `{"error": "..."}` with 400 when the SQL is at fault and 500 when we are.
+//! Request: `{"sql": "SELECT ... WHERE tenant_id = $1", "params": ["acme"]}` (`params`
+//! optional: JSON null, booleans, integers, floats and strings for `$1`, `$2`, ...).
+//! Response by `Accept`: JSON (default) `{"columns": [{"name", "type"}], "rows": [[...]]}`;
+//! `text/csv`; `application/vnd.apache.arrow.stream` (Arrow IPC stream); or
+//! `application/vnd.apache.parquet` (a Parquet file). In JSON, integers, floats and booleans are
+//! numbers and booleans; decimals (money) are strings so that no digit is lost; timestamps are
+//! RFC 3339 text in UTC; nested values are their text form.
+//! Errors: `{"error": "..."}` with 400 when the request or its SQL is at fault (the message
+//! gives the line and column) and 500 when we are.
 
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -20,6 +25,7 @@ use datafusion::arrow::{
     },
     util::display::{ArrayFormatter, FormatOptions},
 };
+use datafusion::{arrow::ipc::writer::StreamWriter, common::ScalarValue, parquet::arrow::ArrowWriter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,6 +37,9 @@ use crate::{QueryEngine, QueryError, QueryResult};
 pub struct SqlRequest {
     /// One SQL statement.
     pub sql: String,
+    /// Values of `$1`, `$2`, ...
+    #[serde(default)]
+    pub params: Vec<Value>,
 }
 
 /// The query service's routes, to be merged into the process's HTTP router.
@@ -38,14 +47,90 @@ pub fn router(engine: QueryEngine) -> Router {
     Router::new().route("/v1/sql", post(post_sql)).with_state(engine)
 }
 
-async fn post_sql(State(engine): State<QueryEngine>, Json(req): Json<SqlRequest>) -> Response {
-    match engine.sql(&req.sql).await {
-        Ok(result) => match to_json(&result) {
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+const PARQUET: &str = "application/vnd.apache.parquet";
+
+async fn post_sql(
+    State(engine): State<QueryEngine>,
+    headers: HeaderMap,
+    Json(req): Json<SqlRequest>,
+) -> Response {
+    let params = match req.params.iter().enumerate().map(|(i, v)| param(i, v)).collect::<Result<Vec<_>, _>>()
+    {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    let result = if params.is_empty() {
+        engine.sql(&req.sql).await
+    } else {
+        engine.sql_with_params(&req.sql, params).await
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let wants = |media: &str| accept.split(',').any(|a| a.split(';').next().unwrap_or("").trim() == media);
+    let encoded = if wants("text/csv") {
+        let mut out = Vec::new();
+        crate::write_result(&result, crate::OutputFormat::Csv, &mut out)
+            .map(|()| ("text/csv; charset=utf-8", out))
+    } else if wants(ARROW_STREAM) {
+        arrow_stream(&result).map(|b| (ARROW_STREAM, b))
+    } else if wants(PARQUET) {
+        parquet_file(&result).map(|b| (PARQUET, b))
+    } else {
+        return match to_json(&result) {
             Ok(body) => Json(body).into_response(),
             Err(e) => error_response(&e),
-        },
+        };
+    };
+    match encoded {
+        Ok((content_type, body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => error_response(&e),
     }
+}
+
+/// A JSON parameter as a SQL value.
+fn param(i: usize, v: &Value) -> Result<ScalarValue, QueryError> {
+    Ok(match v {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(f)) => ScalarValue::Float64(Some(f)),
+            _ => return Err(QueryError::BadRequest(format!("params[{i}]: {n} is out of range"))),
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        other => {
+            return Err(QueryError::BadRequest(format!(
+                "params[{i}]: {other} is not a SQL value (use null, a boolean, a number or a string)"
+            )));
+        }
+    })
+}
+
+fn arrow_stream(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
+    let err = |e: datafusion::arrow::error::ArrowError| QueryError::Output(e.to_string());
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, &result.schema).map_err(err)?;
+    for b in &result.batches {
+        w.write(b).map_err(err)?;
+    }
+    w.finish().map_err(err)?;
+    drop(w);
+    Ok(out)
+}
+
+fn parquet_file(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
+    let err = |e: datafusion::parquet::errors::ParquetError| QueryError::Output(e.to_string());
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, result.schema.clone(), None).map_err(err)?;
+    for b in &result.batches {
+        w.write(b).map_err(err)?;
+    }
+    w.close().map_err(err)?;
+    Ok(out)
 }
 
 fn error_response(e: &QueryError) -> Response {

@@ -42,11 +42,11 @@ def free_port():
 class Server:
     """`tenantscope serve` on free 127.0.0.1 ports over a lake and WAL in `root`."""
 
-    def __init__(self, root, config=None, flush_ms=300, extra=()):
+    def __init__(self, root, config=None, flush_ms=300, extra=(), data=None):
         import time
         import urllib.request
         self.root = root
-        self.data = os.path.join(root, "lake")
+        self.data = data or os.path.join(root, "lake")
         self.wal = os.path.join(root, "wal")
         self.ports = {k: free_port() for k in ("http", "grpc", "otlp_http", "pg")}
         args = [BIN, "serve", "--data", self.data, "--wal-dir", self.wal,
