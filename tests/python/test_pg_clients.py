@@ -3,56 +3,12 @@ parameters, typed results) and the SQL Grafana's PostgreSQL datasource sends aft
 its macros (expanded here exactly as Grafana's macros.go does)."""
 
 import datetime as dt
-import re
 from decimal import Decimal
 
 import psycopg
 import pytest
 
-FROM = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
-TO = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
-
-
-def interval_seconds(text):
-    m = re.fullmatch(r"(\d+)([smhd])", text.strip("'"))
-    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-
-
-def seconds(n):
-    # Grafana prints interval.Seconds() with Go's %v: 3600 for whole seconds.
-    return f"{n:g}" if n != int(n) else str(int(n))
-
-
-def grafana_expand(sql, start=FROM, end=TO):
-    """pkg/tsdb/grafana-postgresql-datasource/macros.go, without TimescaleDB."""
-    rfc = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def macro(m):
-        name, args = m.group(1), [a.strip() for a in m.group(2).split(",")]
-        if name == "__time":
-            return f'{args[0]} AS "time"'
-        if name == "__timeEpoch":
-            return f'extract(epoch from {args[0]}) as "time"'
-        if name == "__timeFilter":
-            return f"{args[0]} BETWEEN '{rfc(start)}' AND '{rfc(end)}'"
-        if name == "__timeFrom":
-            return f"'{rfc(start)}'"
-        if name == "__timeTo":
-            return f"'{rfc(end)}'"
-        if name in ("__timeGroup", "__timeGroupAlias"):
-            s = seconds(interval_seconds(args[1]))
-            g = f"floor(extract(epoch from {args[0]})/{s})*{s}"
-            return g + (' AS "time"' if name == "__timeGroupAlias" else "")
-        if name == "__unixEpochFilter":
-            return f"{args[0]} >= {int(start.timestamp())} AND {args[0]} <= {int(end.timestamp())}"
-        if name in ("__unixEpochGroup", "__unixEpochGroupAlias"):
-            s = seconds(interval_seconds(args[1]))
-            g = f"floor(({args[0]})/{s})*{s}"
-            return g + (' AS "time"' if name == "__unixEpochGroupAlias" else "")
-        raise AssertionError(f"unknown macro {name}")
-
-    return re.sub(r"\$([_a-zA-Z0-9]+)\(([^\)]*)\)", macro, sql)
-
+from grafana import grafana_expand
 
 @pytest.fixture(scope="module")
 def pg(demo_lake, tmp_path_factory):
