@@ -3,20 +3,10 @@
 use std::sync::Arc;
 
 use arrow::{
-    array::RecordBatch,
-    datatypes::{Field, Schema},
-};
-use arrow::{
-    array::{
-        ArrayRef, Float64Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder,
-        TimestampMicrosecondBuilder,
-    },
+    array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondBuilder},
     datatypes::DataType,
 };
-use tenantscope_schemas::{
-    Table,
-    types::{MONEY_SCALE, UTC},
-};
+use tenantscope_schemas::types::{MONEY_SCALE, UTC};
 
 /// 10^10: one unit of money at the lake's scale.
 pub(crate) const ONE: i128 = 10_000_000_000;
@@ -53,24 +43,6 @@ pub(crate) fn ts_builder(capacity: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone(UTC)
 }
 
-pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(
-        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    )
-}
-
-/// Appends one map row.
-pub(crate) fn push_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, kv: &[(&str, &str)]) {
-    for (k, v) in kv {
-        b.keys().append_value(k);
-        b.values().append_value(v);
-    }
-    // Only fails when keys and values differ in length, which the loop above rules out.
-    let _ = b.append(true);
-}
-
 pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
     ListBuilder::new(StringBuilder::new()).with_field(Arc::new(arrow::datatypes::Field::new(
         "element",
@@ -82,23 +54,6 @@ pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
 /// Finishes any builder into an `ArrayRef`.
 pub(crate) fn fin<B: arrow::array::ArrayBuilder>(mut b: B) -> ArrayRef {
     b.finish()
-}
-
-pub(crate) type Str = StringBuilder;
-pub(crate) type I64 = Int64Builder;
-pub(crate) type F64 = Float64Builder;
-
-/// A batch of some of a table's columns (the lake fills the others with NULLs).
-pub(crate) fn batch(table: Table, columns: Vec<(&str, ArrayRef)>) -> anyhow::Result<RecordBatch> {
-    let full = table.schema();
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(name, col)| {
-            full.field_with_name(name).map(|f| Field::new(*name, col.data_type().clone(), f.is_nullable()))
-        })
-        .collect::<Result<_, _>>()?;
-    let arrays = columns.into_iter().map(|(_, c)| c).collect();
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! dedicated resources, the price book, and invoices.
 //!
 //! Tenants, plans, invoices and the FOCUS bill go through the importers, as files a user would
-//! import. Until the OTLP receivers exist, telemetry is written as Arrow batches through the
-//! lake writer (the commit path they will use); it must move onto OTLP then.
+//! import. Telemetry is built as OTLP export requests and goes through the OTLP receiver's
+//! conversion and tenant attribution, then the lake writer; only the network, the write-ahead
+//! log and the flush timer are skipped (the demo commits one day at a time). `usage` is rolled
+//! up from it as `serve` would.
 
 mod bill;
 mod cols;
@@ -139,7 +141,7 @@ async fn build(lake: &Lake, fleet: &Fleet, rng: &mut StdRng) -> anyhow::Result<W
     written.billing =
         import_billing(lake, &[export], &options).await.context("cannot import the demo's bill")?.rows;
     // Written last: its presence says the demo fleet is complete.
-    append(lake, Table::Imports, import_row(fleet, &written)?).await?;
+    append(lake, Table::Imports, Some(import_row(fleet, &written)?)).await?;
     lake.create_all().await?;
     Ok(written)
 }
@@ -150,7 +152,8 @@ async fn import(lake: &Lake, kind: Kind, name: &str, text: String) -> anyhow::Re
     Ok(())
 }
 
-async fn append(lake: &Lake, table: Table, batch: RecordBatch) -> anyhow::Result<usize> {
+async fn append(lake: &Lake, table: Table, batch: Option<RecordBatch>) -> anyhow::Result<usize> {
+    let Some(batch) = batch else { return Ok(0) };
     let commit =
         lake.append(table, &[batch]).await.with_context(|| format!("cannot write the demo's {table}"))?;
     Ok(commit.map_or(0, |c| c.rows))
