@@ -132,6 +132,7 @@ impl QueryEngine {
         for udf in cost::anomaly::udfs() {
             ctx.register_udf(udf);
         }
+        ctx.register_udaf(cost::topk::udaf());
         for view in cost::views::ALL {
             ctx.sql(view).await.map_err(QueryError::DataFusion)?;
         }

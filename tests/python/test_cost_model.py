@@ -205,6 +205,13 @@ def test_heavy_hitters_and_anomalies_on_the_demo_week(tmp_path_factory):
     eaters = q("SELECT tenant_id, plan FROM negative_margin_tenants")
     assert [r["plan"] for r in eaters] == ["team"]
     assert q("SELECT count(DISTINCT day) AS n FROM top_routes WHERE rank = 1")[0]["n"] == 7
+    # approx_top_k agrees with an exact GROUP BY where the cardinality is low, and runs on a
+    # high-cardinality column (trace ids) in bounded memory.
+    approx = q("SELECT approx_top_k(attributes['http.route'], 3) AS top FROM spans WHERE kind = 'server' AND tenant_id = 'acme'")[0]["top"]
+    exact = q("SELECT attributes['http.route'] AS value, count(*) AS count FROM spans WHERE kind = 'server' "
+              "AND tenant_id = 'acme' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3")
+    assert approx == [{"value": r["value"], "count": r["count"]} for r in exact]
+    assert q("SELECT cardinality(approx_top_k(trace_id, 5)) AS n FROM spans")[0]["n"] == 5
     # The scoring function on any series.
     row = q("SELECT anomaly_score(400, [100, 102, 98, 101, 99, 100, 5000]) AS s, "
             "series_median([3, 1, 2]) AS m, anomaly_score(1, [1, 1]) AS none")[0]
