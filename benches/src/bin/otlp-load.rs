@@ -38,6 +38,58 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Instead of sending: time protobuf decode, decode + conversion to Arrow rows, and
+    /// conversion + WAL encoding of the generated requests on this thread, for `--seconds`
+    /// each (the same loops as the criterion bench, without criterion).
+    #[arg(long)]
+    micro: bool,
+}
+
+/// Spans per second of `f` over `requests` (each of `batch` spans), run for about `seconds`.
+fn rate(seconds: u64, batch: usize, requests: usize, mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        f(n % requests);
+        n += 1;
+    }
+    (n * batch) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn micro(args: &Args) -> anyhow::Result<()> {
+    use prost::Message;
+    use tenantscope_ingest::otlp::{TenantResolver, convert, wal};
+    let mut rng = StdRng::seed_from_u64(7);
+    let requests: Vec<_> = (0..args.distinct)
+        .map(|i| trace_request(&mut rng, args.batch, args.tenants, 1_764_000_000_000_000_000 + i as u64))
+        .collect();
+    let encoded: Vec<Vec<u8>> = requests.iter().map(|r| r.encode_to_vec()).collect();
+    let bytes_per_span = encoded.iter().map(Vec::len).sum::<usize>() / (requests.len() * args.batch);
+    let resolver = TenantResolver::new(Default::default());
+    type Req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    let decode = rate(args.seconds, args.batch, requests.len(), |i| {
+        std::hint::black_box(Req::decode(encoded[i].as_slice()).map(|r| r.resource_spans.len()).ok());
+    });
+    let convert_rate = rate(args.seconds, args.batch, requests.len(), |i| {
+        let r = Req::decode(encoded[i].as_slice()).expect("valid");
+        std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
+    });
+    let wal_rate = rate(args.seconds, args.batch, requests.len(), |i| {
+        let r = Req::decode(encoded[i].as_slice()).expect("valid");
+        let c = convert::traces(&r, &resolver, None).expect("valid");
+        std::hint::black_box(c.batch.as_ref().map(|b| wal::encode(b).map(|p| p.len())));
+    });
+    if args.json {
+        println!(
+            "{{\"bytes_per_span\":{bytes_per_span},\"decode_spans_per_s\":{decode:.0},\"decode_convert_spans_per_s\":{convert_rate:.0},\"decode_convert_wal_encode_spans_per_s\":{wal_rate:.0}}}"
+        );
+    } else {
+        println!("{bytes_per_span} protobuf bytes per span, one thread:");
+        println!("  decode                      {decode:>12.0} spans/s");
+        println!("  decode + convert to Arrow   {convert_rate:>12.0} spans/s");
+        println!("  + WAL (Arrow IPC) encoding  {wal_rate:>12.0} spans/s");
+    }
+    Ok(())
 }
 
 /// utime + stime of a process in seconds (Linux).
@@ -59,6 +111,9 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.micro {
+        return micro(&args);
+    }
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let cpu0 = args.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
