@@ -19,6 +19,7 @@ CONFIG = """
 ingest:
   flush_interval_ms: 300
 cost:
+  rollup_interval_ms: 300
   allocation:
     - name: shared-compute-by-requests
       match: {service_category: Compute}

@@ -21,11 +21,14 @@ pub struct CostConfig {
     /// How shared billing lines (those no import attributed to a tenant) are split, first
     /// matching rule first. Lines no rule matches stay `unallocated`.
     pub allocation: Vec<AllocationRule>,
+    /// How often `serve` rolls the days ingest touched up into `usage` (each rollup recomputes
+    /// those days whole from the raw telemetry, so not every flush).
+    pub rollup_interval_ms: u64,
 }
 
 impl Default for CostConfig {
     fn default() -> Self {
-        Self { meters: Meter::defaults(), allocation: Vec::new() }
+        Self { meters: Meter::defaults(), allocation: Vec::new(), rollup_interval_ms: 60_000 }
     }
 }
 
