@@ -72,6 +72,16 @@ class Server:
             except OSError:
                 assert time.time() < deadline, f"tenantscope serve did not get ready: {self.logs()}"
                 time.sleep(0.1)
+        # The PostgreSQL wire and the OTLP receivers start beside the HTTP API: wait for them too.
+        import socket
+        for name in ("pg", "grpc", "otlp_http"):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", self.ports[name]), timeout=1).close()
+                    break
+                except OSError:
+                    assert time.time() < deadline, f"{name} port did not open: {self.logs()}"
+                    time.sleep(0.05)
 
     @property
     def http(self):
