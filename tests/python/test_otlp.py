@@ -205,8 +205,10 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
     status, _, body = post(url, good, "text/plain")
     assert status == 415 and "unsupported content type" in json.loads(body)["message"]
 
-    status, _, body = post(url, b"x" * 70_000, "application/x-protobuf")
-    assert status == 413
+    status, headers, body = post(url, b"x" * 70_000, "application/x-protobuf")
+    assert status == 413 and headers["Content-Type"] == "application/x-protobuf"
+    from google.rpc import status_pb2
+    assert "larger than the limit of 65536 bytes" in status_pb2.Status.FromString(body).message
 
     # A zip bomb is stopped at the limit too.
     status, _, body = post(url, gzip.compress(b"\0" * 1_000_000), "application/x-protobuf", {"Content-Encoding": "gzip"})
@@ -235,6 +237,7 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
     assert 'tenantscope_otlp_rejected_items_total{signal="traces",reason="invalid"} 2' in metrics, metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 2' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="unsupported"} 1' in metrics
+    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="too_large"} 2' in metrics
 
 
 def test_one_tenants_flood_is_throttled_while_others_get_through(server_factory):

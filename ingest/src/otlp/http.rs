@@ -9,7 +9,7 @@ use std::io::Read;
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -110,7 +110,7 @@ fn decode<T: Message + Default + DeserializeOwned>(
     pipeline: &Pipeline,
     signal: Signal,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &Result<Bytes, BytesRejection>,
 ) -> Result<(T, Encoding), Failure> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -130,6 +130,22 @@ fn decode<T: Message + Default + DeserializeOwned>(
         }
     };
     let limit = pipeline.config().max_request_bytes;
+    let body = match body {
+        Ok(b) => b,
+        // Over the body limit (or a broken upload): answer in the request's encoding, counted.
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            pipeline.count_refused(signal, "too_large", None);
+            return Err(failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                encoding,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            ));
+        }
+        Err(rejection) => {
+            pipeline.count_refused(signal, "invalid", None);
+            return Err(failure(rejection.status(), encoding, rejection.body_text()));
+        }
+    };
     let content_encoding =
         headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let inflated;
@@ -204,7 +220,11 @@ fn partial<T>(a: &Accepted, make: impl FnOnce(i64, String) -> T) -> Option<T> {
         .then(|| make(i64::try_from(a.rejected).unwrap_or(i64::MAX), a.message.clone()))
 }
 
-async fn traces(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+async fn traces(
+    State(p): State<Pipeline>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportTraceServiceRequest>(&p, Signal::Traces, &headers, &body)?;
     let a = p.traces(request, None).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
@@ -218,7 +238,11 @@ async fn traces(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> R
     ))
 }
 
-async fn metrics(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+async fn metrics(
+    State(p): State<Pipeline>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportMetricsServiceRequest>(&p, Signal::Metrics, &headers, &body)?;
     let a = p.metrics(request, None).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
@@ -232,7 +256,11 @@ async fn metrics(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> 
     ))
 }
 
-async fn logs(State(p): State<Pipeline>, headers: HeaderMap, body: Bytes) -> Result<Response, Failure> {
+async fn logs(
+    State(p): State<Pipeline>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportLogsServiceRequest>(&p, Signal::Logs, &headers, &body)?;
     let a = p.logs(request, None).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
