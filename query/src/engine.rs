@@ -101,14 +101,15 @@ impl QueryEngine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| QueryError::DataFusion(*e))?;
-        let mut providers: HashMap<Table, Arc<dyn TableProvider>> = HashMap::new();
+        let mut providers: HashMap<Table, Arc<LakeTableProvider>> = HashMap::new();
         for table in Table::ALL {
-            let provider: Arc<dyn TableProvider> = Arc::new(
+            let provider = Arc::new(
                 LakeTableProvider::try_new(lake.clone(), table, config.max_staleness)
                     .await
                     .map_err(QueryError::DataFusion)?,
             );
-            ctx.register_table(table.name(), Arc::clone(&provider)).map_err(QueryError::DataFusion)?;
+            ctx.register_table(table.name(), Arc::clone(&provider) as Arc<dyn TableProvider>)
+                .map_err(QueryError::DataFusion)?;
             providers.insert(table, provider);
         }
         // The cost model: cost_allocation (computed from billing, usage and tenants when read)

@@ -89,6 +89,11 @@ impl LakeTableProvider {
         Ok(snapshot)
     }
 
+    /// The table version a query would read now (refreshing the snapshot if it is stale).
+    pub async fn version(&self) -> Result<Option<u64>> {
+        Ok(self.fresh().await?.and_then(|s| s.table.version()))
+    }
+
     fn latest_known(&self) -> Option<Arc<dyn TableProvider>> {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         current.snapshot.as_ref().map(|s| Arc::clone(&s.provider))

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use arrow::{
+    array::{ArrayBuilder, ListBuilder, MapBuilder, MapFieldNames, StringBuilder},
+    datatypes::{DataType, Field, Fields, TimeUnit},
+};
 
 /// Money: exact decimal, 38 digits with 10 after the point. Never f64.
 pub const MONEY_PRECISION: u8 = 38;
@@ -39,6 +42,20 @@ pub fn string_map() -> DataType {
         )),
         false,
     )
+}
+
+/// A builder of [`string_map`] columns (the same field names, so no cast is needed).
+pub fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
+}
+
+/// A builder of [`list_of`] columns whose items `values` builds (of type `item`).
+pub fn list_builder<T: ArrayBuilder>(values: T, item: DataType) -> ListBuilder<T> {
+    ListBuilder::new(values).with_field(Arc::new(Field::new("element", item, true)))
 }
 
 /// `list<string>`.

@@ -1,7 +1,5 @@
 //! Small helpers for building Arrow columns row by row.
 
-use std::sync::Arc;
-
 use arrow::{
     array::{ArrayRef, ListBuilder, StringBuilder, TimestampMicrosecondBuilder},
     datatypes::DataType,
@@ -44,11 +42,7 @@ pub(crate) fn ts_builder(capacity: usize) -> TimestampMicrosecondBuilder {
 }
 
 pub(crate) fn string_list_builder() -> ListBuilder<StringBuilder> {
-    ListBuilder::new(StringBuilder::new()).with_field(Arc::new(arrow::datatypes::Field::new(
-        "element",
-        DataType::Utf8,
-        true,
-    )))
+    tenantscope_schemas::types::list_builder(StringBuilder::new(), DataType::Utf8)
 }
 
 /// Finishes any builder into an `ArrayRef`.

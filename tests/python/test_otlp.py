@@ -19,6 +19,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from google.rpc import status_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry._logs import LogRecord, SeverityNumber
@@ -176,7 +177,7 @@ def test_official_otlp_json_examples_are_accepted(server_factory):
     assert s.sql("SELECT event_name FROM logs WHERE event_name IS NOT NULL") != []
 
 
-def span(trace_id, span_id, name="op", tenant="acme"):
+def span(trace_id, span_id, name="op"):
     return trace_pb2.Span(trace_id=trace_id, span_id=span_id, name=name,
                           start_time_unix_nano=1_764_000_000_000_000_000,
                           end_time_unix_nano=1_764_000_000_500_000_000, kind=2)
@@ -207,7 +208,6 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
 
     status, headers, body = post(url, b"x" * 70_000, "application/x-protobuf")
     assert status == 413 and headers["Content-Type"] == "application/x-protobuf"
-    from google.rpc import status_pb2
     assert "larger than the limit of 65536 bytes" in status_pb2.Status.FromString(body).message
 
     # A zip bomb is stopped at the limit too.
@@ -270,6 +270,36 @@ ingest:
         trailers = dict(err.value.trailing_metadata())
         assert "grpc-status-details-bin" in trailers
         stub.Export(trace_request([span(b"\x08" * 16, b"\x01" * 8)], tenant="calm"))
+
+
+def test_a_tenant_holding_its_share_of_the_buffer_is_refused_and_others_are_not(server_factory):
+    """The memory bound itself (not a rate limit): with flushes far apart, a flooding tenant fills
+    its share of the ingest buffer and gets 429 with Retry-After (gRPC RESOURCE_EXHAUSTED),
+    while another tenant's requests are still acknowledged; nothing acknowledged is lost."""
+    s = server_factory(config="ingest:\n  max_buffer_bytes: 4000000\n  max_tenant_share: 0.5\n", flush_ms=3_600_000)
+    url = f"{s.otlp_http}/v1/traces"
+    accepted, refused = 0, None
+    for i in range(200):
+        body = trace_request([span(bytes([i % 250 + 1]) * 16, bytes([j + 1]) * 8, "f") for j in range(100)], tenant="flood")
+        status, headers, resp = post(url, body.SerializeToString(), "application/x-protobuf")
+        if status == 429:
+            refused = (headers["Retry-After"], status_pb2.Status.FromString(resp).message)
+            break
+        assert status == 200
+        accepted += 100
+    assert refused is not None, "the flood was never refused"
+    assert int(refused[0]) >= 1 and "tenant flood holds" in refused[1] and "its share is 2000000" in refused[1]
+    calm = trace_request([span(b"\x09" * 16, b"\x09" * 8, "c")], tenant="calm")
+    assert post(url, calm.SerializeToString(), "application/x-protobuf")[0] == 200
+    with grpc.insecure_channel(s.grpc) as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Export(trace_request([span(b"\x07" * 16, bytes([j + 1]) * 8) for j in range(100)], tenant="flood"))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    s.stop()  # SIGTERM flushes what was acknowledged
+    s2 = server_factory(flush_ms=200)
+    q = "SELECT tenant_id, count(*) FROM spans GROUP BY 1 ORDER BY 1"
+    assert s2.wait_for(q, [["calm", 1], ["flood", accepted]]) == [["calm", 1], ["flood", accepted]]
 
 
 def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_path):

@@ -9,7 +9,7 @@ use std::{
 };
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, MapBuilder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use chrono::{DateTime, Datelike, NaiveDate};
@@ -86,11 +86,7 @@ enum Col {
 }
 
 fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(
-        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    )
+    tenantscope_schemas::types::string_map_builder()
 }
 
 fn push_pairs(b: &mut MapBuilder<StringBuilder, StringBuilder>, pairs: &[(String, String)]) {

@@ -247,8 +247,10 @@ fn convert_all(
     Ok(out)
 }
 
-/// Sub account id -> tenant id, from the `tenants` table.
-async fn tenant_accounts(lake: &Lake) -> Result<std::collections::HashMap<String, String>, ImportError> {
+/// Sub account id -> tenant id, from the `tenants` table (also the OTLP mapping rules' table).
+pub(crate) async fn tenant_accounts(
+    lake: &Lake,
+) -> Result<std::collections::HashMap<String, String>, ImportError> {
     let mut out = std::collections::HashMap::new();
     if !lake.exists(Table::Tenants).await? {
         return Ok(out);

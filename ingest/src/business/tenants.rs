@@ -14,11 +14,12 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use arrow::array::{
-    ArrayRef, ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use serde::Deserialize;
-use tenantscope_schemas::{Table, types::UTC};
+use tenantscope_schemas::{
+    Table,
+    types::{UTC, list_builder, string_map_builder},
+};
 
 use super::{Parsed, find_column, in_list, parse_labels, yaml_error};
 use crate::{
@@ -69,14 +70,8 @@ pub(crate) fn parse(file: &str, text: &str, import_id: &str) -> Result<Parsed, I
         StringBuilder::new(),
         StringBuilder::new(),
     );
-    let mut accounts = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(
-        arrow::datatypes::Field::new("element", arrow::datatypes::DataType::Utf8, true),
-    ));
-    let mut labels = MapBuilder::new(
-        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
-        StringBuilder::new(),
-        StringBuilder::new(),
-    );
+    let mut accounts = list_builder(StringBuilder::new(), arrow::datatypes::DataType::Utf8);
+    let mut labels = string_map_builder();
     let mut created = TimestampMicrosecondBuilder::new().with_timezone(UTC);
     for Row { line, def } in rows {
         let mut bad = |column: &str, value: &str, reason: String| {

@@ -9,11 +9,10 @@ use std::{collections::HashMap, sync::Arc};
 use arrow::{
     array::{
         ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder, ListArray,
-        ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, StructArray,
-        TimestampMicrosecondBuilder,
+        ListBuilder, MapBuilder, RecordBatch, StringBuilder, StructArray, TimestampMicrosecondBuilder,
     },
     buffer::{NullBuffer, OffsetBuffer},
-    datatypes::{DataType, Field},
+    datatypes::DataType,
     error::ArrowError,
 };
 use opentelemetry_proto::tonic::{
@@ -27,7 +26,10 @@ use opentelemetry_proto::tonic::{
         number_data_point,
     },
 };
-use tenantscope_schemas::{Table, types::UTC};
+use tenantscope_schemas::{
+    Table,
+    types::{UTC, list_builder, string_map_builder},
+};
 
 use super::{
     attribution::{ResourceTenant, TenantResolver},
@@ -124,11 +126,7 @@ pub(crate) struct MapColumn(MapBuilder<StringBuilder, StringBuilder>);
 
 impl MapColumn {
     pub(crate) fn new() -> Self {
-        Self(MapBuilder::new(
-            Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
-            StringBuilder::new(),
-            StringBuilder::new(),
-        ))
+        Self(string_map_builder())
     }
 
     pub(crate) fn push(&mut self, attributes: &[KeyValue]) -> Result<(), ArrowError> {
@@ -147,16 +145,12 @@ impl MapColumn {
     }
 }
 
-fn element(data_type: DataType) -> Arc<Field> {
-    Arc::new(Field::new("element", data_type, true))
-}
-
 fn list_of_i64() -> ListBuilder<Int64Builder> {
-    ListBuilder::new(Int64Builder::new()).with_field(element(DataType::Int64))
+    list_builder(Int64Builder::new(), DataType::Int64)
 }
 
 fn list_of_f64() -> ListBuilder<Float64Builder> {
-    ListBuilder::new(Float64Builder::new()).with_field(element(DataType::Float64))
+    list_builder(Float64Builder::new(), DataType::Float64)
 }
 
 fn timestamps() -> TimestampMicrosecondBuilder {

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::collector::{
 use tonic::{Code, Request, Response, Status, codec::CompressionEncoding};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::pipeline::{Accepted, Pipeline, Refused};
+use super::pipeline::{Pipeline, Refused};
 
 #[derive(Clone)]
 struct Receiver {
@@ -39,11 +39,6 @@ fn status(refused: Refused) -> Status {
     }
 }
 
-fn partial<T>(a: &Accepted, make: impl FnOnce(i64, String) -> T) -> Option<T> {
-    (a.rejected > 0 || !a.message.is_empty())
-        .then(|| make(i64::try_from(a.rejected).unwrap_or(i64::MAX), a.message.clone()))
-}
-
 #[tonic::async_trait]
 impl TraceService for Receiver {
     async fn export(
@@ -52,7 +47,7 @@ impl TraceService for Receiver {
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let a = self.pipeline.traces(request.into_inner(), None).await.map_err(status)?;
         Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: partial(&a, |rejected_spans, error_message| ExportTracePartialSuccess {
+            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
                 rejected_spans,
                 error_message,
             }),
@@ -68,7 +63,7 @@ impl MetricsService for Receiver {
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         let a = self.pipeline.metrics(request.into_inner(), None).await.map_err(status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: partial(&a, |rejected_data_points, error_message| ExportMetricsPartialSuccess {
+            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
                 rejected_data_points,
                 error_message,
             }),
@@ -84,7 +79,7 @@ impl LogsService for Receiver {
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let a = self.pipeline.logs(request.into_inner(), None).await.map_err(status)?;
         Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: partial(&a, |rejected_log_records, error_message| ExportLogsPartialSuccess {
+            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
                 rejected_log_records,
                 error_message,
             }),

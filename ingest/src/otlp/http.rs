@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::pipeline::{Accepted, Pipeline, Refused, Signal};
+use super::pipeline::{Pipeline, Refused, Signal};
 
 /// The routes, to serve on the OTLP/HTTP address.
 pub fn router(pipeline: Pipeline) -> Router {
@@ -215,11 +215,6 @@ fn respond<R: Message + Serialize>(encoding: Encoding, response: R) -> Response 
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
 
-fn partial<T>(a: &Accepted, make: impl FnOnce(i64, String) -> T) -> Option<T> {
-    (a.rejected > 0 || !a.message.is_empty())
-        .then(|| make(i64::try_from(a.rejected).unwrap_or(i64::MAX), a.message.clone()))
-}
-
 async fn traces(
     State(p): State<Pipeline>,
     headers: HeaderMap,
@@ -230,7 +225,7 @@ async fn traces(
     Ok(respond(
         enc,
         ExportTraceServiceResponse {
-            partial_success: partial(&a, |rejected_spans, error_message| ExportTracePartialSuccess {
+            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
                 rejected_spans,
                 error_message,
             }),
@@ -248,7 +243,7 @@ async fn metrics(
     Ok(respond(
         enc,
         ExportMetricsServiceResponse {
-            partial_success: partial(&a, |rejected_data_points, error_message| ExportMetricsPartialSuccess {
+            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
                 rejected_data_points,
                 error_message,
             }),
@@ -266,7 +261,7 @@ async fn logs(
     Ok(respond(
         enc,
         ExportLogsServiceResponse {
-            partial_success: partial(&a, |rejected_log_records, error_message| ExportLogsPartialSuccess {
+            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
                 rejected_log_records,
                 error_message,
             }),

@@ -124,6 +124,15 @@ pub struct Accepted {
     pub message: String,
 }
 
+impl Accepted {
+    /// The OTLP partial-success part of a response (`make(rejected, message)`), when anything
+    /// was rejected.
+    pub fn partial<T>(&self, make: impl FnOnce(i64, String) -> T) -> Option<T> {
+        (self.rejected > 0 || !self.message.is_empty())
+            .then(|| make(i64::try_from(self.rejected).unwrap_or(i64::MAX), self.message.clone()))
+    }
+}
+
 /// A request the pipeline refused whole.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -580,30 +589,8 @@ impl Pipeline {
 
     /// Reloads the account -> tenant table from the lake's `tenants` table.
     pub async fn refresh_accounts(&self) {
-        let sql = "SELECT tenant_id, account FROM (SELECT tenant_id, unnest(accounts) AS account FROM tenants) \
-                   WHERE account IS NOT NULL";
-        match self.inner.lake.query(&[Table::Tenants], sql).await {
-            Ok(batches) => {
-                let mut accounts = HashMap::new();
-                for b in &batches {
-                    let (Ok(t), Ok(a)) = (
-                        arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8),
-                        arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8),
-                    ) else {
-                        continue;
-                    };
-                    let (t, a) = (
-                        arrow::array::AsArray::as_string::<i32>(&t),
-                        arrow::array::AsArray::as_string::<i32>(&a),
-                    );
-                    for (t, a) in t.iter().zip(a.iter()) {
-                        if let (Some(t), Some(a)) = (t, a) {
-                            accounts.insert(a.to_string(), t.to_string());
-                        }
-                    }
-                }
-                self.inner.resolver.set_accounts(accounts);
-            }
+        match crate::billing::tenant_accounts(&self.inner.lake).await {
+            Ok(accounts) => self.inner.resolver.set_accounts(accounts),
             Err(e) => tracing::warn!(error = %e, "Cannot read the tenants' accounts for attribution."),
         }
     }

@@ -19,7 +19,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use arrow::{
@@ -42,6 +42,7 @@ use datafusion::{
 use tenantscope_schemas::types::{UTC, money, nullable, required, timestamp};
 
 use super::{AllocationRule, Method};
+use crate::provider::LakeTableProvider;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
 
@@ -144,14 +145,19 @@ impl UsageIndex {
     }
 }
 
-/// The provider behind `cost_allocation`: computed on every scan from the providers of
-/// `billing`, `usage` and `tenants`.
+/// The versions of `billing`, `usage` and `tenants` an allocation was computed from.
+type Versions = [Option<u64>; 3];
+
+/// The provider behind `cost_allocation`: computed from the providers of `billing`, `usage`
+/// and `tenants`, and kept until one of them has a new version (a query such as
+/// `tenant_margin` reads the table more than once; dashboards read it over and over).
 pub struct CostAllocationProvider {
-    billing: Arc<dyn TableProvider>,
-    usage: Arc<dyn TableProvider>,
-    tenants: Arc<dyn TableProvider>,
+    billing: Arc<LakeTableProvider>,
+    usage: Arc<LakeTableProvider>,
+    tenants: Arc<LakeTableProvider>,
     rules: Arc<Vec<AllocationRule>>,
     schema: SchemaRef,
+    computed: Mutex<Option<(Versions, Vec<RecordBatch>)>>,
 }
 
 impl fmt::Debug for CostAllocationProvider {
@@ -163,12 +169,26 @@ impl fmt::Debug for CostAllocationProvider {
 impl CostAllocationProvider {
     /// A provider over these tables with these rules.
     pub fn new(
-        billing: Arc<dyn TableProvider>,
-        usage: Arc<dyn TableProvider>,
-        tenants: Arc<dyn TableProvider>,
+        billing: Arc<LakeTableProvider>,
+        usage: Arc<LakeTableProvider>,
+        tenants: Arc<LakeTableProvider>,
         rules: Vec<AllocationRule>,
     ) -> Self {
-        Self { billing, usage, tenants, rules: Arc::new(rules), schema: schema() }
+        Self { billing, usage, tenants, rules: Arc::new(rules), schema: schema(), computed: Mutex::new(None) }
+    }
+
+    /// The table for the current versions of its inputs, computed once per set of versions.
+    pub async fn current(&self) -> Result<Vec<RecordBatch>> {
+        let versions =
+            [self.billing.version().await?, self.usage.version().await?, self.tenants.version().await?];
+        if let Some((v, batches)) = self.computed.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if *v == versions {
+                return Ok(batches.clone());
+            }
+        }
+        let batches = self.compute().await?;
+        *self.computed.lock().unwrap_or_else(|e| e.into_inner()) = Some((versions, batches.clone()));
+        Ok(batches)
     }
 
     fn tag_keys(&self) -> Vec<String> {
@@ -185,9 +205,9 @@ impl CostAllocationProvider {
     /// Computes the whole table.
     pub async fn compute(&self) -> Result<Vec<RecordBatch>> {
         let ctx = SessionContext::new();
-        ctx.register_table("billing", Arc::clone(&self.billing))?;
-        ctx.register_table("usage", Arc::clone(&self.usage))?;
-        ctx.register_table("tenants", Arc::clone(&self.tenants))?;
+        ctx.register_table("billing", Arc::clone(&self.billing) as Arc<dyn TableProvider>)?;
+        ctx.register_table("usage", Arc::clone(&self.usage) as Arc<dyn TableProvider>)?;
+        ctx.register_table("tenants", Arc::clone(&self.tenants) as Arc<dyn TableProvider>)?;
         let tag_keys = self.tag_keys();
         let tags: Vec<String> =
             tag_keys.iter().map(|k| format!("CAST(tags['{}'] AS VARCHAR)", k.replace('\'', "''"))).collect();
@@ -253,7 +273,7 @@ impl CostAllocationProvider {
         }
         let mut out = Out::default();
         for b in &lines {
-            self.allocate_batch(b, tag_keys.len(), &mut index, &everyone, &mut out)?;
+            self.allocate_batch(b, &tag_keys, &mut index, &everyone, &mut out)?;
         }
         Ok(vec![out.finish(&self.schema)?])
     }
@@ -261,7 +281,7 @@ impl CostAllocationProvider {
     fn allocate_batch(
         &self,
         b: &RecordBatch,
-        n_tags: usize,
+        tag_keys: &[String],
         index: &mut UsageIndex,
         everyone: &BTreeMap<String, i128>,
         out: &mut Out,
@@ -279,12 +299,12 @@ impl CostAllocationProvider {
             let a = strings[c - 3].as_string::<i32>();
             (!a.is_null(i)).then(|| a.value(i))
         };
+        let n_tags = tag_keys.len();
         let tags: Vec<ArrayRef> = (0..n_tags).map(|k| text(b.column(10 + k))).collect::<Result<_>>()?;
         let billed = dec(b.column(10 + n_tags))?;
         let effective = dec(b.column(11 + n_tags))?;
         let (billed, effective) =
             (billed.as_primitive::<Decimal128Type>(), effective.as_primitive::<Decimal128Type>());
-        let tag_keys = self.tag_keys();
         for i in 0..b.num_rows() {
             let line = Line {
                 period: period.value(i),
@@ -477,7 +497,7 @@ impl TableProvider for CostAllocationProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batches = self.compute().await?;
+        let batches = self.current().await?;
         let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;
         Ok(exec)
     }
