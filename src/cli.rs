@@ -29,9 +29,30 @@ pub(crate) enum Command {
     /// Import billing exports, tenants, plans and invoices into the lake.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Alert rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Recompute the `usage` table (hourly quantity per tenant and meter) from the telemetry.
     /// `serve` keeps it up to date by itself; use this after changing the meters.
     Rollup(RollupArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Checks rule files: their syntax, durations, templates, and that every rule's SQL plans
+    /// against the lake's tables and views. Problems are printed as FILE:LINE: message; the exit
+    /// code is 1 when there is any.
+    Check(RulesCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RulesCheckArgs {
+    /// Rule files or folders of them.
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    /// Configuration file (its `cost` section defines the views the rules may use).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -135,9 +156,16 @@ pub(crate) struct ServeArgs {
     /// Configuration file (YAML; see examples/tenantscope.yaml): ingest limits, tenant attribution.
     #[arg(long, env = "TENANTSCOPE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
-    /// Alert rules file.
-    #[arg(long, env = "TENANTSCOPE_RULES")]
-    pub(crate) rules: Option<PathBuf>,
+    /// Alert rule files, or folders of `*.yaml` rule files (repeatable). They are reloaded
+    /// when they change and on SIGHUP.
+    #[arg(long, env = "TENANTSCOPE_RULES", value_delimiter = ',')]
+    pub(crate) rules: Vec<PathBuf>,
+    /// Alertmanager to send alerts to (its base URL, e.g. http://127.0.0.1:9093; repeatable).
+    #[arg(long = "alertmanager-url", env = "TENANTSCOPE_ALERTMANAGER_URL", value_delimiter = ',')]
+    pub(crate) alertmanager_urls: Vec<String>,
+    /// This service's URL as users reach it, for links in alerts (default http://<http-addr>).
+    #[arg(long, env = "TENANTSCOPE_EXTERNAL_URL")]
+    pub(crate) external_url: Option<String>,
     /// Folder of the OTLP write-ahead log (requests are acknowledged once logged here).
     #[arg(long, env = "TENANTSCOPE_WAL_DIR", default_value = "./tenantscope-wal")]
     pub(crate) wal_dir: PathBuf,
@@ -237,6 +265,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Demo(args) => crate::demo::run(args).await,
             Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
             Command::Rollup(args) => crate::sql::rollup(args).await,
+            Command::Rules(RulesCommand::Check(args)) => crate::sql::rules_check(args).await,
             Command::Import(ImportCommand::Tenants(args)) => {
                 crate::import::business(Kind::Tenants, args).await
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 use tenantscope_ingest::otlp::IngestConfig;
-use tenantscope_query::cost::CostConfig;
+use tenantscope_query::{alerts::AlertsConfig, cost::CostConfig};
 
 /// Everything the config file may set.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) ingest: IngestConfig,
     /// The cost model: meters and allocation rules.
     pub(crate) cost: CostConfig,
+    /// Alert notifications: Alertmanagers, webhooks, resend and retry settings.
+    pub(crate) alerts: AlertsConfig,
 }
 
 impl Config {
@@ -51,6 +53,8 @@ mod tests {
         assert_eq!(c.ingest.flush_interval_ms, 5000);
         assert_eq!(c.cost.meters.len(), 4);
         assert_eq!(c.cost.allocation.len(), 4);
+        assert_eq!(c.alerts.webhooks[0].name, "oncall");
+        assert_eq!(c.alerts.resend_delay, "1m");
         assert_eq!(
             c.ingest.attribution.mappings[1].values.get("shop-prod").map(String::as_str),
             Some("acme")

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use tenantscope_ingest::otlp::Pipeline;
 use tenantscope_query::{
     EngineConfig, QueryEngine,
+    alerts::RuleManager,
     cost::{Meter, usage},
 };
 use tenantscope_schemas::Lake;
@@ -33,7 +34,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Serves an opened lake until Ctrl-C or SIGTERM: the OTLP receivers (gRPC and HTTP), the HTTP
 /// API and the PostgreSQL wire. On the way out, everything acknowledged is flushed to the lake.
 pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> anyhow::Result<()> {
-    if let Some(path) = &args.rules {
+    for path in &args.rules {
         std::fs::metadata(path).with_context(|| format!("cannot read the rules file {}", path.display()))?;
     }
     if let Some(ms) = args.flush_interval_ms {
@@ -69,6 +70,29 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
     let rollup_every = Duration::from_millis(config.cost.rollup_interval_ms.max(100));
     tokio::spawn(rollup_loop(lake.clone(), pipeline.clone(), config.cost.meters.clone(), rollup_every));
 
+    register_system_tables(&engine, Some(pipeline.clone()))?;
+
+    // Alert rules: evaluated on their schedule, reloaded when their files change or on SIGHUP.
+    let mut alerts_config = config.alerts.clone();
+    alerts_config.alertmanager_urls.extend(args.alertmanager_urls.iter().cloned());
+    if alerts_config.state_file.is_none() {
+        alerts_config.state_file = Some(args.wal_dir.join("alerts-state.json"));
+    }
+    let external_url = args.external_url.clone().unwrap_or_else(|| format!("http://{}", args.http_addr));
+    let rules = if args.rules.is_empty() {
+        None
+    } else {
+        let manager = RuleManager::new(engine.clone(), args.rules.clone(), &alerts_config, &external_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("the alert rules cannot be loaded:\n{e}"))?;
+        let n: usize = manager.groups().iter().map(|g| g.rules.len()).sum();
+        tracing::info!(
+            rules = n, files = ?args.rules, alertmanagers = ?alerts_config.alertmanager_urls,
+            webhooks = alerts_config.webhooks.len(), "Evaluating alert rules."
+        );
+        Some(manager)
+    };
+
     let pg_engine = engine.clone();
     tokio::spawn(async move {
         if let Err(e) = tenantscope_query::pg::serve(&pg_engine, pg_addr).await {
@@ -94,10 +118,17 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         flush_interval_ms = config.ingest.flush_interval_ms, "Receiving OTLP."
     );
 
+    let rules_task = rules.clone().map(|manager| {
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_sighup(reload_tx));
+        tokio::spawn(manager.run(reload_rx, until_stopped()))
+    });
+
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(lake.clone()))
         .route("/metrics", get(metrics).with_state(registry))
+        .route("/v1/rules", get(rules_status).with_state(rules))
         .merge(tenantscope_query::http::router(engine))
         .merge(tenantscope_ingest::billing::http::router(lake.clone()));
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
@@ -113,6 +144,9 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
     }
     if let Ok(Err(e)) = otlp.await {
         tracing::warn!(error = %e, "The OTLP/HTTP receiver failed.");
+    }
+    if let Some(task) = rules_task {
+        let _ = task.await;
     }
     match pipeline.flush().await {
         Ok(()) => tracing::info!("Flushed acknowledged telemetry to the lake."),
@@ -145,6 +179,96 @@ async fn rollup_loop(lake: Lake, pipeline: Pipeline, meters: Vec<Meter>, every: 
         tokio::time::sleep(every).await;
         days = pipeline.take_committed_days().into_iter().collect();
     }
+}
+
+/// Sends on `reload` at every SIGHUP.
+async fn reload_on_sighup(reload: tokio::sync::mpsc::Sender<()>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the alert rules.");
+            if reload.send(()).await.is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RulesQuery {
+    group: Option<String>,
+    rule: Option<String>,
+}
+
+/// `GET /v1/rules[?group=G&rule=R]`: every rule, its health, last evaluation and alerts (where
+/// an alert's `generatorURL` points).
+async fn rules_status(
+    State(rules): State<Option<RuleManager>>,
+    axum::extract::Query(q): axum::extract::Query<RulesQuery>,
+) -> axum::Json<serde_json::Value> {
+    match rules {
+        Some(m) => axum::Json(m.rules_json(q.group.as_deref(), q.rule.as_deref()).await),
+        None => axum::Json(serde_json::json!({"groups": [], "undeliveredWebhookMessages": 0})),
+    }
+}
+
+/// Registers the system tables this process feeds: `ingest_stats` from the OTLP pipeline's
+/// counters, sampled every 5 s for an hour so that windows of 1 to 60 minutes can be read.
+/// Without a pipeline the tables stay empty.
+pub(crate) fn register_system_tables(engine: &QueryEngine, pipeline: Option<Pipeline>) -> anyhow::Result<()> {
+    use std::{collections::VecDeque, sync::Mutex, time::Instant};
+    use tenantscope_ingest::otlp::ItemCounts;
+    use tenantscope_query::system::{IngestStatsRow, SnapshotTable, ingest_stats_batch, ingest_stats_schema};
+    let Some(pipeline) = pipeline else { return Ok(()) };
+    type Samples = VecDeque<(Instant, Vec<ItemCounts>)>;
+    let samples: Arc<Mutex<Samples>> = Arc::default();
+    let sampler = Arc::clone(&samples);
+    let source = pipeline.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let mut s = sampler.lock().unwrap_or_else(|e| e.into_inner());
+            s.push_back((Instant::now(), source.item_counts()));
+            while s.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(3700)) {
+                s.pop_front();
+            }
+        }
+    });
+    let table = SnapshotTable::new(ingest_stats_schema(), move || {
+        let now = pipeline.item_counts();
+        let samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows = Vec::new();
+        for (window, secs) in
+            [("1m", Some(60)), ("5m", Some(300)), ("15m", Some(900)), ("1h", Some(3600)), ("total", None)]
+        {
+            // Counts at the window's start: the last sample at or before it; zero (the start of
+            // the process) when the process is younger than the window.
+            let before = secs.and_then(|secs| {
+                samples.iter().rev().find(|(t, _)| t.elapsed() >= Duration::from_secs(secs)).map(|(_, c)| c)
+            });
+            for c in &now {
+                let b = before.and_then(|b| b.iter().find(|x| x.signal == c.signal));
+                let d = |f: fn(&ItemCounts) -> u64| (f(c) - b.map(f).unwrap_or(0)) as i64;
+                rows.push(IngestStatsRow {
+                    signal: c.signal.to_string(),
+                    lookback: window.to_string(),
+                    window_seconds: secs.map(|s: u64| s as i64),
+                    received: d(|x| x.received),
+                    accepted: d(|x| x.accepted),
+                    rejected: d(|x| x.rejected),
+                });
+            }
+        }
+        ingest_stats_batch(&rows)
+    });
+    engine.replace_table(tenantscope_query::system::INGEST_STATS, Arc::new(table))?;
+    Ok(())
 }
 
 /// The service's own health in Prometheus' text format.

@@ -5,7 +5,7 @@ use tenantscope_query::{EngineConfig, OutputFormat, QueryEngine, write_result};
 use tenantscope_schemas::Lake;
 
 use crate::{
-    cli::{Format, RollupArgs, SqlArgs},
+    cli::{Format, RollupArgs, RulesCheckArgs, SqlArgs},
     config::Config,
 };
 
@@ -62,4 +62,30 @@ pub(crate) async fn rollup(args: RollupArgs) -> anyhow::Result<()> {
     let rows = usage::rollup(&lake, &config.cost.meters, &days).await?;
     crate::cli::say(format!("Rolled up {} days ({from} .. {to}): {rows} usage rows.", days.len()));
     Ok(())
+}
+
+/// `tenantscope rules check`: every problem of the rule files as FILE:LINE: message.
+pub(crate) async fn rules_check(args: RulesCheckArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    // Planning needs the tables' schemas and the views, not data: an empty lake in a scratch
+    // folder, removed afterwards.
+    let scratch = std::env::temp_dir().join(format!("tenantscope-rules-check-{}", std::process::id()));
+    let lake = Lake::open_url(&scratch.display().to_string()).await.context("cannot open a scratch lake")?;
+    let engine = QueryEngine::new(lake, EngineConfig { cost: config.cost, ..Default::default() }).await?;
+    crate::serve::register_system_tables(&engine, None)?;
+    let outcome = tenantscope_query::alerts::load_checked(&engine, &args.files).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    match outcome {
+        Ok(groups) => {
+            let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+            crate::cli::say(format!("SUCCESS: {rules} rules in {} groups.", groups.len()));
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{} problems in the rule files", errors.len())
+        }
+    }
 }

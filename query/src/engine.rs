@@ -5,8 +5,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use datafusion::{
     arrow::{array::RecordBatch, datatypes::SchemaRef},
+    execution::context::SQLOptions,
     execution::{SessionStateBuilder, runtime_env::RuntimeEnvBuilder},
-    prelude::{SessionConfig, SessionContext},
+    prelude::{DataFrame, SessionConfig, SessionContext},
 };
 use tenantscope_schemas::{Lake, Table};
 
@@ -134,6 +135,13 @@ impl QueryEngine {
             ctx.register_udf(udf);
         }
         ctx.register_udaf(cost::topk::udaf());
+        ctx.register_table(
+            crate::system::INGEST_STATS,
+            Arc::new(crate::system::SnapshotTable::new(crate::system::ingest_stats_schema(), || {
+                crate::system::ingest_stats_batch(&[])
+            })),
+        )
+        .map_err(QueryError::DataFusion)?;
         for view in cost::views::ALL {
             ctx.sql(view).await.map_err(QueryError::DataFusion)?;
         }
@@ -143,6 +151,13 @@ impl QueryEngine {
     /// The DataFusion context (for the PostgreSQL wire and views built on top).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Puts `provider` in place of the table `name` (a system table backed by live state).
+    pub fn replace_table(&self, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.deregister_table(name).map_err(QueryError::DataFusion)?;
+        self.ctx.register_table(name, provider).map_err(QueryError::DataFusion)?;
+        Ok(())
     }
 
     /// The lake the engine reads.
@@ -161,6 +176,36 @@ impl QueryEngine {
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(QueryError::DataFusion)?;
         Ok(QueryResult { schema, batches })
+    }
+
+    /// Plans a read-only query (no DDL, DML or `SET`) with `now()` at `t`.
+    async fn plan_at(&self, sql: &str, t: chrono::DateTime<chrono::Utc>) -> Result<DataFrame> {
+        let mut state = self.ctx.state();
+        state.execution_props_mut().query_execution_start_time = Some(t);
+        let plan = state.create_logical_plan(sql).await.map_err(QueryError::from_planning)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(QueryError::from_planning)?;
+        Ok(DataFrame::new(state, plan))
+    }
+
+    /// Runs a read-only query as if it ran at `t`: `now()` (and `current_date`, and every view
+    /// that uses them) is `t`. Alert rules run this way, so that they can be evaluated on any
+    /// clock.
+    pub async fn query_at(&self, sql: &str, t: chrono::DateTime<chrono::Utc>) -> Result<QueryResult> {
+        let df = self.plan_at(sql, t).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Plans a read-only query without running it, and returns its output schema.
+    pub async fn plan_read_only(&self, sql: &str) -> Result<SchemaRef> {
+        let df = self.plan_at(sql, chrono::Utc::now()).await?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
     /// Runs one SQL statement and collects its result.

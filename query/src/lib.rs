@@ -1,6 +1,7 @@
 //! The query service: one DataFusion session over the lake's Delta tables, and the ways to
 //! reach it (the `sql` command, HTTP, PostgreSQL wire).
 
+pub mod alerts;
 pub mod cost;
 pub mod engine;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod format;
 pub mod http;
 pub mod pg;
 pub mod provider;
+pub mod system;
 
 pub use engine::{EngineConfig, QueryEngine, QueryResult};
 pub use error::{QueryError, Result};

@@ -77,3 +77,25 @@ pub fn nullable(name: &str, data_type: DataType) -> Field {
 pub fn required(name: &str, data_type: DataType) -> Field {
     Field::new(name, data_type, false)
 }
+
+/// A batch of `schema` with `n` rows: the given columns by name, NULL in every other (the
+/// columns not given must be nullable).
+pub fn batch_with_nulls(
+    schema: &arrow::datatypes::SchemaRef,
+    n: usize,
+    mut columns: std::collections::HashMap<&str, arrow::array::ArrayRef>,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    let arrays: Vec<arrow::array::ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            columns
+                .remove(f.name().as_str())
+                .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), n))
+        })
+        .collect();
+    if let Some(name) = columns.keys().next() {
+        return Err(arrow::error::ArrowError::SchemaError(format!("no column {name:?} in the schema")));
+    }
+    arrow::array::RecordBatch::try_new(schema.clone(), arrays)
+}

@@ -87,8 +87,25 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.no_serve {
         return Ok(());
     }
-    crate::serve::serve(args.serve, lake, config).await
+    let mut serve = args.serve;
+    if serve.rules.is_empty() {
+        // The shipped alert rules, written next to the write-ahead log (once: edits stay, and
+        // are reloaded on change).
+        let path = serve.wal_dir.join("demo-rules.yaml");
+        std::fs::create_dir_all(&serve.wal_dir)
+            .and_then(|()| if path.exists() { Ok(()) } else { std::fs::write(&path, DEMO_RULES) })
+            .with_context(|| format!("cannot write the demo's alert rules to {}", path.display()))?;
+        crate::cli::say(format!(
+            "Alert rules: {} (examples/rules/tenantscope.yaml); state: GET /v1/rules.",
+            path.display()
+        ));
+        serve.rules.push(path);
+    }
+    crate::serve::serve(serve, lake, config).await
 }
+
+/// The shipped alert rules, which the demo evaluates when no --rules is given.
+const DEMO_RULES: &str = include_str!("../../examples/rules/tenantscope.yaml");
 
 /// The cost model of the demo when no --config is given.
 const DEMO_CONFIG: &str = include_str!("../../examples/demo.yaml");

@@ -238,6 +238,12 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 2' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="unsupported"} 1' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="too_large"} 2' in metrics
+    # The same counts in SQL, where alert rules read them: every window covers this young process.
+    stats = s.sql("SELECT lookback, accepted, rejected, rejected_ratio FROM ingest_stats "
+                  "WHERE signal = 'traces' ORDER BY window_seconds NULLS LAST")
+    assert [r[0] for r in stats] == ["1m", "5m", "15m", "1h", "total"]
+    assert all(r[1:3] == [3, 2] for r in stats), stats
+    assert float(stats[-1][3]) == 0.4
 
 
 def test_one_tenants_flood_is_throttled_while_others_get_through(server_factory):

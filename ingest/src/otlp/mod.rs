@@ -12,5 +12,5 @@ pub(crate) mod value;
 pub mod wal;
 
 pub use attribution::{AttributionConfig, MappingRule, TenantResolver};
-pub use pipeline::{Accepted, IngestConfig, Pipeline, RateLimit, RateLimits, Refused, Signal};
+pub use pipeline::{Accepted, IngestConfig, ItemCounts, Pipeline, RateLimit, RateLimits, Refused, Signal};
 pub use wal::WalError;

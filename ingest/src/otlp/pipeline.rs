@@ -198,6 +198,19 @@ struct Inner {
     committed_days: Mutex<BTreeSet<i32>>,
 }
 
+/// Counts of one signal's items since the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemCounts {
+    /// `traces`, `metrics` or `logs`.
+    pub signal: &'static str,
+    /// Items received.
+    pub received: u64,
+    /// Items acknowledged.
+    pub accepted: u64,
+    /// Items refused (invalid, throttled, too large, unsupported, log failure).
+    pub rejected: u64,
+}
+
 /// The ingest pipeline; cheap to clone. Receivers (gRPC, HTTP, the demo) hand it requests.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -579,6 +592,28 @@ impl Pipeline {
         self.inner.wal.committed(watermark).await;
         self.inner.metrics.wal_bytes.set(self.inner.wal.bytes() as i64);
         if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// Items received, accepted and rejected since the start, per signal (for the
+    /// `ingest_stats` table, where alert rules read the rejection rate).
+    pub fn item_counts(&self) -> Vec<ItemCounts> {
+        let m = &self.inner.metrics;
+        [Signal::Traces, Signal::Metrics, Signal::Logs]
+            .into_iter()
+            .map(|s| {
+                let labels = SignalLabels { signal: s.name() };
+                let rejected = ["invalid", "throttled", "too_large", "unsupported", "error"]
+                    .into_iter()
+                    .map(|reason| m.rejected.get_or_create(&RejectLabels { signal: s.name(), reason }).get())
+                    .sum();
+                ItemCounts {
+                    signal: s.name(),
+                    received: m.received.get_or_create(&labels).get(),
+                    accepted: m.accepted.get_or_create(&labels).get(),
+                    rejected,
+                }
+            })
+            .collect()
     }
 
     /// The UTC days that got rows since the last call (what the usage rollup recomputes).

@@ -1,0 +1,3 @@
+//! The query crate's one integration-test binary.
+
+mod alerts;
