@@ -43,6 +43,25 @@ pub(crate) enum RulesCommand {
     /// against the lake's tables and views. Problems are printed as FILE:LINE: message; the exit
     /// code is 1 when there is any.
     Check(RulesCheckArgs),
+    /// Evaluates every rule once, at a given time, over the lake, without notifying or writing
+    /// anything, and prints the alert instances (pending: `for` has not passed in one
+    /// evaluation) and recorded points as JSON lines.
+    Eval(RulesEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RulesEvalArgs {
+    /// Rule files or folders of them.
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Configuration file (its `cost` section).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Evaluation time (RFC 3339, e.g. 2026-11-28T06:00:00Z); default now.
+    #[arg(long)]
+    pub(crate) at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +285,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Import(ImportCommand::Billing(args)) => crate::import::billing(args).await,
             Command::Rollup(args) => crate::sql::rollup(args).await,
             Command::Rules(RulesCommand::Check(args)) => crate::sql::rules_check(args).await,
+            Command::Rules(RulesCommand::Eval(args)) => crate::sql::rules_eval(args).await,
             Command::Import(ImportCommand::Tenants(args)) => {
                 crate::import::business(Kind::Tenants, args).await
             }

@@ -5,7 +5,7 @@ use tenantscope_query::{EngineConfig, OutputFormat, QueryEngine, write_result};
 use tenantscope_schemas::Lake;
 
 use crate::{
-    cli::{Format, RollupArgs, RulesCheckArgs, SqlArgs},
+    cli::{Format, RollupArgs, RulesCheckArgs, RulesEvalArgs, SqlArgs},
     config::Config,
 };
 
@@ -88,4 +88,39 @@ pub(crate) async fn rules_check(args: RulesCheckArgs) -> anyhow::Result<()> {
             anyhow::bail!("{} problems in the rule files", errors.len())
         }
     }
+}
+
+/// `tenantscope rules eval`: one evaluation of every rule at `--at`, printed as JSON lines.
+pub(crate) async fn rules_eval(args: RulesEvalArgs) -> anyhow::Result<()> {
+    use tenantscope_query::alerts::{AlertsConfig, RuleManager};
+    let at = match &args.at {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t:?} is not an RFC 3339 time such as 2026-11-28T06:00:00Z"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let config = Config::load(args.config.as_deref())?;
+    let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
+    let engine = QueryEngine::new(lake, EngineConfig { cost: config.cost, ..Default::default() }).await?;
+    // No notifier and no state file: nothing leaves the process.
+    let alerts = AlertsConfig {
+        alertmanager_urls: Vec::new(),
+        webhooks: Vec::new(),
+        state_file: None,
+        ..config.alerts
+    };
+    let manager = RuleManager::new(engine, args.files.clone(), &alerts, "http://tenantscope")
+        .await
+        .map_err(|e| anyhow::anyhow!("the rules cannot be loaded:\n{e}"))?;
+    let mut failed = 0;
+    for group in manager.groups() {
+        for report in manager.evaluate_preview(&group, at).await {
+            if report.get("error").is_some_and(|e| !e.is_null()) {
+                failed += 1;
+            }
+            crate::cli::say(report);
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} rules failed to evaluate");
+    Ok(())
 }

@@ -291,3 +291,23 @@ def test_rules_check_points_at_the_line(tmp_path):
                              capture_output=True, text=True)
     assert shipped.returncode == 0, shipped.stderr
     assert shipped.stdout.startswith("SUCCESS: 8 rules in 4 groups"), shipped.stdout
+
+
+def test_the_shipped_rules_find_the_demo_anomalies(demo_week_copy):
+    """The shipped rules over the demo week, evaluated the morning after its last day: the usage
+    spike is a cost spike of that tenant, the margin eater a negative margin; nothing else."""
+    out = tenantscope("rules", "eval", os.path.join(ROOT, "examples", "rules", "tenantscope.yaml"),
+                      "--data", demo_week_copy, "--config", os.path.join(ROOT, "examples", "demo.yaml"),
+                      "--at", "2026-11-28T06:00:00Z")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert all(r["error"] is None for r in rows), rows
+    got = sorted((r["rule"], r["labels"]["tenant_id"], r["state"]) for r in rows)
+    assert got == [("NegativeMarginTenant", "globex", "pending"), ("TenantCostSpike", "stark", "pending")], rows
+    spike = next(r for r in rows if r["rule"] == "TenantCostSpike")
+    assert spike["labels"] == {"alertname": "TenantCostSpike", "tenant_id": "stark", "currency": "USD",
+                               "severity": "warning", "team": "finance"}
+    assert spike["annotations"]["summary"] == "stark: daily cost spike"
+    margin = next(r for r in rows if r["rule"] == "NegativeMarginTenant")
+    assert margin["value"] < 0
+    assert margin["annotations"]["description"] == (
+        f"globex's margin this month is {margin['value']:.2f} USD: it costs more than it pays.")

@@ -27,15 +27,47 @@ def dashboards():
     return sorted(f for f in os.listdir(DASHBOARDS) if f.endswith(".json"))
 
 
+# Rules that give the alerts dashboard something to show: an alert that fires from the demo's
+# usage spike, a rule that fails, and a webhook nobody listens to (failed notifications).
+DASHBOARD_RULES = """groups:
+  - name: dashboards
+    interval: 1s
+    rules:
+      - alert: DemoSpike
+        sql: |
+          SELECT tenant_id, max(score) AS value FROM usage_anomalies
+          WHERE is_anomaly AND meter = 'requests' AND hour >= TIMESTAMP '2026-11-27T00:00:00Z'
+          GROUP BY tenant_id
+      - alert: Broken
+        sql: SELECT 'x' AS k, CAST(1 AS INT) / CAST(0 AS INT) AS value
+"""
+
+
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory):
     lake = str(tmp_path_factory.mktemp("dashlake"))
     tenantscope("demo", "--no-serve", "--data", lake, "--tenants", "8", "--days", "7",
                 "--peak-requests-per-day", "2000", "--end-date", "2026-11-27")
+    root = tmp_path_factory.mktemp("dashserve")
+    rules = root / "rules.yaml"
+    rules.write_text(DASHBOARD_RULES)
     with open(os.path.join(ROOT, "examples", "demo.yaml")) as f:
-        s = Server(str(tmp_path_factory.mktemp("dashserve")), data=lake, config=f.read())
+        config = f.read() + "\nalerts:\n  webhooks:\n    - {name: nobody, url: 'http://127.0.0.1:9/hook', timeout: 1s}\n"
+    s = Server(str(root), data=lake, config=config, extra=["--rules", str(rules)])
+    events = "SELECT DISTINCT event FROM alerts WHERE event IN ('transition', 'notification', 'error') ORDER BY 1"
+    assert s.wait_for(events, [["error"], ["notification"], ["transition"]], timeout=30) == \
+        [["error"], ["notification"], ["transition"]], s.logs()
     yield s.ports["pg"]
     s.stop()
+
+
+def time_range(d):
+    """The demo week, or for the alerts dashboard (whose rows the fixture's rules write now) the
+    last hour."""
+    if d["uid"] == "tenantscope-alerts":
+        now = dt.datetime.now(dt.timezone.utc)
+        return now - dt.timedelta(hours=1), now + dt.timedelta(minutes=1)
+    return START, END
 
 
 def run(port, sql):
@@ -53,7 +85,7 @@ def test_every_panel_runs_with_all_and_with_a_selection(pg, name):
     for v in d["templating"]["list"]:
         if v["type"] != "query":
             continue
-        cols, rows = run(pg, grafana_expand(interpolate(v["query"], variables), START, END))
+        cols, rows = run(pg, grafana_expand(interpolate(v["query"], variables), *time_range(d)))
         assert rows, f"{name}: variable {v['name']} has no values"
         variables[v["name"]] = [str(r[0]) for r in rows]  # All
     selections = [dict(variables)]
@@ -62,7 +94,7 @@ def test_every_panel_runs_with_all_and_with_a_selection(pg, name):
     for vars_ in selections:
         for panel in d["panels"]:
             for target in panel["targets"]:
-                sql = grafana_expand(interpolate(target["rawSql"], vars_), START, END)
+                sql = grafana_expand(interpolate(target["rawSql"], vars_), *time_range(d))
                 assert "$" not in sql.replace("$$", ""), f"unexpanded: {sql}"
                 cols, rows = run(pg, sql)
                 where = f"{name}: panel {panel['title']!r}"

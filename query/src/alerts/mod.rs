@@ -841,6 +841,55 @@ impl RuleManager {
         write_atomically(path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
+    /// One evaluation of a group at `t` that changes nothing (no state, history, points or
+    /// notifications): per rule, its instances (or the points it would record) as JSON.
+    pub async fn evaluate_preview(&self, group: &Group, t: DateTime<Utc>) -> Vec<Value> {
+        let mut out = Vec::new();
+        for rule in &group.rules {
+            let result = match self.query_at(&rule.sql, t).await.and_then(|r| rows_to_labels(&r)) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    out.push(json!({"group": group.name, "rule": rule.name, "error": e}));
+                    continue;
+                }
+            };
+            for (row_labels, value) in result {
+                let mut labels = row_labels.clone();
+                let mut annotations = BTreeMap::new();
+                let url = &self.inner.settings.external_url;
+                let mut error = None;
+                for (k, tmpl) in &rule.labels {
+                    match template::expand(tmpl, &row_labels, value, url) {
+                        Ok(v) => {
+                            labels.insert(k.clone(), v);
+                        }
+                        Err(e) => error = Some(e),
+                    }
+                }
+                let state = match &rule.kind {
+                    RuleKind::Alert { for_, annotations: templates, .. } => {
+                        labels.insert("alertname".into(), rule.name.clone());
+                        for (k, tmpl) in templates {
+                            match template::expand(tmpl, &labels, value, url) {
+                                Ok(v) => {
+                                    annotations.insert(k.clone(), v);
+                                }
+                                Err(e) => error = Some(e),
+                            }
+                        }
+                        if for_.is_zero() { "firing" } else { "pending" }
+                    }
+                    RuleKind::Record => "recorded",
+                };
+                out.push(json!({
+                    "group": group.name, "rule": rule.name, "state": state, "labels": labels,
+                    "annotations": annotations, "value": value, "error": error,
+                }));
+            }
+        }
+        out
+    }
+
     /// Every alert instance now: (rule name, instance).
     pub async fn active_alerts(&self) -> Vec<(String, state::Alert)> {
         let persisted = self.inner.persisted.lock().await;

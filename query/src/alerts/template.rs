@@ -68,8 +68,16 @@ pub fn expand(
     let mut data: HashMap<String, Value> = HashMap::new();
     data.insert("Labels".into(), Value::Map(labels.clone()));
     data.insert("labels".into(), Value::Map(labels));
-    data.insert("Value".into(), Value::from(value));
-    data.insert("value".into(), Value::from(value));
+    // gtmpl_value turns every negative float into an integer (its `fract() < EPSILON` test):
+    // a negative value with a fraction goes in as text, which printing, `printf` and the
+    // humanize functions read back exactly.
+    let v = if value < 0.0 && value.fract() != 0.0 {
+        Value::from(format!("{value}"))
+    } else {
+        Value::from(value)
+    };
+    data.insert("Value".into(), v.clone());
+    data.insert("value".into(), v);
     data.insert("ExternalLabels".into(), Value::Map(HashMap::new()));
     data.insert("ExternalURL".into(), Value::from(external_url));
     t.render(&Context::from(Value::Object(data))).map_err(|e| format!("cannot expand template {text:?}: {e}"))
@@ -358,6 +366,7 @@ mod tests {
         assert_eq!(x("{{ $value | humanizeDuration }}", 5400.0), "1h 30m 0s");
         assert_eq!(x("{{ printf \"%.2f\" $value }}", 3.14159), "3.14");
         assert_eq!(x("{{ printf \"%.2f\" $value }}", -6.0), "-6.00");
+        assert_eq!(x("{{ printf \"%.2f\" $value }} {{ $value }}", -29.906), "-29.91 -29.906");
         assert_eq!(
             x("{{ printf \"%d items, %5.1f%%, %s, %-4s|\" $value 12.345 $labels.tenant_id \"ab\" }}", 7.0),
             "7 items,  12.3%, acme, ab  |"

@@ -386,3 +386,46 @@ async fn errors_are_recorded_and_located() {
     assert_eq!(reports[2].error, None);
     assert_eq!(firing(&m, "Fine").await.len(), 1);
 }
+
+/// A recording rule writes its rows as gauge points of `metrics`, stamped with the evaluation
+/// time, its text columns and labels as attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_rule_writes_gauge_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, engine) = lake_and_engine(&dir.path().join("lake")).await;
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+    let point = |node: &str, v: f64| {
+        let labels: BTreeMap<String, String> = [("node".to_string(), node.to_string())].into_iter().collect();
+        ("temp".to_string(), labels, t0, v)
+    };
+    write_points(&lake, &[point("n1", 70.0), point("n2", 40.0), point("n1", 75.0)]).await;
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: rec\n    rules:\n      - record: node:temp:max\n        sql: SELECT attributes['node'] AS node, 'acme' AS tenant_id, max(value) AS value FROM metrics WHERE metric_name = 'temp' GROUP BY 1\n        labels:\n          source: '{{ $labels.node }}-rule'\n",
+    )
+    .unwrap();
+    let m =
+        RuleManager::new(engine.clone(), vec![rules], &AlertsConfig::default(), "http://ts").await.unwrap();
+    let at = t0 + Duration::minutes(1);
+    let reports = m.evaluate("rec", at).await.unwrap();
+    assert_eq!(reports[0].rows, 2, "{reports:?}");
+    assert_eq!(reports[0].error, None);
+    let r = engine
+        .sql(
+            "SELECT attributes['node'], attributes['source'], tenant_id, metric_type, service_name, \
+             CAST(value AS VARCHAR), to_char(time, '%H:%M') FROM metrics \
+             WHERE metric_name = 'node:temp:max' ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<Vec<String>> =
+        (0..r.num_rows()).map(|i| (0..7).map(|c| strings(&r, c)[i].clone()).collect()).collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["n1", "n1-rule", "acme", "gauge", "tenantscope", "75.0", "12:01"],
+            vec!["n2", "n2-rule", "acme", "gauge", "tenantscope", "40.0", "12:01"],
+        ]
+    );
+}
