@@ -311,3 +311,51 @@ def test_the_shipped_rules_find_the_demo_anomalies(demo_week_copy):
     assert margin["value"] < 0
     assert margin["annotations"]["description"] == (
         f"globex's margin this month is {margin['value']:.2f} USD: it costs more than it pays.")
+
+
+def test_a_resolve_that_could_not_be_delivered_is_delivered_after_a_restart(tmp_path):
+    hook = Receiver()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(BUSY_RULES.replace("WINDOW", "6").replace("FOR", "0s"))
+    config = webhook_config(hook.url)
+    s = Server(str(tmp_path), config=config, extra=["--rules", str(rules)])
+    try:
+        send_spans(s, "t-resolve", 3)
+        wait_until("the firing message", lambda: [p for p in hook.payloads if p["status"] == "firing"])
+        # The receiver goes down; the spans age out and the resolve is refused.
+        hook.failures = 10**9
+        refused_before = hook.attempts
+        wait_until("a refused resolve", lambda: hook.attempts > refused_before)
+        s.kill9()
+        hook.failures = 0
+        s = Server(str(tmp_path), config=config, extra=["--rules", str(rules)])
+        resolved = wait_until("the resolve after the restart",
+                              lambda: [p for p in hook.payloads if p["status"] == "resolved"])
+        assert resolved[0]["alerts"][0]["labels"]["tenant_id"] == "t-resolve"
+        time.sleep(2)
+        assert [p["status"] for p in hook.payloads] == ["firing", "resolved"], "each once"
+    finally:
+        s.stop()
+        hook.close()
+
+
+def test_sighup_reloads_the_rules(tmp_path):
+    import signal
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(BUSY_RULES.replace("WINDOW", "6").replace("FOR", "0s"))
+    s = Server(str(tmp_path), extra=["--rules", str(rules)])
+    try:
+        reloads = "SELECT count(*) FROM alerts WHERE event = 'reload'"
+        assert s.sql(reloads) == [[0]]
+        s.proc.send_signal(signal.SIGHUP)
+        assert s.wait_for(reloads, [[1]]) == [[1]], s.logs()
+        # A broken file is refused (the rules in force stay) and the refusal is recorded.
+        rules.write_text("groups:\n  - name: traffic\n    rules:\n      - alert: X\n        sql: SELEC 1\n")
+        s.proc.send_signal(signal.SIGHUP)
+        errors = "SELECT count(*) FROM alerts WHERE event = 'error' AND detail LIKE 'reload refused:%'"
+        # (The file watch may see the change first: then the SIGHUP refuses it a second time.)
+        wait_until("the refusal", lambda: s.sql(errors)[0][0] >= 1)
+        rule = get_json(f"{s.http}/v1/rules")["groups"][0]["rules"][0]
+        assert rule["name"] == "TenantBusy" and rule["health"] == "ok"
+    finally:
+        s.stop()
