@@ -32,9 +32,43 @@ pub(crate) enum Command {
     /// Alert rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Merges small files into large ones (per partition, one commit per table) and
+    /// checkpoints the tables' logs. Safe while serve ingests and answers queries.
+    Compact(CompactArgs),
+    /// Applies the config's retention (whole day partitions) and deletes data files that no
+    /// table version newer than `maintenance.vacuum_after` references.
+    Vacuum(VacuumArgs),
     /// Recompute the `usage` table (hourly quantity per tenant and meter) from the telemetry.
     /// `serve` keeps it up to date by itself; use this after changing the meters.
     Rollup(RollupArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompactArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Only these tables (repeatable; default all).
+    #[arg(long)]
+    pub(crate) table: Vec<String>,
+    /// Z-order the rows by tenant and time instead of merging files in order.
+    #[arg(long)]
+    pub(crate) zorder: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VacuumArgs {
+    #[command(flatten)]
+    pub(crate) lake: LakeArgs,
+    /// Configuration file (its `maintenance` section: retention_days, vacuum_after).
+    #[arg(long, env = "TENANTSCOPE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Only these tables (repeatable; default all).
+    #[arg(long)]
+    pub(crate) table: Vec<String>,
+    /// Overrides maintenance.vacuum_after (e.g. 1h; 0 deletes every unreferenced file now,
+    /// which breaks queries that are reading an older version).
+    #[arg(long)]
+    pub(crate) vacuum_after: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +320,8 @@ pub(crate) fn main() -> ExitCode {
             Command::Rollup(args) => crate::sql::rollup(args).await,
             Command::Rules(RulesCommand::Check(args)) => crate::sql::rules_check(args).await,
             Command::Rules(RulesCommand::Eval(args)) => crate::sql::rules_eval(args).await,
+            Command::Compact(args) => crate::maintenance::compact(args).await,
+            Command::Vacuum(args) => crate::maintenance::vacuum(args).await,
             Command::Import(ImportCommand::Tenants(args)) => {
                 crate::import::business(Kind::Tenants, args).await
             }

@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub(crate) cost: CostConfig,
     /// Alert notifications: Alertmanagers, webhooks, resend and retry settings.
     pub(crate) alerts: AlertsConfig,
+    /// Lake maintenance: compaction, retention, vacuum schedule.
+    pub(crate) maintenance: crate::maintenance::MaintenanceConfig,
 }
 
 impl Config {
@@ -39,6 +41,7 @@ impl Config {
             "invalid config file {name}: ingest.max_tenant_share must be in (0, 1], not {}",
             i.max_tenant_share
         );
+        config.maintenance.parsed().with_context(|| format!("invalid config file {name}"))?;
         Ok(config)
     }
 }
@@ -55,6 +58,7 @@ mod tests {
         assert_eq!(c.cost.allocation.len(), 4);
         assert_eq!(c.alerts.webhooks[0].name, "oncall");
         assert_eq!(c.alerts.resend_delay, "1m");
+        assert_eq!(c.maintenance.retention_days.get("spans"), Some(&14));
         assert_eq!(
             c.ingest.attribution.mappings[1].values.get("shop-prod").map(String::as_str),
             Some("acme")
@@ -70,5 +74,7 @@ mod tests {
         let e =
             Config::parse("cost:\n  allocation:\n    - {name: a, method: split}\n", "x.yaml").unwrap_err();
         assert!(format!("{e:#}").contains("unknown variant `split`"), "{e:#}");
+        let e = Config::parse("maintenance:\n  retention_days: {billing: 30}\n", "x.yaml").unwrap_err();
+        assert!(format!("{e:#}").contains("billing is not partitioned by day"), "{e:#}");
     }
 }

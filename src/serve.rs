@@ -54,7 +54,13 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
     let pipeline = Pipeline::start(lake.clone(), config.ingest.clone(), args.wal_dir.clone(), &mut registry)
         .await
         .context("cannot start OTLP ingest")?;
+    let maintenance_metrics = crate::maintenance::MaintenanceMetrics::new(&mut registry);
     let registry = Arc::new(registry);
+    tokio::spawn(crate::maintenance::maintenance_loop(
+        lake.clone(),
+        config.maintenance.clone(),
+        maintenance_metrics,
+    ));
     let engine = QueryEngine::new(
         lake.clone(),
         EngineConfig {

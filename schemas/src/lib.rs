@@ -10,7 +10,7 @@ pub mod lake;
 pub mod tables;
 pub mod types;
 
-pub use lake::{Commit, Lake, LakeError, LakeLocation};
+pub use lake::{Commit, CompactOrder, CompactReport, Lake, LakeError, LakeLocation, TableFiles};
 pub use tables::Table;
 
 /// Re-exported so that every crate uses the same arrow and deltalake.

@@ -294,7 +294,7 @@ impl RuleManager {
                     receiver: None,
                     detail: Some(format!("loaded {n} rules in groups {}", names.join(", "))),
                 });
-                self.audit(now, "rules.reload", &names.join(", ")).await;
+                self.audit("rules.reload", &names.join(", ")).await;
                 Ok(n)
             }
             Err(errors) => {
@@ -318,28 +318,10 @@ impl RuleManager {
         }
     }
 
-    async fn audit(&self, now: i64, action: &str, detail: &str) {
-        let schema = Table::AuditLog.schema();
-        let n = 1;
-        let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
-        cols.insert("time", Arc::new(TimestampMicrosecondArray::from(vec![now * 1000]).with_timezone("UTC")));
-        cols.insert("actor", Arc::new(StringArray::from(vec!["tenantscope"])));
-        cols.insert("action", Arc::new(StringArray::from(vec![action])));
-        cols.insert(
-            "target",
-            Arc::new(StringArray::from(vec![
-                self.inner.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
-            ])),
-        );
-        cols.insert("detail", Arc::new(StringArray::from(vec![detail])));
-        cols.insert("date", Arc::new(Date32Array::from(vec![(now / 86_400_000) as i32])));
-        match tenantscope_schemas::types::batch_with_nulls(&schema, n, cols).map_err(|e| e.to_string()) {
-            Ok(b) => {
-                if let Err(e) = self.inner.lake.append(Table::AuditLog, &[b]).await {
-                    tracing::warn!(error = %e, "Cannot write the audit log.");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot build the audit row."),
+    async fn audit(&self, action: &str, detail: &str) {
+        let target = self.inner.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+        if let Err(e) = self.inner.lake.audit("tenantscope", action, &target, detail).await {
+            tracing::warn!(error = %e, "Cannot write the audit log.");
         }
     }
 

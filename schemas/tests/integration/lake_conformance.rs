@@ -24,7 +24,7 @@ const DAY_US: i64 = 86_400_000_000;
 const T0: i64 = 1_793_491_200_000_000;
 
 /// `n` spans spread over three tenants (and unattributed rows), two days, in shuffled order.
-fn spans(n: usize, salt: i64) -> RecordBatch {
+pub(crate) fn spans(n: usize, salt: i64) -> RecordBatch {
     let tenants = [Some("acme"), Some("globex"), None, Some("initech")];
     let mut time = Vec::with_capacity(n);
     let mut tenant = Vec::with_capacity(n);

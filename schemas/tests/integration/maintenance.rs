@@ -1,0 +1,122 @@
+//! Compaction, retention and vacuum while ingest and a reader run: no row twice, none missing,
+//! and the final table equals what was acknowledged.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicI64, Ordering},
+};
+
+use arrow::array::{Array, Int64Array, RecordBatch};
+use deltalake::datafusion::prelude::SessionContext;
+use tenantscope_schemas::{CompactOrder, Lake, Table};
+
+use crate::lake_conformance::spans;
+
+/// (rows, distinct rows) of `spans`, read through a fresh handle (a new snapshot).
+async fn rows_and_distinct(url: &str) -> (i64, i64) {
+    let lake = Lake::open_url(url).await.unwrap();
+    let dt = lake.table(Table::Spans).await.unwrap();
+    let ctx = SessionContext::new();
+    dt.update_datafusion_session(&ctx.state()).unwrap();
+    ctx.register_table("spans", dt.table_provider().await.unwrap()).unwrap();
+    // duration_ns is i * 1000 + salt: unique per row of the test.
+    let b: Vec<RecordBatch> = ctx
+        .sql("SELECT count(*), count(DISTINCT duration_ns) FROM spans")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let col = |i: usize| b[0].column(i).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    (col(0), col(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_and_vacuum_under_live_ingest_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let lake = Lake::open_url(&url).await.unwrap();
+    // Many small commits, as 1-second flushes leave them.
+    let acked = Arc::new(AtomicI64::new(0));
+    for salt in 0..30 {
+        let c = lake.append(Table::Spans, &[spans(40, salt)]).await.unwrap().unwrap();
+        acked.fetch_add(c.rows as i64, Ordering::SeqCst);
+    }
+    let before = lake.files(Table::Spans).await.unwrap();
+    assert!(before.files >= 30, "{before:?}");
+
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (lake, acked) = (lake.clone(), Arc::clone(&acked));
+        tokio::spawn(async move {
+            for salt in 30..60 {
+                let c = lake.append(Table::Spans, &[spans(40, salt)]).await.unwrap().unwrap();
+                acked.fetch_add(c.rows as i64, Ordering::SeqCst);
+            }
+        })
+    };
+    let reader = {
+        let (url, acked, done) = (url.clone(), Arc::clone(&acked), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !done.load(Ordering::SeqCst) {
+                let low = acked.load(Ordering::SeqCst);
+                let (rows, distinct) = rows_and_distinct(&url).await;
+                let high = acked.load(Ordering::SeqCst);
+                assert_eq!(rows, distinct, "a row seen twice");
+                assert!(rows >= low && rows <= high, "{rows} rows, acknowledged {low}..{high}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let report = lake.compact(Table::Spans, CompactOrder::Merge).await.unwrap();
+    assert!(report.files_removed > 0 && report.version.is_some(), "{report:?}");
+    writer.await.unwrap();
+    // Vacuum after a 1-second safety window: the reader reloads its snapshot far more often.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let deleted = lake.vacuum(Table::Spans, std::time::Duration::from_secs(1)).await.unwrap();
+    assert!(
+        deleted as u64 >= report.files_removed,
+        "deleted {deleted}, compaction replaced {}",
+        report.files_removed
+    );
+    let z = lake.compact(Table::Spans, CompactOrder::ZOrder).await.unwrap();
+    assert!(z.after.files <= z.before.files, "{z:?}");
+    lake.checkpoint(Table::Spans).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    done.store(true, Ordering::SeqCst);
+    let reads = reader.await.unwrap();
+    assert!(reads > 3, "the reader ran during maintenance ({reads} reads)");
+
+    let (rows, distinct) = rows_and_distinct(&url).await;
+    assert_eq!(
+        (rows, distinct),
+        (acked.load(Ordering::SeqCst), rows),
+        "the lake equals what was acknowledged"
+    );
+    let after = lake.files(Table::Spans).await.unwrap();
+    assert!(after.files < before.files, "{before:?} -> {after:?}");
+    // Every file the table references exists (vacuum deleted only unreferenced ones).
+    assert_eq!(rows, 60 * 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_exactly_the_expired_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_url(dir.path().to_str().unwrap()).await.unwrap();
+    // spans() covers 2026-11-01 and 2026-11-02.
+    lake.append(Table::Spans, &[spans(100, 1)]).await.unwrap();
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    assert_eq!(lake.expire(Table::Spans, day(1)).await.unwrap(), vec![], "nothing before the 1st");
+    let removed = lake.expire(Table::Spans, day(2)).await.unwrap();
+    assert_eq!(removed, vec![day(1)]);
+    let rows = lake
+        .query(&[Table::Spans], "SELECT count(*), min(date) = DATE '2026-11-02' FROM spans")
+        .await
+        .unwrap();
+    let n = rows[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    assert_eq!(n, 50, "the second day's rows are all there");
+    let e = lake.expire(Table::Billing, day(2)).await.unwrap_err();
+    assert!(e.to_string().contains("partitioned by day"), "{e}");
+}
