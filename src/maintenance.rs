@@ -112,7 +112,7 @@ pub(crate) async fn run_once(
     actor: &str,
 ) -> anyhow::Result<Vec<String>> {
     let (_, vacuum_after, retention) = config.parsed()?;
-    let order = if config.zorder { CompactOrder::ZOrder } else { CompactOrder::Merge };
+    let order = if config.zorder { CompactOrder::ZOrder } else { CompactOrder::Sort };
     let mut lines = Vec::new();
     let mut failures = Vec::new();
     for &table in tables {
@@ -248,7 +248,7 @@ fn tables_of(names: &[String]) -> anyhow::Result<Vec<Table>> {
 /// `tenantscope compact`: compaction and a checkpoint, no retention, no vacuum.
 pub(crate) async fn compact(args: CompactArgs) -> anyhow::Result<()> {
     let lake = Lake::open_url(&args.lake.data).await.context("cannot open the lake")?;
-    let order = if args.zorder { CompactOrder::ZOrder } else { CompactOrder::Merge };
+    let order = if args.zorder { CompactOrder::ZOrder } else { CompactOrder::Sort };
     for table in tables_of(&args.table)? {
         let r = lake.compact(table, order).await?;
         lake.checkpoint(table).await?;

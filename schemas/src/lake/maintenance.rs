@@ -40,11 +40,20 @@ pub struct CompactReport {
     pub version: Option<u64>,
 }
 
+/// Partitions with more Parquet bytes than this are merged, not sorted: sorting reads the
+/// whole partition into memory.
+pub const SORT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+
 /// How compaction orders rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CompactOrder {
-    /// Merge files in their order (each flush's file is sorted by tenant and time).
+    /// Rewrite each partition's rows sorted by the table's sort columns (tenant, then time), so
+    /// that tenant and time filters prune row groups and pages as well as in freshly flushed
+    /// files; partitions above [`SORT_MAX_BYTES`] and unpartitioned tables are merged instead.
     #[default]
+    Sort,
+    /// Merge files in their order (each flush's file is sorted by tenant and time, the merged
+    /// file is a sequence of such runs). Streams: no partition is held in memory.
     Merge,
     /// Z-order the rows by the table's sort columns (tenant, time): files that each cover fewer
     /// tenants, so tenant filters skip more of them.
@@ -76,8 +85,11 @@ impl Lake {
         }
         let dt = self.reload(table).await?;
         let before = files_of(&dt, table)?;
+        if order == CompactOrder::Sort && table.partition_columns().len() == 1 {
+            return self.compact_sorted(table, dt, before).await;
+        }
         let kind = match order {
-            CompactOrder::Merge => OptimizeType::Compact,
+            CompactOrder::Merge | CompactOrder::Sort => OptimizeType::Compact,
             CompactOrder::ZOrder => {
                 OptimizeType::ZOrder(table.sort_columns().iter().map(|c| (*c).to_string()).collect())
             }
@@ -105,6 +117,114 @@ impl Lake {
             partitions: metrics.partitions_optimized,
             version,
         })
+    }
+
+    /// Sorted compaction: per partition with several files, its rows read from the snapshot the
+    /// compaction started from, sorted, and written back replacing exactly the files read (one
+    /// commit per partition). Appends committed meanwhile add files the compaction did not read
+    /// and does not remove, so no row is lost or doubled.
+    async fn compact_sorted(
+        &self,
+        table: Table,
+        dt: DeltaTable,
+        before: TableFiles,
+    ) -> Result<CompactReport> {
+        use deltalake::datafusion::prelude::SessionContext;
+        let column = table.partition_columns()[0];
+        let mut partitions: std::collections::BTreeMap<Option<String>, (u64, u64)> = Default::default();
+        for f in dt.snapshot().map_err(|e| LakeError::delta(table, e))?.log_data().iter() {
+            let value = f.partition_values_map().remove(column).flatten();
+            let e = partitions.entry(value).or_default();
+            e.0 += 1;
+            e.1 += f.size().max(0) as u64;
+        }
+        let mut report = CompactReport { before, ..Default::default() };
+        let mut dt = dt;
+        let mut merge_rest = false;
+        for (value, (files, bytes)) in partitions {
+            if files < 2 {
+                continue;
+            }
+            let predicate = match &value {
+                Some(v) => format!("{column} = '{}'", v.replace('\'', "''")),
+                None => format!("{column} IS NULL"),
+            };
+            if bytes > SORT_MAX_BYTES {
+                merge_rest = true;
+                continue;
+            }
+            let ctx = SessionContext::new();
+            dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
+            let provider = dt
+                .table_provider()
+                .await
+                .map_err(|e| LakeError::Query { sql: predicate.clone(), reason: e.to_string() })?;
+            ctx.register_table("t", provider)
+                .map_err(|e| LakeError::Query { sql: predicate.clone(), reason: e.to_string() })?;
+            let sql = format!("SELECT * FROM t WHERE {predicate}");
+            let batches = ctx
+                .sql(&sql)
+                .await
+                .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?
+                .collect()
+                .await
+                .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
+            let Some(batch) = super::prepare(table, &batches)? else { continue };
+            // The same snapshot as the read: the overwrite removes exactly the files read.
+            let written = dt
+                .clone()
+                .write(vec![batch])
+                .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+                .with_replace_where(predicate.clone())
+                .with_writer_properties(writer_properties(table))
+                .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
+                .await;
+            let next = match written {
+                Ok(next) => next,
+                // Appends landed in this partition meanwhile (live ingest): Delta refused the
+                // rewrite rather than lose them. Merge it instead, which appends do not disturb.
+                Err(deltalake::DeltaTableError::Transaction {
+                    source: deltalake::kernel::transaction::TransactionError::CommitConflict(_),
+                }) => {
+                    tracing::debug!(%table, partition = %predicate, "Partition written to during compaction; merging it instead.");
+                    merge_rest = true;
+                    dt.update_state().await.map_err(|e| LakeError::delta(table, e))?;
+                    continue;
+                }
+                Err(e) => return Err(LakeError::delta(table, e)),
+            };
+            report.files_removed += files;
+            report.partitions += 1;
+            report.version = next.version();
+            dt = next;
+        }
+        if merge_rest {
+            // Partitions too large to sort in memory, or being written to: merged in order, streaming.
+            let (next, metrics) = dt
+                .optimize()
+                .with_type(OptimizeType::Compact)
+                .with_target_size(NonZeroU64::new(TARGET_FILE_BYTES).unwrap_or(NonZeroU64::MIN))
+                .with_writer_properties(writer_properties(table))
+                .with_max_concurrent_tasks(2)
+                .await
+                .map_err(|e| LakeError::delta(table, e))?;
+            report.files_removed += metrics.num_files_removed;
+            report.partitions += metrics.partitions_optimized;
+            if metrics.num_files_removed > 0 {
+                report.version = next.version();
+            }
+            dt = next;
+        }
+        report.after = files_of(&dt, table)?;
+        report.files_added =
+            (report.after.files + report.files_removed as usize).saturating_sub(report.before.files) as u64;
+        tracing::info!(
+            %table, files_before = report.before.files, files_after = report.after.files,
+            bytes_before = report.before.bytes, bytes_after = report.after.bytes, partitions = report.partitions,
+            version = ?report.version, "Compacted (sorted)."
+        );
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+        Ok(report)
     }
 
     /// Removes the whole day partitions of a telemetry (or `usage`, `alerts`, `audit_log`)
@@ -143,7 +263,10 @@ impl Lake {
     }
 
     /// Deletes the table's data files that no version newer than `retention` references (the
-    /// files compaction and retention replaced). Returns how many were deleted.
+    /// files compaction and retention replaced, and orphans of failed writes). `retention` must
+    /// exceed the longest query and the longest write: a file younger than that may be read by
+    /// a query on an older version, or be a write not yet committed. Returns how many were
+    /// deleted.
     pub async fn vacuum(&self, table: Table, retention: std::time::Duration) -> Result<usize> {
         if !self.exists(table).await? {
             return Ok(0);
@@ -152,6 +275,9 @@ impl Lake {
         let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
         let (dt, metrics) = dt
             .vacuum()
+            // Full: every file in the table's folders that no version references, tombstoned or
+            // orphaned (a write that failed before its commit), once older than `retention`.
+            .with_mode(deltalake::operations::vacuum::VacuumMode::Full)
             .with_retention_period(retention)
             .with_enforce_retention_duration(false)
             .await

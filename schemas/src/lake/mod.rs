@@ -24,7 +24,7 @@ use object_store::ObjectStore;
 
 pub use error::{LakeError, Result};
 pub use location::{LakeLocation, register_cloud_stores};
-pub use maintenance::{CompactOrder, CompactReport, TableFiles};
+pub use maintenance::{CompactOrder, CompactReport, SORT_MAX_BYTES, TableFiles};
 pub use writer::{PAGE_ROWS, ROW_GROUP_ROWS, TARGET_FILE_BYTES, prepare, writer_properties};
 
 use crate::tables::Table;

@@ -31,6 +31,23 @@ async fn rows_and_distinct(url: &str) -> (i64, i64) {
     (col(0), col(1))
 }
 
+/// The Parquet files of `spans` the current version references.
+fn walk_parquet(url: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(url).join("spans")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.ends_with("_delta_log") {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_and_vacuum_under_live_ingest_and_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,19 +87,19 @@ async fn compaction_and_vacuum_under_live_ingest_and_reads() {
             reads
         })
     };
-    let report = lake.compact(Table::Spans, CompactOrder::Merge).await.unwrap();
+    let report = lake.compact(Table::Spans, CompactOrder::Sort).await.unwrap();
     assert!(report.files_removed > 0 && report.version.is_some(), "{report:?}");
+    let merged = lake.compact(Table::Spans, CompactOrder::Merge).await.unwrap();
     writer.await.unwrap();
     // Vacuum after a 1-second safety window: the reader reloads its snapshot far more often.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let deleted = lake.vacuum(Table::Spans, std::time::Duration::from_secs(1)).await.unwrap();
     assert!(
-        deleted as u64 >= report.files_removed,
-        "deleted {deleted}, compaction replaced {}",
-        report.files_removed
+        deleted as u64 >= report.files_removed + merged.files_removed,
+        "deleted {deleted}, compactions replaced {} and {}",
+        report.files_removed,
+        merged.files_removed
     );
-    let z = lake.compact(Table::Spans, CompactOrder::ZOrder).await.unwrap();
-    assert!(z.after.files <= z.before.files, "{z:?}");
     lake.checkpoint(Table::Spans).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     done.store(true, Ordering::SeqCst);
@@ -97,8 +114,50 @@ async fn compaction_and_vacuum_under_live_ingest_and_reads() {
     );
     let after = lake.files(Table::Spans).await.unwrap();
     assert!(after.files < before.files, "{before:?} -> {after:?}");
-    // Every file the table references exists (vacuum deleted only unreferenced ones).
     assert_eq!(rows, 60 * 40);
+
+    // Sorted compaction once more (one more append first, so that each day has several files),
+    // with the writer and reader done, and vacuum after 0 s: one file per day, its rows in
+    // tenant and time order.
+    lake.append(Table::Spans, &[spans(40, 60)]).await.unwrap();
+    let rows = rows + 40;
+    let sorted = lake.compact(Table::Spans, CompactOrder::Sort).await.unwrap();
+    assert_eq!(sorted.after.files, 2, "{sorted:?}");
+    lake.vacuum(Table::Spans, std::time::Duration::ZERO).await.unwrap();
+    let files = walk_parquet(&url);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for path in files {
+        let reader = deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut last: Option<(Option<String>, i64)> = None;
+        for b in reader {
+            let b = b.unwrap();
+            let tenant = arrow::compute::cast(
+                b.column_by_name("tenant_id").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let tenant = tenant.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let time = b.column_by_name("time").unwrap();
+            let time = time.as_any().downcast_ref::<arrow::array::TimestampMicrosecondArray>().unwrap();
+            for i in 0..b.num_rows() {
+                let key = ((!tenant.is_null(i)).then(|| tenant.value(i).to_string()), time.value(i));
+                if let Some(prev) = &last {
+                    assert!(*prev <= key, "{path:?}: {prev:?} before {key:?}");
+                }
+                last = Some(key);
+            }
+        }
+    }
+    assert_eq!(rows_and_distinct(&url).await, (rows, rows));
+    // Z-ordering rewrites the rows, keeps them all.
+    let z = lake.compact(Table::Spans, CompactOrder::ZOrder).await.unwrap();
+    assert!(z.after.files <= z.before.files, "{z:?}");
+    assert_eq!(rows_and_distinct(&url).await, (rows, rows));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
