@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Checks the dashboards: every file parses as JSON, is a classic dashboard model of a current
 schemaVersion, has the datasource as a variable, and every panel has a description, a
-datasource that is that variable (never a hard-coded uid) and SQL targets.
+datasource that is a variable (never a hard-coded uid) and targets: SQL on `${datasource}`
+(tenantscope's PostgreSQL wire), or PromQL on `${prometheus}` (a Prometheus scraping
+tenantscope's /metrics; the dashboard must then have that variable too).
 
     python3 dashboards/check.py [DIR]      # exit 1 and one line per problem if any
 """
@@ -12,6 +14,7 @@ import sys
 
 MIN_SCHEMA = 39
 DATASOURCE = "${datasource}"
+PROMETHEUS = "${prometheus}"
 
 
 def check_file(path):
@@ -39,14 +42,22 @@ def check_file(path):
             continue
         if not (p.get("description") or "").strip():
             problems.append(f"{where}: no description")
-        if (p.get("datasource") or {}).get("uid") != DATASOURCE:
+        uid = (p.get("datasource") or {}).get("uid")
+        if uid not in (DATASOURCE, PROMETHEUS):
             problems.append(f"{where}: datasource is hard-coded ({p.get('datasource')}), use {DATASOURCE}")
+        if uid == PROMETHEUS and not any(v.get("type") == "datasource" and v.get("name") == "prometheus" for v in variables):
+            problems.append(f"{where}: uses {PROMETHEUS} but the dashboard has no datasource variable 'prometheus'")
         targets = p.get("targets") or []
         if not targets:
             problems.append(f"{where}: no targets")
         for t in targets:
-            if (t.get("datasource") or {}).get("uid") != DATASOURCE:
-                problems.append(f"{where}: target {t.get('refId')}: datasource is hard-coded, use {DATASOURCE}")
+            t_uid = (t.get("datasource") or {}).get("uid")
+            if t_uid != uid:
+                problems.append(f"{where}: target {t.get('refId')}: datasource is hard-coded or differs from the panel's, use {uid}")
+            if t_uid == PROMETHEUS:
+                if not (t.get("expr") or "").strip():
+                    problems.append(f"{where}: target {t.get('refId')}: no expr")
+                continue
             if not (t.get("rawSql") or "").strip():
                 problems.append(f"{where}: target {t.get('refId')}: no rawSql")
             if t.get("format") not in ("time_series", "table"):

@@ -13,7 +13,10 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use prometheus_client::registry::Registry;
+use prometheus_client::{
+    metrics::{family::Family, histogram::Histogram},
+    registry::Registry,
+};
 use tenantscope_ingest::otlp::Pipeline;
 use tenantscope_query::{
     EngineConfig, QueryEngine,
@@ -55,6 +58,12 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         .await
         .context("cannot start OTLP ingest")?;
     let maintenance_metrics = crate::maintenance::MaintenanceMetrics::new(&mut registry);
+    let http_latency: Family<RouteLabels, Histogram> = Family::new_with_constructor(latency_histogram);
+    registry.register(
+        "tenantscope_http_request_duration_seconds",
+        "Time to answer an HTTP API request, by method and route (POST /v1/sql: SQL queries)",
+        http_latency.clone(),
+    );
     let registry = Arc::new(registry);
     tokio::spawn(crate::maintenance::maintenance_loop(
         lake.clone(),
@@ -136,7 +145,8 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         .route("/metrics", get(metrics).with_state(registry))
         .route("/v1/rules", get(rules_status).with_state(rules))
         .merge(tenantscope_query::http::router(engine))
-        .merge(tenantscope_ingest::billing::http::router(lake.clone()));
+        .merge(tenantscope_ingest::billing::http::router(lake.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(http_latency, time_request));
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
     tracing::info!("Billing import: POST /v1/import/billing (the export file as the body).");
     let api = axum::serve(http, app).with_graceful_shutdown(until_stopped()).into_future();
@@ -185,6 +195,30 @@ async fn rollup_loop(lake: Lake, pipeline: Pipeline, meters: Vec<Meter>, every: 
         tokio::time::sleep(every).await;
         days = pipeline.take_committed_days().into_iter().collect();
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Records each request's time under its method and route.
+async fn time_request(
+    State(latency): State<Family<RouteLabels, Histogram>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // A route layer runs for matched routes only, and none of ours has path parameters: the
+    // path is the route (no unbounded label values).
+    let route = format!("{} {}", request.method(), request.uri().path());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Sends on `reload` at every SIGHUP.
