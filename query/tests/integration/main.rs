@@ -1,3 +1,4 @@
 //! The query crate's one integration-test binary.
 
 mod alerts;
+mod slt;

@@ -1,0 +1,293 @@
+//! sqllogictest files (`query/tests/slt/*.slt`) for the cost model's views and functions, run
+//! twice: in-process on the engine, and over the PostgreSQL wire with tokio-postgres. The
+//! fixture is small and hand-made so that every expected value in the files is computed by hand
+//! (see `cost_model.slt` for the arithmetic).
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use tenantscope_query::{EngineConfig, QueryEngine, cost::CostConfig};
+use tenantscope_schemas::{
+    Lake, Table,
+    arrow::{
+        array::{ArrayRef, StringArray},
+        compute::cast,
+        util::display::{ArrayFormatter, FormatOptions},
+    },
+    types::{batch_with_nulls, string_map_builder},
+};
+
+/// Allocation rules of the fixture.
+const CONFIG: &str = "
+allocation:
+  - {name: compute-by-requests, match: {service_category: Compute}, method: proportional, meter: requests}
+  - {name: support-even, match: {service_name: Support}, method: even}
+  - {name: team-tag, match: {service_name: RDS}, method: direct, tag: team}
+  - {name: dns-fixed, match: {service_name: DNS}, method: fixed, weights: {acme: 1, globex: 2}}
+";
+
+/// Rows of `table` from text values (cast to each column's type; `None` is NULL; `tags` and
+/// `labels` as `k=v` pairs separated by `;`).
+fn rows(
+    table: Table,
+    columns: &[(&str, Vec<Option<&str>>)],
+) -> tenantscope_schemas::arrow::array::RecordBatch {
+    let schema = table.schema();
+    let n = columns[0].1.len();
+    let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
+    for (name, values) in columns {
+        let field = schema.field_with_name(name).unwrap();
+        let array: ArrayRef =
+            if matches!(field.data_type(), tenantscope_schemas::arrow::datatypes::DataType::Map(..)) {
+                let mut b = string_map_builder();
+                for v in values {
+                    for pair in v.unwrap_or_default().split(';').filter(|p| !p.is_empty()) {
+                        let (k, val) = pair.split_once('=').unwrap();
+                        b.keys().append_value(k);
+                        b.values().append_value(val);
+                    }
+                    b.append(v.is_some()).unwrap();
+                }
+                Arc::new(b.finish())
+            } else {
+                cast(&StringArray::from(values.clone()), field.data_type()).unwrap()
+            };
+        cols.insert(name, array);
+    }
+    batch_with_nulls(&schema, n, cols).unwrap()
+}
+
+/// The fixture lake: three tenants, two plans, an hour of usage each at 10:00 and 11:00 on
+/// 2026-11-02, and a bill whose lines each go through one allocation method.
+async fn fixture(dir: &std::path::Path) -> QueryEngine {
+    let lake = Lake::open_url(dir.to_str().unwrap()).await.unwrap();
+    let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+    lake.append(
+        Table::Tenants,
+        &[rows(
+            Table::Tenants,
+            &[
+                ("tenant_id", s(&["acme", "globex", "initech"])),
+                ("name", s(&["Acme", "Globex", "Initech"])),
+                ("plan", s(&["team", "team", "free"])),
+                ("currency", s(&["USD", "USD", "USD"])),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    lake.append(
+        Table::Plans,
+        &[rows(
+            Table::Plans,
+            &[
+                ("plan", s(&["team", "free"])),
+                ("currency", s(&["USD", "USD"])),
+                ("base_fee", s(&["49", "0"])),
+                ("meter", s(&["requests", "requests"])),
+                ("unit", s(&["request", "request"])),
+                ("unit_price", s(&["0.01", "0"])),
+                ("included_quantity", s(&["500", "1000"])),
+                ("valid_from", s(&["2026-11-01T00:00:00Z", "2026-11-01T00:00:00Z"])),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    lake.append(
+        Table::Usage,
+        &[rows(
+            Table::Usage,
+            &[
+                (
+                    "hour",
+                    s(&[
+                        "2026-11-02T10:00:00Z",
+                        "2026-11-02T10:00:00Z",
+                        "2026-11-02T10:00:00Z",
+                        "2026-11-02T11:00:00Z",
+                        "2026-11-02T11:00:00Z",
+                    ]),
+                ),
+                ("tenant_id", s(&["acme", "globex", "initech", "acme", "globex"])),
+                ("meter", s(&["requests"; 5])),
+                ("quantity", s(&["600", "300", "100", "2", "1"])),
+                ("unit", s(&["request"; 5])),
+                ("date", s(&["2026-11-02"; 5])),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    let ten = "2026-11-02T10:00:00Z";
+    let eleven = "2026-11-02T11:00:00Z";
+    let noon = "2026-11-02T12:00:00Z";
+    lake.append(
+        Table::Billing,
+        &[rows(
+            Table::Billing,
+            &[
+                ("service_name", s(&["EC2", "Support", "RDS", "DNS", "Marketplace", "S3", "EC2"])),
+                (
+                    "service_category",
+                    s(&["Compute", "Support", "Databases", "Networking", "Other", "Storage", "Compute"]),
+                ),
+                ("billed_cost", s(&["100", "9", "20", "3", "7", "5", "1"])),
+                ("effective_cost", s(&["90", "9", "20", "3", "7", "5", "1"])),
+                ("charge_period_start", s(&[ten, ten, ten, ten, ten, ten, eleven])),
+                ("charge_period_end", s(&[eleven, eleven, eleven, eleven, eleven, eleven, noon])),
+                ("tags", vec![None, None, Some("team=globex"), None, None, None, None]),
+                ("tenant_id", vec![None, None, None, None, None, Some("initech"), None]),
+                ("billing_currency", s(&["USD"; 7])),
+                ("provider_name", s(&["AWS"; 7])),
+                ("charge_category", s(&["Usage"; 7])),
+                ("sub_account_id", s(&["111"; 7])),
+                ("billing_period_start", s(&["2026-11-01T00:00:00Z"; 7])),
+                ("source", s(&["focus"; 7])),
+                ("import_id", s(&["fixture"; 7])),
+                ("billing_period", s(&["2026-11-01"; 7])),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    let cost: CostConfig = serde_yaml_ng::from_str(CONFIG).unwrap();
+    QueryEngine::new(lake, EngineConfig { cost, ..Default::default() }).await.unwrap()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct SqlError(String);
+
+/// The engine in-process: values as Arrow displays them, NULL as `NULL`.
+struct InProcess(QueryEngine);
+
+#[async_trait]
+impl sqllogictest::AsyncDB for InProcess {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let r = self.0.sql(sql).await.map_err(|e| SqlError(e.to_string()))?;
+        let options = FormatOptions::default().with_null("NULL");
+        let mut out = Vec::new();
+        for b in &r.batches {
+            let formatters: Vec<_> =
+                b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+            for row in 0..b.num_rows() {
+                out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            }
+        }
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; r.schema.fields().len()], rows: out })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+/// The engine over the PostgreSQL wire: tokio-postgres' simple query protocol (text values).
+struct PgWire(tokio_postgres::Client);
+
+#[async_trait]
+impl sqllogictest::AsyncDB for PgWire {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let messages = self.0.simple_query(sql).await.map_err(|e| SqlError(format!("{e:?}")))?;
+        let mut rows = Vec::new();
+        let mut width = 0;
+        for m in messages {
+            if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                width = r.len();
+                rows.push((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect());
+            }
+        }
+        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; width], rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await;
+    }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fixture(dir.path()).await;
+    for file in slt_files() {
+        let engine = engine.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let engine = engine.clone();
+            async move { Ok(InProcess(engine)) }
+        });
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{}: {}", file.display(), e.display(true));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_over_the_postgresql_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fixture(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = engine.clone();
+    tokio::spawn(async move { tenantscope_query::pg::serve(&server, addr).await });
+    let conn = format!("host=127.0.0.1 port={port} user=tenantscope dbname=tenantscope");
+    let mut tries = 0;
+    let client = loop {
+        match tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                break client;
+            }
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 100, "cannot connect: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let client = Arc::new(tokio::sync::Mutex::new(Some(client)));
+    for file in slt_files() {
+        let slot = Arc::clone(&client);
+        let conn = conn.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let slot = Arc::clone(&slot);
+            let conn = conn.clone();
+            async move {
+                if let Some(c) = slot.lock().await.take() {
+                    return Ok(PgWire(c));
+                }
+                let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| SqlError(e.to_string()))?;
+                tokio::spawn(connection);
+                Ok(PgWire(c))
+            }
+        });
+        if let Err(e) = runner.run_file_async(&file).await {
+            panic!("{} over the PostgreSQL wire: {}", file.display(), e.display(true));
+        }
+    }
+}
