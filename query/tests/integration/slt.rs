@@ -27,8 +27,8 @@ allocation:
   - {name: dns-fixed, match: {service_name: DNS}, method: fixed, weights: {acme: 1, globex: 2}}
 ";
 
-/// Rows of `table` from text values (cast to each column's type; `None` is NULL; `tags` and
-/// `labels` as `k=v` pairs separated by `;`).
+/// Rows of `table` from text values (cast to each column's type; `None` is NULL; map columns
+/// such as `tags` and `attributes` as `k=v` pairs separated by `;`).
 fn rows(
     table: Table,
     columns: &[(&str, Vec<Option<&str>>)],
@@ -120,6 +120,45 @@ async fn fixture(dir: &std::path::Path) -> QueryEngine {
     )
     .await
     .unwrap();
+    lake.append(
+        Table::Spans,
+        &[rows(
+            Table::Spans,
+            &[
+                (
+                    "time",
+                    s(&[
+                        "2026-11-02T10:00:01Z",
+                        "2026-11-02T10:00:02Z",
+                        "2026-11-02T10:00:03Z",
+                        "2026-11-02T10:00:04Z",
+                        "2026-11-02T10:00:05Z",
+                    ]),
+                ),
+                ("trace_id", s(&["t1", "t2", "t3", "t4", "t5"])),
+                ("span_id", s(&["s1", "s2", "s3", "s4", "s5"])),
+                ("name", s(&["GET /cart/1", "GET /cart/2", "GET /cart/3", "GET /x", "SELECT"])),
+                ("kind", s(&["server", "server", "server", "server", "client"])),
+                ("status_code", vec![Some("ok"), Some("error"), None, Some("ok"), Some("ok")]),
+                ("duration_ns", s(&["10000000", "20000000", "30000000", "5000000", "1000000"])),
+                ("service_name", s(&["api"; 5])),
+                ("tenant_id", s(&["acme", "acme", "acme", "globex", "acme"])),
+                (
+                    "attributes",
+                    vec![
+                        Some("http.route=/cart/{id}"),
+                        Some("http.route=/cart/{id}"),
+                        Some("http.route=/cart/{id}"),
+                        Some(""),
+                        Some(""),
+                    ],
+                ),
+                ("date", s(&["2026-11-02"; 5])),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
     let ten = "2026-11-02T10:00:00Z";
     let eleven = "2026-11-02T11:00:00Z";
     let noon = "2026-11-02T12:00:00Z";
@@ -139,6 +178,14 @@ async fn fixture(dir: &std::path::Path) -> QueryEngine {
                 ("charge_period_end", s(&[eleven, eleven, eleven, eleven, eleven, eleven, noon])),
                 ("tags", vec![None, None, Some("team=globex"), None, None, None, None]),
                 ("tenant_id", vec![None, None, None, None, None, Some("initech"), None]),
+                (
+                    "resource_id",
+                    vec![Some("i-1"), None, Some("db-1"), None, None, Some("bucket-1"), Some("i-1")],
+                ),
+                (
+                    "resource_name",
+                    vec![Some("web"), None, Some("globex-db"), None, None, Some("assets"), Some("web")],
+                ),
                 ("billing_currency", s(&["USD"; 7])),
                 ("provider_name", s(&["AWS"; 7])),
                 ("charge_category", s(&["Usage"; 7])),
