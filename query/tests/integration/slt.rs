@@ -203,6 +203,69 @@ async fn fixture(dir: &std::path::Path) -> QueryEngine {
     QueryEngine::new(lake, EngineConfig { cost, ..Default::default() }).await.unwrap()
 }
 
+/// The history fixture (`query/tests/slt/history/`): one tenant, seven days 2026-10-27 ..
+/// 2026-11-02 at 10:00, requests 100 110 90 100 120 80 then 300, and one compute line a day
+/// costing a tenth of that (10 11 9 10 12 8 then 30), all the tenant's (the only one with usage).
+async fn history_fixture(dir: &std::path::Path) -> QueryEngine {
+    let lake = Lake::open_url(dir.to_str().unwrap()).await.unwrap();
+    let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+    let days =
+        ["2026-10-27", "2026-10-28", "2026-10-29", "2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"];
+    let at = |h: &str| {
+        days.iter().map(|d| Some(&*Box::leak(format!("{d}T{h}:00:00Z").into_boxed_str()))).collect::<Vec<_>>()
+    };
+    let requests = ["100", "110", "90", "100", "120", "80", "300"];
+    let costs = ["10", "11", "9", "10", "12", "8", "30"];
+    lake.append(
+        Table::Tenants,
+        &[rows(
+            Table::Tenants,
+            &[("tenant_id", s(&["acme"])), ("plan", s(&["team"])), ("currency", s(&["USD"]))],
+        )],
+    )
+    .await
+    .unwrap();
+    lake.append(
+        Table::Usage,
+        &[rows(
+            Table::Usage,
+            &[
+                ("hour", at("10")),
+                ("tenant_id", s(&["acme"; 7])),
+                ("meter", s(&["requests"; 7])),
+                ("quantity", s(&requests)),
+                ("date", s(&days)),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    let periods: Vec<Option<&str>> =
+        days.iter().map(|d| Some(&*Box::leak(format!("{}-01", &d[..7]).into_boxed_str()))).collect();
+    lake.append(
+        Table::Billing,
+        &[rows(
+            Table::Billing,
+            &[
+                ("service_name", s(&["EC2"; 7])),
+                ("service_category", s(&["Compute"; 7])),
+                ("billed_cost", s(&costs)),
+                ("effective_cost", s(&costs)),
+                ("charge_period_start", at("10")),
+                ("charge_period_end", at("11")),
+                ("billing_currency", s(&["USD"; 7])),
+                ("source", s(&["focus"; 7])),
+                ("import_id", s(&["fixture"; 7])),
+                ("billing_period", periods),
+            ],
+        )],
+    )
+    .await
+    .unwrap();
+    let cost: CostConfig = serde_yaml_ng::from_str(CONFIG).unwrap();
+    QueryEngine::new(lake, EngineConfig { cost, ..Default::default() }).await.unwrap()
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct SqlError(String);
@@ -264,8 +327,9 @@ impl sqllogictest::AsyncDB for PgWire {
     }
 }
 
-fn slt_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+/// The .slt files of `tests/slt` (main fixture) or `tests/slt/history` (history fixture).
+fn slt_files(sub: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt").join(sub);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -279,8 +343,10 @@ fn slt_files() -> Vec<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = fixture(dir.path()).await;
-    for file in slt_files() {
+    let main = fixture(&dir.path().join("main")).await;
+    let history = history_fixture(&dir.path().join("history")).await;
+    let runs = slt_files("").into_iter().map(|f| (f, main.clone()));
+    for (file, engine) in runs.chain(slt_files("history").into_iter().map(|f| (f, history.clone()))) {
         let engine = engine.clone();
         let mut runner = sqllogictest::Runner::new(move || {
             let engine = engine.clone();
@@ -295,7 +361,14 @@ async fn slt_in_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slt_over_the_postgresql_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = fixture(dir.path()).await;
+    let main = fixture(&dir.path().join("main")).await;
+    let history = history_fixture(&dir.path().join("history")).await;
+    slt_over_pg(main, slt_files("")).await;
+    slt_over_pg(history, slt_files("history")).await;
+}
+
+/// Serves `engine` on the PostgreSQL wire on a free port and runs `files` through tokio-postgres.
+async fn slt_over_pg(engine: QueryEngine, files: Vec<PathBuf>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let server = engine.clone();
@@ -316,7 +389,7 @@ async fn slt_over_the_postgresql_wire() {
         }
     };
     let client = Arc::new(tokio::sync::Mutex::new(Some(client)));
-    for file in slt_files() {
+    for file in files {
         let slot = Arc::clone(&client);
         let conn = conn.clone();
         let mut runner = sqllogictest::Runner::new(move || {
