@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import random
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,8 +25,7 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+from otlp_ingest import TARGET, free_port  # the sibling bench script: one way to find ports and binaries
 
 # Questions an ops engineer asks of the last hour of telemetry.
 QUESTIONS = {
@@ -37,14 +35,6 @@ QUESTIONS = {
     "one tenant, 5 minutes": "SELECT count(*), avg(duration_ns) FROM spans WHERE tenant_id = 't007' AND time > (SELECT min(time) FROM spans) + INTERVAL '20 minutes' AND time <= (SELECT min(time) FROM spans) + INTERVAL '25 minutes'",
     "distinct traces per tenant": "SELECT tenant_id, count(DISTINCT trace_id) FROM spans GROUP BY 1",
 }
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def zipf_weights(n, s=1.1):

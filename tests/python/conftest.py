@@ -30,6 +30,16 @@ def demo_lake(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_week(tmp_path_factory):
+    """The demo week (8 tenants, 2026-11-21 .. 2026-11-27), built once for the session. Read it
+    in place; copy it (shutil.copytree) before serving it or writing to it."""
+    path = str(tmp_path_factory.mktemp("week"))
+    tenantscope("demo", "--no-serve", "--data", path, "--tenants", "8", "--days", "7",
+                "--peak-requests-per-day", "2000", "--end-date", "2026-11-27")
+    return path
+
+
 def free_port():
     import socket
     s = socket.socket()

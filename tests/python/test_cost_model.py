@@ -180,10 +180,8 @@ cost:
     assert thirds and all(r["n"] % 3 == 0 for r in thirds)
 
 
-def test_heavy_hitters_and_anomalies_on_the_demo_week(tmp_path_factory):
-    lake = str(tmp_path_factory.mktemp("week"))
-    tenantscope("demo", "--no-serve", "--data", lake, "--tenants", "8", "--days", "7",
-                "--peak-requests-per-day", "2000", "--end-date", "2026-11-27")
+def test_heavy_hitters_and_anomalies_on_the_demo_week(demo_week):
+    lake = demo_week
     demo = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "demo.yaml")
 
     def q(sql):

@@ -46,10 +46,10 @@ DASHBOARD_RULES = """groups:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    lake = str(tmp_path_factory.mktemp("dashlake"))
-    tenantscope("demo", "--no-serve", "--data", lake, "--tenants", "8", "--days", "7",
-                "--peak-requests-per-day", "2000", "--end-date", "2026-11-27")
+def server(tmp_path_factory, demo_week):
+    # Served with rules and maintenance, which write: a copy.
+    lake = str(tmp_path_factory.mktemp("dashlake") / "lake")
+    shutil.copytree(demo_week, lake)
     root = tmp_path_factory.mktemp("dashserve")
     rules = root / "rules.yaml"
     rules.write_text(DASHBOARD_RULES)

@@ -7,26 +7,17 @@ import os
 import shutil
 import urllib.request
 
-import pytest
 
 from conftest import Server, sql_json, tenantscope
-
-
-@pytest.fixture(scope="module")
-def week(tmp_path_factory):
-    lake = str(tmp_path_factory.mktemp("mweek"))
-    tenantscope("demo", "--no-serve", "--data", lake, "--tenants", "8", "--days", "7",
-                "--peak-requests-per-day", "2000", "--end-date", "2026-11-27")
-    return lake
 
 
 def per_day(lake, table):
     return sql_json(lake, f"SELECT CAST(date AS VARCHAR) AS d, count(*) AS n FROM {table} GROUP BY 1 ORDER BY 1")
 
 
-def test_compact_keeps_every_row_and_merges_files(tmp_path, week):
+def test_compact_keeps_every_row_and_merges_files(tmp_path, demo_week):
     lake = str(tmp_path / "lake")
-    shutil.copytree(week, lake)
+    shutil.copytree(demo_week, lake)
     before = {t: per_day(lake, t) for t in ("spans", "logs", "metrics")}
     out = tenantscope("compact", "--data", lake, "--table", "metrics", "--table", "spans", "--table", "logs")
     # One line per table: "metrics: 14 files, 399750 bytes -> 8 files, 330444 bytes (...)".
@@ -42,9 +33,9 @@ def test_compact_keeps_every_row_and_merges_files(tmp_path, week):
     assert audit, "compactions are audited"
 
 
-def test_retention_removes_exactly_the_expired_days(tmp_path, week):
+def test_retention_removes_exactly_the_expired_days(tmp_path, demo_week):
     lake = str(tmp_path / "lake")
-    shutil.copytree(week, lake)
+    shutil.copytree(demo_week, lake)
     before = per_day(lake, "spans")
     assert [r["d"] for r in before][0] == "2026-11-21"
     # Keep from 2026-11-24 on, whatever today is.
@@ -59,9 +50,9 @@ def test_retention_removes_exactly_the_expired_days(tmp_path, week):
     assert left and not [p for p in left if any(f"date=2026-11-{d}" in p for d in ("21", "22", "23"))], left
 
 
-def test_serve_runs_maintenance_on_its_schedule(tmp_path, week):
+def test_serve_runs_maintenance_on_its_schedule(tmp_path, demo_week):
     lake = str(tmp_path / "lake")
-    shutil.copytree(week, lake)
+    shutil.copytree(demo_week, lake)
     s = Server(str(tmp_path), data=lake, config="maintenance:\n  interval: 1s\n")
     try:
         def metrics():
@@ -75,6 +66,6 @@ def test_serve_runs_maintenance_on_its_schedule(tmp_path, week):
         assert s.wait_for("SELECT count(*) > 0 FROM audit_log WHERE action = 'maintenance.compact'", [[True]]) == [[True]]
         # Queries keep answering the same while it runs.
         assert s.sql("SELECT count(*) FROM spans WHERE date = DATE '2026-11-27'") == \
-            [[sum(r["n"] for r in per_day(week, "spans") if r["d"] == "2026-11-27")]]
+            [[sum(r["n"] for r in per_day(demo_week, "spans") if r["d"] == "2026-11-27")]]
     finally:
         s.stop()

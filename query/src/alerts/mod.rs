@@ -418,44 +418,12 @@ impl RuleManager {
     ) -> Result<usize, String> {
         let result = self.query_at(&rule.sql, t).await?;
         let rows = result.num_rows();
-        if group.limit > 0 && rows > group.limit {
-            return Err(format!("{rows} rows exceed the group's limit of {}", group.limit));
-        }
-        let instances = rows_to_labels(&result)?;
+        let samples = self.instances(group, rule, &result)?;
         match &rule.kind {
             RuleKind::Record => {
-                self.record_points(rule, &instances, t).await?;
+                self.record_points(rule, &samples, t).await?;
             }
-            RuleKind::Alert { for_, keep_firing_for, annotations } => {
-                let mut samples = Vec::with_capacity(instances.len());
-                let mut seen = std::collections::HashSet::new();
-                for (row_labels, value) in instances {
-                    let mut labels = row_labels.clone();
-                    for (k, tmpl) in &rule.labels {
-                        let v =
-                            template::expand(tmpl, &row_labels, value, &self.inner.settings.external_url)?;
-                        if v.is_empty() {
-                            labels.remove(k);
-                        } else {
-                            labels.insert(k.clone(), v);
-                        }
-                    }
-                    labels.insert("alertname".into(), rule.name.clone());
-                    let mut expanded = BTreeMap::new();
-                    for (k, tmpl) in annotations {
-                        expanded.insert(
-                            k.clone(),
-                            template::expand(tmpl, &labels, value, &self.inner.settings.external_url)?,
-                        );
-                    }
-                    if !seen.insert(label_key(&labels)) {
-                        return Err(format!(
-                            "two rows have the same labels {}: add a column that tells them apart",
-                            label_key(&labels)
-                        ));
-                    }
-                    samples.push(Sample { labels, annotations: expanded, value });
-                }
+            RuleKind::Alert { for_, keep_firing_for, .. } => {
                 let now = ms(t);
                 let mut persisted = self.inner.persisted.lock().await;
                 let alerts = persisted.rules.entry(key.to_string()).or_default();
@@ -490,6 +458,46 @@ impl RuleManager {
             }
         }
         Ok(rows)
+    }
+
+    /// A rule's result as instances, as evaluation and preview both see them: the group's
+    /// limit, each row's labels with the rule's label templates over them (an empty result
+    /// removes the label, as in Prometheus) and, for alerts, `alertname` and the expanded
+    /// annotations; two rows with the same labels are an error.
+    fn instances(&self, group: &Group, rule: &Rule, result: &QueryResult) -> Result<Vec<Sample>, String> {
+        let rows = result.num_rows();
+        if group.limit > 0 && rows > group.limit {
+            return Err(format!("{rows} rows exceed the group's limit of {}", group.limit));
+        }
+        let url = &self.inner.settings.external_url;
+        let mut samples = Vec::with_capacity(rows);
+        let mut seen = std::collections::HashSet::new();
+        for (row_labels, value) in rows_to_labels(result)? {
+            let mut labels = row_labels.clone();
+            for (k, tmpl) in &rule.labels {
+                let v = template::expand(tmpl, &row_labels, value, url)?;
+                if v.is_empty() {
+                    labels.remove(k);
+                } else {
+                    labels.insert(k.clone(), v);
+                }
+            }
+            let mut annotations = BTreeMap::new();
+            if let RuleKind::Alert { annotations: templates, .. } = &rule.kind {
+                labels.insert("alertname".into(), rule.name.clone());
+                for (k, tmpl) in templates {
+                    annotations.insert(k.clone(), template::expand(tmpl, &labels, value, url)?);
+                }
+            }
+            if !seen.insert(label_key(&labels)) {
+                return Err(format!(
+                    "two rows have the same labels {}: add a column that tells them apart",
+                    label_key(&labels)
+                ));
+            }
+            samples.push(Sample { labels, annotations, value });
+        }
+        Ok(samples)
     }
 
     fn generator_url(&self, group: &Group, rule: &Rule) -> String {
@@ -746,30 +754,18 @@ impl RuleManager {
     }
 
     /// Writes recording rule rows as points of the gauge named by the rule.
-    async fn record_points(
-        &self,
-        rule: &Rule,
-        rows: &[(BTreeMap<String, String>, f64)],
-        t: DateTime<Utc>,
-    ) -> Result<(), String> {
-        if rows.is_empty() {
+    async fn record_points(&self, rule: &Rule, samples: &[Sample], t: DateTime<Utc>) -> Result<(), String> {
+        if samples.is_empty() {
             return Ok(());
         }
-        let n = rows.len();
+        let n = samples.len();
         let schema = Table::Metrics.schema();
         let micros = t.timestamp_micros();
         let mut attrs = string_map_builder();
         let mut tenants = Vec::with_capacity(n);
-        for (labels, value) in rows {
-            let mut labels = labels.clone();
-            for (k, tmpl) in &rule.labels {
-                labels.insert(
-                    k.clone(),
-                    template::expand(tmpl, &labels, *value, &self.inner.settings.external_url)?,
-                );
-            }
-            tenants.push(labels.get("tenant_id").cloned());
-            for (k, v) in &labels {
+        for s in samples {
+            tenants.push(s.labels.get("tenant_id").cloned());
+            for (k, v) in &s.labels {
                 attrs.keys().append_value(k);
                 attrs.values().append_value(v);
             }
@@ -779,7 +775,10 @@ impl RuleManager {
         cols.insert("time", Arc::new(TimestampMicrosecondArray::from(vec![micros; n]).with_timezone("UTC")));
         cols.insert("metric_name", Arc::new(StringArray::from(vec![rule.name.as_str(); n])));
         cols.insert("metric_type", Arc::new(StringArray::from(vec!["gauge"; n])));
-        cols.insert("value", Arc::new(Float64Array::from(rows.iter().map(|(_, v)| *v).collect::<Vec<_>>())));
+        cols.insert(
+            "value",
+            Arc::new(Float64Array::from(samples.iter().map(|s| s.value).collect::<Vec<_>>())),
+        );
         cols.insert("service_name", Arc::new(StringArray::from(vec!["tenantscope"; n])));
         cols.insert("scope_name", Arc::new(StringArray::from(vec!["tenantscope.rules"; n])));
         cols.insert("tenant_id", Arc::new(StringArray::from(tenants)));
@@ -828,44 +827,23 @@ impl RuleManager {
     pub async fn evaluate_preview(&self, group: &Group, t: DateTime<Utc>) -> Vec<Value> {
         let mut out = Vec::new();
         for rule in &group.rules {
-            let result = match self.query_at(&rule.sql, t).await.and_then(|r| rows_to_labels(&r)) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    out.push(json!({"group": group.name, "rule": rule.name, "error": e}));
-                    continue;
-                }
-            };
-            for (row_labels, value) in result {
-                let mut labels = row_labels.clone();
-                let mut annotations = BTreeMap::new();
-                let url = &self.inner.settings.external_url;
-                let mut error = None;
-                for (k, tmpl) in &rule.labels {
-                    match template::expand(tmpl, &row_labels, value, url) {
-                        Ok(v) => {
-                            labels.insert(k.clone(), v);
-                        }
-                        Err(e) => error = Some(e),
+            let samples =
+                match self.query_at(&rule.sql, t).await.and_then(|r| self.instances(group, rule, &r)) {
+                    Ok(samples) => samples,
+                    Err(e) => {
+                        out.push(json!({"group": group.name, "rule": rule.name, "error": e}));
+                        continue;
                     }
-                }
-                let state = match &rule.kind {
-                    RuleKind::Alert { for_, annotations: templates, .. } => {
-                        labels.insert("alertname".into(), rule.name.clone());
-                        for (k, tmpl) in templates {
-                            match template::expand(tmpl, &labels, value, url) {
-                                Ok(v) => {
-                                    annotations.insert(k.clone(), v);
-                                }
-                                Err(e) => error = Some(e),
-                            }
-                        }
-                        if for_.is_zero() { "firing" } else { "pending" }
-                    }
-                    RuleKind::Record => "recorded",
                 };
+            let state = match &rule.kind {
+                RuleKind::Alert { for_, .. } if for_.is_zero() => "firing",
+                RuleKind::Alert { .. } => "pending",
+                RuleKind::Record => "recorded",
+            };
+            for s in samples {
                 out.push(json!({
-                    "group": group.name, "rule": rule.name, "state": state, "labels": labels,
-                    "annotations": annotations, "value": value, "error": error,
+                    "group": group.name, "rule": rule.name, "state": state, "labels": s.labels,
+                    "annotations": s.annotations, "value": s.value, "error": Value::Null,
                 }));
             }
         }
