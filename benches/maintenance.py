@@ -111,7 +111,7 @@ def main():
     lake = os.path.join(work, "lake")
     ports = {k: free_port() for k in ("http", "grpc", "otlp", "pg")}
     log = open(os.path.join(work, "server.log"), "wb")
-    server = subprocess.Popen([args.server, "serve", "--data", lake, "--wal-dir", os.path.join(work, "wal"),
+    server = subprocess.Popen([args.server, "serve", "--no-auth", "--data", lake, "--wal-dir", os.path.join(work, "wal"),
                                "--http-addr", f"127.0.0.1:{ports['http']}", "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
                                "--otlp-http-addr", f"127.0.0.1:{ports['otlp']}", "--pg-addr", f"127.0.0.1:{ports['pg']}",
                                "--flush-interval-ms", "1000"], stdout=log, stderr=log,

@@ -44,7 +44,7 @@ def serve(root, config):
     with open(cfg, "w") as f:
         f.write(config)
     log = open(os.path.join(root, "server.log"), "ab")
-    proc = subprocess.Popen([BIN, "serve", "--data", os.path.join(root, "lake"), "--wal-dir", os.path.join(root, "wal"),
+    proc = subprocess.Popen([BIN, "serve", "--no-auth", "--data", os.path.join(root, "lake"), "--wal-dir", os.path.join(root, "wal"),
                              "--config", cfg, "--http-addr", f"127.0.0.1:{ports['http']}",
                              "--otlp-grpc-addr", f"127.0.0.1:{ports['grpc']}",
                              "--otlp-http-addr", f"127.0.0.1:{ports['otlp']}", "--pg-addr", f"127.0.0.1:{ports['pg']}"],

@@ -229,6 +229,25 @@ pub(crate) struct ServeArgs {
     /// How old (seconds) a table snapshot a query may see before the table is re-read.
     #[arg(long, env = "TENANTSCOPE_MAX_STALENESS_SECS", default_value_t = 1)]
     pub(crate) max_staleness_secs: u64,
+    /// Principals file (YAML: name, role, tenant, token_sha256; see examples/auth.yaml): every
+    /// listener then asks for a token (HTTP and OTLP: `Authorization: Bearer`; PostgreSQL:
+    /// the principal's name as user, the token as password).
+    #[arg(long, env = "TENANTSCOPE_AUTH", conflicts_with = "no_auth")]
+    pub(crate) auth: Option<PathBuf>,
+    /// Serve without authentication: every caller is an admin. For a trusted machine only (the
+    /// demo sets it when --auth is not given).
+    #[arg(long, env = "TENANTSCOPE_NO_AUTH")]
+    pub(crate) no_auth: bool,
+    /// TLS certificate chain (PEM) for every listener; read again when the file changes.
+    #[arg(long, env = "TENANTSCOPE_TLS_CERT", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); read again when the file changes.
+    #[arg(long, env = "TENANTSCOPE_TLS_KEY", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): the OTLP receivers then require a client certificate signed by
+    /// one of them.
+    #[arg(long, env = "TENANTSCOPE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

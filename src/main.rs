@@ -3,10 +3,12 @@
 mod cli;
 mod config;
 mod demo;
+mod gate;
 mod import;
 mod maintenance;
 mod serve;
 mod sql;
+mod tls;
 
 fn main() -> std::process::ExitCode {
     cli::main()

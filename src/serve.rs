@@ -23,10 +23,18 @@ use tenantscope_query::{
     alerts::RuleManager,
     cost::{Meter, usage},
 };
-use tenantscope_schemas::Lake;
+use tenantscope_schemas::{
+    AuditEvent, Auditor, Lake,
+    auth::{Auth, Principals},
+};
 use tokio::net::TcpListener;
 
-use crate::{cli::ServeArgs, config::Config};
+use crate::{
+    cli::ServeArgs,
+    config::Config,
+    gate::{Gate, Right},
+    tls::{Incoming, Tls, TlsFiles},
+};
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
@@ -43,15 +51,69 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
     if let Some(ms) = args.flush_interval_ms {
         config.ingest.flush_interval_ms = ms;
     }
+    let auth = match (&args.auth, args.no_auth) {
+        (Some(path), _) => {
+            let principals = Principals::load(path)?;
+            tracing::info!(file = %path.display(), "Authentication on: every listener asks for a token.");
+            Auth::On(principals)
+        }
+        (None, true) => {
+            tracing::warn!(
+                "Authentication is OFF (--no-auth): anyone who reaches a port is an admin. Use --auth FILE \
+                 anywhere but on your own machine."
+            );
+            Auth::Off
+        }
+        (None, false) => anyhow::bail!(
+            "serve needs --auth FILE (the principals and their token hashes) or, to run without \
+             authentication on a trusted machine, --no-auth"
+        ),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })
+            .context("cannot use the TLS certificate")?,
+        ),
+        _ => None,
+    };
     lake.create_all().await.context("cannot create the lake's tables")?;
+    let auditor = Auditor::start(lake.clone(), Duration::from_secs(1));
     // Bind every listener first, so that a taken port fails before anything starts.
     let http = bind(args.http_addr, "HTTP API").await?;
     let otlp_grpc = bind(args.otlp_grpc_addr, "OTLP/gRPC receiver").await?;
     let otlp_http = bind(args.otlp_http_addr, "OTLP/HTTP receiver").await?;
+    let pg = bind(args.pg_addr, "PostgreSQL wire").await?;
     let pg_addr = args.pg_addr;
-    std::net::TcpListener::bind(pg_addr)
-        .map(drop)
-        .with_context(|| format!("cannot listen on {pg_addr} for the PostgreSQL wire"))?;
+    let acceptor = |alpn: &[&[u8]], client_auth: bool| -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        tls.as_ref().map(|t| t.acceptor(alpn, client_auth)).transpose()
+    };
+    let http = Incoming::new(http, acceptor(&[b"h2", b"http/1.1"], false)?, "HTTP API")?;
+    let otlp_http = Incoming::new(otlp_http, acceptor(&[b"h2", b"http/1.1"], true)?, "OTLP/HTTP receiver")?;
+    let otlp_grpc = Incoming::new(otlp_grpc, acceptor(&[b"h2"], true)?, "OTLP/gRPC receiver")?;
+    let pg_tls = acceptor(&[], false)?;
+    if let Some(tls) = tls.clone() {
+        let auditor = auditor.clone();
+        tokio::spawn(tls.watch(Duration::from_secs(1), move |outcome| {
+            let (outcome, detail) = match outcome {
+                Ok(d) => ("ok", d),
+                Err(e) => ("error", e),
+            };
+            auditor.record(AuditEvent {
+                actor: Some("tenantscope".into()),
+                detail: Some(detail),
+                outcome: Some(outcome.into()),
+                ..AuditEvent::new("tls.reload")
+            });
+        }));
+        tracing::info!(
+            cert = ?args.tls_cert, client_ca = ?args.tls_client_ca,
+            "TLS on every listener; the certificate is reloaded when its files change."
+        );
+    }
 
     let mut registry = Registry::default();
     let pipeline = Pipeline::start(lake.clone(), config.ingest.clone(), args.wal_dir.clone(), &mut registry)
@@ -75,6 +137,8 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         EngineConfig {
             max_staleness: Duration::from_secs(args.max_staleness_secs),
             cost: config.cost.clone(),
+            ops_can_read_finance: matches!(&auth, Auth::On(p) if p.ops_can_read_finance()),
+            auditor: Some(auditor.clone()),
             ..Default::default()
         },
     )
@@ -109,8 +173,9 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
     };
 
     let pg_engine = engine.clone();
+    let pg_auth = auth.clone();
     tokio::spawn(async move {
-        if let Err(e) = tenantscope_query::pg::serve(&pg_engine, pg_addr).await {
+        if let Err(e) = tenantscope_query::pg::serve(&pg_engine, pg, pg_auth, pg_tls).await {
             tracing::error!(addr = %pg_addr, error = %e, "The PostgreSQL wire stopped.");
         }
     });
@@ -123,11 +188,26 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let grpc =
-        tokio::spawn(tenantscope_ingest::otlp::grpc::serve(pipeline.clone(), otlp_grpc, until_stopped()));
-    let otlp_app = tenantscope_ingest::otlp::http::router(pipeline.clone());
-    let otlp =
-        tokio::spawn(axum::serve(otlp_http, otlp_app).with_graceful_shutdown(until_stopped()).into_future());
+    let gate = |right: Right, listener: &'static str| Gate {
+        auth: auth.clone(),
+        right,
+        auditor: auditor.clone(),
+        listener,
+    };
+    let grpc = tokio::spawn(tenantscope_ingest::otlp::grpc::serve(
+        pipeline.clone(),
+        otlp_grpc.into_stream(),
+        tenantscope_ingest::otlp::grpc::Gatekeeper::new(auth.clone(), Some(auditor.clone())),
+        until_stopped(),
+    ));
+    let otlp_app = tenantscope_ingest::otlp::http::router(pipeline.clone()).route_layer(
+        axum::middleware::from_fn_with_state(gate(Right::Ingest, "OTLP/HTTP"), crate::gate::gate),
+    );
+    let otlp = tokio::spawn(
+        axum::serve(otlp_http, otlp_app.into_make_service_with_connect_info::<crate::tls::Peer>())
+            .with_graceful_shutdown(until_stopped())
+            .into_future(),
+    );
     tracing::info!(
         grpc = %args.otlp_grpc_addr, http = %args.otlp_http_addr, wal = %args.wal_dir.display(),
         flush_interval_ms = config.ingest.flush_interval_ms, "Receiving OTLP."
@@ -139,17 +219,27 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         tokio::spawn(manager.run(reload_rx, until_stopped()))
     });
 
+    let layer =
+        |right: Right| axum::middleware::from_fn_with_state(gate(right, "HTTP API"), crate::gate::gate);
+    let operate = Router::new()
+        .route("/metrics", get(metrics).with_state(registry))
+        .route("/v1/rules", get(rules_status).with_state(rules))
+        .route_layer(layer(Right::Operate));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(lake.clone()))
-        .route("/metrics", get(metrics).with_state(registry))
-        .route("/v1/rules", get(rules_status).with_state(rules))
-        .merge(tenantscope_query::http::router(engine))
-        .merge(tenantscope_ingest::billing::http::router(lake.clone()))
+        .merge(operate)
+        .merge(tenantscope_query::http::router(engine).route_layer(layer(Right::Query)))
+        .merge(
+            tenantscope_ingest::billing::http::router(lake.clone(), Some(auditor.clone()))
+                .route_layer(layer(Right::Import)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(http_latency, time_request));
     tracing::info!(addr = %args.http_addr, lake = %lake.location(), "Serving the HTTP API.");
     tracing::info!("Billing import: POST /v1/import/billing (the export file as the body).");
-    let api = axum::serve(http, app).with_graceful_shutdown(until_stopped()).into_future();
+    let api = axum::serve(http, app.into_make_service_with_connect_info::<crate::tls::Peer>())
+        .with_graceful_shutdown(until_stopped())
+        .into_future();
     tokio::select! {
         () = shutdown_signal() => {}
         r = api => r.context("HTTP server failed")?,
@@ -169,6 +259,9 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         Err(e) => {
             tracing::warn!(error = %e, "Cannot flush to the lake; the write-ahead log keeps the rows for the next start.")
         }
+    }
+    if let Err(e) = auditor.flush().await {
+        tracing::warn!(error = %e, "Cannot write the last audit events.");
     }
     tracing::info!("Stopped.");
     Ok(())

@@ -9,11 +9,15 @@ use datafusion::{
     execution::{SessionStateBuilder, runtime_env::RuntimeEnvBuilder},
     prelude::{DataFrame, SessionConfig, SessionContext},
 };
-use tenantscope_schemas::{Lake, Table};
+use tenantscope_schemas::{
+    AuditEvent, Auditor, Lake, Table,
+    auth::{Caller, Principal},
+};
 
 use datafusion::catalog::TableProvider;
 
 use crate::{
+    access::Scope,
     cost::{self, CostConfig, allocation::CostAllocationProvider},
     error::{QueryError, Result},
     provider::LakeTableProvider,
@@ -35,11 +39,21 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Meters and allocation rules.
     pub cost: CostConfig,
+    /// Whether ops principals read the finance tables and views.
+    pub ops_can_read_finance: bool,
+    /// Where queries run for a principal are recorded (`audit_log`); `None`: not recorded.
+    pub auditor: Option<Auditor>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_staleness: DEFAULT_MAX_STALENESS, target_partitions: 0, cost: CostConfig::default() }
+        Self {
+            max_staleness: DEFAULT_MAX_STALENESS,
+            target_partitions: 0,
+            cost: CostConfig::default(),
+            ops_can_read_finance: false,
+            auditor: None,
+        }
     }
 }
 
@@ -64,6 +78,14 @@ impl QueryResult {
 pub struct QueryEngine {
     ctx: SessionContext,
     lake: Lake,
+    access: Arc<AccessState>,
+}
+
+/// The restricted sessions (made when first used) and the audit trail.
+struct AccessState {
+    sessions: std::sync::Mutex<HashMap<Scope, SessionContext>>,
+    ops_can_read_finance: bool,
+    auditor: Option<Auditor>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -94,14 +116,7 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        // pg_catalog, information_schema and the PostgreSQL functions (current_database(),
-        // pg_get_userbyid(), has_table_privilege(), ...) that psql and Grafana send.
-        datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog(
-            &ctx,
-            CATALOG,
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| QueryError::DataFusion(*e))?;
+        crate::access::setup_pg_catalog(&ctx).map_err(QueryError::DataFusion)?;
         let mut providers: HashMap<Table, Arc<LakeTableProvider>> = HashMap::new();
         for table in Table::ALL {
             let provider = Arc::new(
@@ -145,7 +160,133 @@ impl QueryEngine {
         for view in cost::views::ALL {
             ctx.sql(view).await.map_err(QueryError::DataFusion)?;
         }
-        Ok(Self { ctx, lake })
+        let access = Arc::new(AccessState {
+            sessions: std::sync::Mutex::default(),
+            ops_can_read_finance: config.ops_can_read_finance,
+            auditor: config.auditor.clone(),
+        });
+        Ok(Self { ctx, lake, access })
+    }
+
+    /// The scope `p` queries in; `None` when it may not query.
+    pub(crate) fn scope(&self, p: &Principal) -> Option<Scope> {
+        Scope::of(p, self.access.ops_can_read_finance)
+    }
+
+    /// The session of `scope` (see [`crate::access`]).
+    pub(crate) async fn session(&self, scope: &Scope) -> Result<SessionContext> {
+        if *scope == Scope::Admin {
+            return Ok(self.ctx.clone());
+        }
+        if let Some(s) = self.access.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(scope) {
+            return Ok(s.clone());
+        }
+        // Made outside the lock; two queries racing here make two, and the second is kept.
+        let ctx =
+            crate::access::restricted_session(&self.ctx, scope).await.map_err(QueryError::DataFusion)?;
+        self.access.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope.clone(), ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Records an audit event (when the engine has an auditor).
+    pub fn audit(&self, event: AuditEvent) {
+        if let Some(a) = &self.access.auditor {
+            a.record(event);
+        }
+    }
+
+    /// The audit event of `sql` run by `caller`, with the tables and views it names (as
+    /// far as it parses), before it runs.
+    pub fn query_event(&self, caller: &Caller, sql: &str) -> AuditEvent {
+        let p = &caller.principal;
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let tables = state.sql_to_statement(sql, &dialect).ok().and_then(|stmt| {
+            state.resolve_table_references(&stmt).ok().map(|refs| {
+                let mut names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
+                names.sort();
+                names.dedup();
+                names
+            })
+        });
+        AuditEvent {
+            actor: Some(p.name.clone()),
+            role: Some(p.role.to_string()),
+            tenant_id: p.tenant.clone(),
+            remote_addr: caller.remote_addr.clone(),
+            statement: Some(sql.to_string()),
+            tables,
+            ..AuditEvent::new("query")
+        }
+    }
+
+    /// Runs one SQL statement as `caller`, in its scope (see [`crate::access`]), and records it
+    /// in the audit log: who, the SQL, the tables it names, rows, duration and outcome.
+    pub async fn sql_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: Vec<datafusion::common::ScalarValue>,
+    ) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
+        let mut event = self.query_event(caller, sql);
+        event.target = Some("http".into());
+        let result = self.run_as(caller, sql, params).await;
+        event.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        match &result {
+            Ok(r) => {
+                event.rows = Some(r.num_rows() as i64);
+                event.outcome = Some("ok".into());
+            }
+            Err(e) => {
+                event.outcome =
+                    Some(if matches!(e, QueryError::Forbidden(_)) { "denied" } else { "error" }.into());
+                event.detail = Some(e.to_string());
+            }
+        }
+        self.audit(event);
+        result
+    }
+
+    async fn run_as(
+        &self,
+        caller: &Caller,
+        sql: &str,
+        params: Vec<datafusion::common::ScalarValue>,
+    ) -> Result<QueryResult> {
+        let p = &caller.principal;
+        let Some(scope) = self.scope(p) else {
+            return Err(QueryError::Forbidden(format!(
+                "permission denied: {} ({}) may not run queries",
+                p.name, p.role
+            )));
+        };
+        let ctx = self.session(&scope).await?;
+        let plan = ctx.state().create_logical_plan(sql).await.map_err(QueryError::from_planning)?;
+        if scope != Scope::Admin {
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| {
+                    QueryError::Forbidden(format!(
+                        "permission denied: {} ({}) may only read: {}",
+                        p.name,
+                        p.role,
+                        e.strip_backtrace()
+                    ))
+                })?;
+        }
+        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_planning)?;
+        let df = if params.is_empty() {
+            df
+        } else {
+            df.with_param_values(params).map_err(QueryError::from_planning)?
+        };
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+        Ok(QueryResult { schema, batches })
     }
 
     /// The DataFusion context (for the PostgreSQL wire and views built on top).
@@ -157,6 +298,8 @@ impl QueryEngine {
     pub fn replace_table(&self, name: &str, provider: Arc<dyn TableProvider>) -> Result<()> {
         self.ctx.deregister_table(name).map_err(QueryError::DataFusion)?;
         self.ctx.register_table(name, provider).map_err(QueryError::DataFusion)?;
+        // Restricted sessions hold the providers they were made with: make them again.
+        self.access.sessions.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())
     }
 

@@ -14,6 +14,9 @@ pub enum QueryError {
     /// The request is malformed (a parameter that is not a SQL value).
     #[error("{0}")]
     BadRequest(String),
+    /// The principal may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Executing the query failed.
     #[error(transparent)]
     DataFusion(DataFusionError),

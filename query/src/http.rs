@@ -11,7 +11,7 @@
 //! gives the line and column) and 500 when we are.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -29,6 +29,8 @@ use datafusion::{arrow::ipc::writer::StreamWriter, common::ScalarValue, parquet:
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use tenantscope_schemas::auth::Caller;
+
 use crate::{QueryEngine, QueryError, QueryResult};
 
 /// Body of `POST /v1/sql`.
@@ -42,7 +44,9 @@ pub struct SqlRequest {
     pub params: Vec<Value>,
 }
 
-/// The query service's routes, to be merged into the process's HTTP router.
+/// The query service's routes, to be merged into the process's HTTP router. Each request must
+/// carry its authenticated [`Caller`] as an extension (the process's auth layer puts it there);
+/// one without is refused.
 pub fn router(engine: QueryEngine) -> Router {
     Router::new().route("/v1/sql", post(post_sql)).with_state(engine)
 }
@@ -52,6 +56,7 @@ const PARQUET: &str = "application/vnd.apache.parquet";
 
 async fn post_sql(
     State(engine): State<QueryEngine>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(req): Json<SqlRequest>,
 ) -> Response {
@@ -60,11 +65,7 @@ async fn post_sql(
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    let result = if params.is_empty() {
-        engine.sql(&req.sql).await
-    } else {
-        engine.sql_with_params(&req.sql, params).await
-    };
+    let result = engine.sql_as(&caller, &req.sql, params).await;
     let result = match result {
         Ok(r) => r,
         Err(e) => return error_response(&e),
@@ -134,7 +135,11 @@ fn parquet_file(result: &QueryResult) -> Result<Vec<u8>, QueryError> {
 }
 
 fn error_response(e: &QueryError) -> Response {
-    let status = if e.is_user_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+    let status = match e {
+        QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
+        e if e.is_user_error() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
     (status, Json(json!({ "error": e.to_string() }))).into_response()
 }
 

@@ -1,6 +1,7 @@
 //! The query service: one DataFusion session over the lake's Delta tables, and the ways to
 //! reach it (the `sql` command, HTTP, PostgreSQL wire).
 
+pub mod access;
 pub mod alerts;
 pub mod cost;
 pub mod engine;

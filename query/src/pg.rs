@@ -1,17 +1,529 @@
-//! The PostgreSQL wire protocol over the engine's session (datafusion-postgres, on pgwire):
-//! psql, Grafana's PostgreSQL datasource and any PostgreSQL driver can query the lake.
+//! The PostgreSQL wire protocol over the engine (datafusion-postgres, on pgwire): psql,
+//! Grafana's PostgreSQL datasource and any PostgreSQL driver can query the lake.
+//!
+//! With authentication on, the user name is a principal's name and the password its token
+//! (cleartext password authentication: use TLS). Each connection's statements run in its
+//! principal's session (see [`crate::access`]): a tenant reader's connection cannot name a
+//! table it may not read, and only admin connections may run DDL or change settings. Every
+//! statement, refused login and refusal goes to `audit_log`.
+//!
+//! Written by hand on pgwire's traits, because datafusion-postgres serves one session for all
+//! connections and knows nothing of our principals; its statement handling (the extended
+//! protocol, the `SET`/`SHOW`, transaction and cursor hooks) is reused per session.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Instant,
+};
 
-use datafusion_postgres::{ServerOptions, serve as serve_pg};
+use async_trait::async_trait;
+use datafusion::{
+    common::ParamValues,
+    logical_expr::LogicalPlan,
+    prelude::SessionContext,
+    sql::sqlparser::{self, ast::Statement},
+};
+use datafusion_postgres::{
+    DfSessionService, QueryHook,
+    hooks::{
+        HookClient, cursor::CursorStatementHook, set_show::SetShowHook,
+        transactions::TransactionStatementHook,
+    },
+    pgwire::{
+        api::{
+            ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+            PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator,
+            Type,
+            auth::{
+                DefaultServerParameterProvider, LoginInfo, StartupHandler, finish_authentication,
+                protocol_negotiation, save_startup_parameters_to_metadata,
+            },
+            cancel::{CancelHandler, DefaultCancelHandler},
+            portal::{Format, Portal},
+            query::{ExtendedQueryHandler, SimpleQueryHandler},
+            results::{FieldInfo, QueryResponse, Response},
+            stmt::QueryParser,
+            store::PortalStore,
+        },
+        error::{ErrorInfo, PgWireError, PgWireResult},
+        messages::{PgWireBackendMessage, PgWireFrontendMessage, startup::Authentication},
+    },
+};
+use futures::{Sink, SinkExt, StreamExt};
+use tenantscope_schemas::{
+    AuditEvent,
+    auth::{Auth, Caller, Principal},
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
-use crate::QueryEngine;
+use crate::{QueryEngine, access::Scope};
 
-/// Serves the PostgreSQL wire protocol on `addr` until the process ends. The library binds
-/// inside its accept loop, so a caller that wants a taken port to fail start-up checks it first
-/// (as `tenantscope serve` does).
-pub async fn serve(engine: &QueryEngine, addr: SocketAddr) -> std::io::Result<()> {
-    let ctx = Arc::new(engine.context().clone());
-    let options = ServerOptions::new().with_host(addr.ip().to_string()).with_port(addr.port());
-    serve_pg(ctx, &options).await
+/// Client metadata key holding the authenticated principal's name.
+const PRINCIPAL: &str = "tenantscope.principal";
+
+/// Serves the PostgreSQL wire on `listener` until the process ends; TLS when `tls` is set (and
+/// then a connection that does not ask for TLS is refused at login).
+pub async fn serve(
+    engine: &QueryEngine,
+    listener: TcpListener,
+    auth: Auth,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<()> {
+    let connections = Arc::new(ConnectionManager::new());
+    let handlers = Arc::new(Handlers {
+        cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&connections))),
+        service: Arc::new(Service(Arc::new(Sessions {
+            engine: engine.clone(),
+            auth: auth.clone(),
+            sessions: Mutex::default(),
+        }))),
+        startup: Arc::new(Login {
+            engine: engine.clone(),
+            auth,
+            tls_required: tls.is_some(),
+            keys: RandomPidSecretKeyGenerator::default(),
+            connections,
+        }),
+    });
+    loop {
+        let (socket, addr) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot accept a PostgreSQL connection.");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = Arc::clone(&handlers);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await {
+                tracing::debug!(%addr, error = %e, "A PostgreSQL connection ended with an error.");
+            }
+        });
+    }
+}
+
+struct Handlers {
+    service: Arc<Service>,
+    startup: Arc<Login>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.cancel)
+    }
+}
+
+/// Cleartext password login against the principals file.
+struct Login {
+    engine: QueryEngine,
+    auth: Auth,
+    tls_required: bool,
+    /// Backend key data, so that a client can cancel its running query.
+    keys: RandomPidSecretKeyGenerator,
+    connections: Arc<ConnectionManager>,
+}
+
+fn refuse(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("FATAL".into(), code.into(), message)))
+}
+
+#[async_trait]
+impl StartupHandler for Login {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.tls_required && !client.is_secure() {
+                    self.failure(client, "a connection without TLS");
+                    return Err(refuse(
+                        "28000",
+                        "this server requires TLS (sslmode=require or stronger)".into(),
+                    ));
+                }
+                match &self.auth {
+                    Auth::Off => {
+                        client.metadata_mut().insert(PRINCIPAL.into(), Principal::anonymous().name);
+                        self.logged_in(client);
+                        finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                    }
+                    Auth::On(_) => {
+                        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                        client
+                            .send(PgWireBackendMessage::Authentication(Authentication::CleartextPassword))
+                            .await?;
+                    }
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                let Auth::On(principals) = &self.auth else { return Ok(()) };
+                let pwd = pwd.into_password()?;
+                let user = LoginInfo::from_client_info(client).user().unwrap_or_default().to_string();
+                match principals.authenticate_as(&user, &pwd.password) {
+                    Some(p) => {
+                        client.metadata_mut().insert(PRINCIPAL.into(), p.name.clone());
+                        self.logged_in(client);
+                        finish_authentication(client, &DefaultServerParameterProvider::default()).await?;
+                    }
+                    None => {
+                        self.failure(client, &format!("a wrong token for user {user:?}"));
+                        return Err(PgWireError::InvalidPassword(user));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Login {
+    /// Gives the connection its backend key and registers it, so that its queries can be
+    /// cancelled (as pgwire's own login handlers do).
+    fn logged_in<C: ClientInfo>(&self, client: &mut C) {
+        let (pid, secret) = self.keys.generate(client);
+        client.set_pid_and_secret_key(pid, secret.clone());
+        let (handle, guard) = self.connections.register(pid, secret);
+        client.session_extensions().insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert::<ConnectionGuard>(guard);
+    }
+
+    fn failure<C: ClientInfo>(&self, client: &C, what: &str) {
+        let user = LoginInfo::from_client_info(client).user().map(str::to_string);
+        tracing::warn!(addr = %client.socket_addr(), ?user, "PostgreSQL login refused: {what}.");
+        self.engine.audit(AuditEvent {
+            actor: user,
+            target: Some("pg".into()),
+            detail: Some(format!("login refused: {what}")),
+            remote_addr: Some(client.socket_addr().to_string()),
+            outcome: Some("denied".into()),
+            ..AuditEvent::new("auth.failure")
+        });
+    }
+}
+
+/// Runs each connection's statements in its principal's session.
+struct Service(Arc<Sessions>);
+
+/// The session of each scope, made when first used.
+struct Sessions {
+    engine: QueryEngine,
+    auth: Auth,
+    sessions: Mutex<HashMap<Scope, Arc<DfSessionService>>>,
+}
+
+impl Sessions {
+    fn caller<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<Caller> {
+        let name = client.metadata().get(PRINCIPAL).cloned().unwrap_or_default();
+        let principal = match &self.auth {
+            Auth::Off => Arc::new(Principal::anonymous()),
+            Auth::On(p) => p.get(&name).ok_or_else(|| refuse("28000", "not logged in".into()))?,
+        };
+        Ok(Caller { principal, remote_addr: Some(client.socket_addr().to_string()) })
+    }
+
+    async fn session(&self, caller: &Caller) -> PgWireResult<Arc<DfSessionService>> {
+        let p = &caller.principal;
+        let Some(scope) = self.engine.scope(p) else {
+            return Err(refuse(
+                "42501",
+                format!("permission denied: {} ({}) may not run queries", p.name, p.role),
+            ));
+        };
+        if let Some(s) = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&scope) {
+            return Ok(Arc::clone(s));
+        }
+        let ctx = self.engine.session(&scope).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
+        if scope != Scope::Admin {
+            hooks.push(Arc::new(ReadOnly));
+        }
+        hooks.push(Arc::new(CursorStatementHook));
+        hooks.push(Arc::new(SetShowHook));
+        hooks.push(Arc::new(TransactionStatementHook));
+        let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope, Arc::clone(&service));
+        Ok(service)
+    }
+
+    /// The audit event of `sql` run by `caller`, with the tables it names.
+    fn event(&self, caller: &Caller, sql: &str) -> AuditEvent {
+        let mut event = self.engine.query_event(caller, sql);
+        event.target = Some("pg".into());
+        event
+    }
+}
+
+/// Records a statement's audit event when its last result stream ends (or at once, when it
+/// returned none), with the rows sent and the time until then.
+struct Audited {
+    engine: QueryEngine,
+    event: Mutex<Option<AuditEvent>>,
+    started: Instant,
+    rows: AtomicI64,
+    failed: AtomicBool,
+}
+
+impl Audited {
+    fn new(engine: &QueryEngine, event: AuditEvent) -> Arc<Self> {
+        Arc::new(Self {
+            engine: engine.clone(),
+            event: Mutex::new(Some(event)),
+            started: Instant::now(),
+            rows: AtomicI64::new(0),
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    fn error(&self, e: &PgWireError) {
+        self.failed.store(true, Ordering::Relaxed);
+        if let Some(ev) = self.event.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let text = e.to_string();
+            ev.outcome = Some(if text.contains("permission denied") { "denied" } else { "error" }.into());
+            ev.detail = Some(text);
+        }
+    }
+
+    /// The response with its rows counted into this event.
+    fn count(self: &Arc<Self>, response: Response) -> Response {
+        let Response::Query(q) = response else { return response };
+        let me = Arc::clone(self);
+        let rows = q.data_rows.inspect(move |r| match r {
+            Ok(_) => {
+                me.rows.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => me.error(e),
+        });
+        Response::Query(QueryResponse::new(q.row_schema, rows.boxed()))
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        let Some(mut event) = self.event.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        event.duration_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        if !self.failed.load(Ordering::Relaxed) {
+            event.rows = Some(self.rows.load(Ordering::Relaxed));
+            event.outcome = Some("ok".into());
+        }
+        self.engine.audit(event);
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Service {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let caller = self.0.caller(client)?;
+        let audited = Audited::new(&self.0.engine, self.0.event(&caller, query));
+        let result = match self.0.session(&caller).await {
+            Ok(s) => SimpleQueryHandler::do_query(s.as_ref(), client, query).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(responses) => Ok(responses.into_iter().map(|r| audited.count(r)).collect()),
+            Err(e) => {
+                audited.error(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+type Stmt = (String, Option<(Statement, LogicalPlan)>);
+
+/// Parses each statement in its connection's session.
+struct ScopedParser {
+    service: Arc<Sessions>,
+}
+
+#[async_trait]
+impl QueryParser for ScopedParser {
+    type Statement = Stmt;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Stmt>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let service = &self.service;
+        let caller = service.caller(client)?;
+        let session = service.session(&caller).await?;
+        let parsed = session.query_parser().parse_sql(client, sql, types).await;
+        if let Err(e) = &parsed {
+            let audited = Audited::new(&service.engine, service.event(&caller, sql));
+            audited.error(e);
+        }
+        parsed
+    }
+
+    fn get_parameter_types(&self, stmt: &Stmt) -> PgWireResult<Vec<Type>> {
+        self.any_parser()?.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(&self, stmt: &Stmt, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        self.any_parser()?.get_result_schema(stmt, column_format)
+    }
+}
+
+impl ScopedParser {
+    /// Parameter and result types come from the statement's plan, not from a session: any
+    /// session's parser answers them.
+    fn any_parser(&self) -> PgWireResult<Arc<datafusion_postgres::Parser>> {
+        let sessions = self.service.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .values()
+            .next()
+            .map(|s| s.query_parser())
+            .ok_or_else(|| refuse("XX000", "no session has parsed this statement".into()))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Service {
+    type Statement = Stmt;
+    type QueryParser = ScopedParser;
+
+    fn query_parser(&self) -> Arc<ScopedParser> {
+        Arc::new(ScopedParser { service: Arc::clone(&self.0) })
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Stmt>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Stmt>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let caller = self.0.caller(client)?;
+        let audited = Audited::new(&self.0.engine, self.0.event(&caller, &portal.statement.statement.0));
+        let result = match self.0.session(&caller).await {
+            Ok(s) => ExtendedQueryHandler::do_query(s.as_ref(), client, portal, max_rows).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(r) => Ok(audited.count(r)),
+            Err(e) => {
+                audited.error(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Refuses, for non-admin sessions, every statement that is not a read: DDL, DML, `COPY`,
+/// `SET` of anything but the client's own session settings.
+struct ReadOnly;
+
+impl ReadOnly {
+    fn check(statement: &Statement) -> Option<PgWireError> {
+        use sqlparser::ast::Set;
+        let allowed = match statement {
+            Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ShowVariables { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Discard { .. } => true,
+            Statement::Set(Set::SetTimeZone { local: false, .. }) => true,
+            Statement::Set(Set::SingleAssignment { variable, .. }) => matches!(
+                variable.to_string().to_lowercase().as_str(),
+                "statement_timeout"
+                    | "datestyle"
+                    | "bytea_output"
+                    | "intervalstyle"
+                    | "application_name"
+                    | "extra_float_digits"
+                    | "search_path"
+                    | "client_encoding"
+                    | "timezone"
+            ),
+            _ => false,
+        };
+        (!allowed).then(|| {
+            PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "42501".into(),
+                format!(
+                    "permission denied: only admin may run this statement ({}...)",
+                    statement.to_string().chars().take(40).collect::<String>()
+                ),
+            )))
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::check(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _: &SessionContext,
+        _: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::check(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _: &LogicalPlan,
+        _: &ParamValues,
+        _: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::check(statement).map(Err)
+    }
 }

@@ -4,13 +4,16 @@
 //!
 //! Ingest and query spell a column or a table only through this crate.
 
+pub mod auth;
 pub mod columns;
 pub mod focus;
 pub mod lake;
 pub mod tables;
 pub mod types;
 
-pub use lake::{Commit, CompactOrder, CompactReport, Lake, LakeError, LakeLocation, TableFiles};
+pub use lake::{
+    AuditEvent, Auditor, Commit, CompactOrder, CompactReport, Lake, LakeError, LakeLocation, TableFiles,
+};
 pub use tables::Table;
 
 /// Re-exported so that every crate uses the same arrow and deltalake.

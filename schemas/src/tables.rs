@@ -202,6 +202,11 @@ impl Table {
                 nullable(TENANT_ID, DataType::Utf8),
                 nullable("detail", DataType::Utf8),
                 nullable("remote_addr", DataType::Utf8),
+                nullable("statement", DataType::Utf8),
+                nullable("tables", string_list()),
+                nullable("rows", DataType::Int64),
+                nullable("duration_ms", DataType::Float64),
+                nullable("outcome", DataType::Utf8),
                 required(DATE, DataType::Date32),
             ],
             Table::Imports => vec![

@@ -88,6 +88,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut serve = args.serve;
+    // The demo is a local trial: without a principals file it serves without authentication
+    // (and `serve` says so loudly at start).
+    if serve.auth.is_none() {
+        serve.no_auth = true;
+    }
     if serve.rules.is_empty() {
         // The shipped alert rules, written next to the write-ahead log (once: edits stay, and
         // are reloaded on change).

@@ -114,6 +114,7 @@ pub(crate) fn start_server_pg(data: &std::path::Path) -> (Server, u16, u16) {
     let child = bin()
         .args([
             "serve",
+            "--no-auth",
             "--data",
             data.to_str().unwrap(),
             "--wal-dir",

@@ -52,7 +52,9 @@ def free_port():
 class Server:
     """`tenantscope serve` on free 127.0.0.1 ports over a lake and WAL in `root`."""
 
-    def __init__(self, root, config=None, flush_ms=300, extra=(), data=None):
+    def __init__(self, root, config=None, flush_ms=300, extra=(), data=None, auth=None, token=None, scheme="http", ca=None):
+        """`auth`: a principals file (else `--no-auth`); `token`: what `sql()` sends; `scheme`
+        "https" with `ca` (a CA file) when `extra` turns TLS on."""
         import time
         import urllib.request
         self.root = root
@@ -65,6 +67,8 @@ class Server:
                 "--otlp-http-addr", f"127.0.0.1:{self.ports['otlp_http']}",
                 "--pg-addr", f"127.0.0.1:{self.ports['pg']}",
                 "--flush-interval-ms", str(flush_ms), *extra]
+        args += ["--auth", auth] if auth else ["--no-auth"]
+        self.token, self.scheme, self.ca = token, scheme, ca
         if config is not None:
             path = os.path.join(root, "tenantscope.yaml")
             with open(path, "w") as f:
@@ -77,7 +81,7 @@ class Server:
         while True:
             assert self.proc.poll() is None, f"tenantscope serve exited: {self.logs()}"
             try:
-                urllib.request.urlopen(f"{self.http}/readyz", timeout=1).read()
+                urllib.request.urlopen(f"{self.http}/readyz", timeout=1, context=self.ssl_context()).read()
                 break
             except OSError:
                 assert time.time() < deadline, f"tenantscope serve did not get ready: {self.logs()}"
@@ -95,7 +99,14 @@ class Server:
 
     @property
     def http(self):
-        return f"http://127.0.0.1:{self.ports['http']}"
+        host = "localhost" if self.scheme == "https" else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.ports['http']}"
+
+    def ssl_context(self):
+        if self.scheme != "https":
+            return None
+        import ssl
+        return ssl.create_default_context(cafile=self.ca)
 
     @property
     def otlp_http(self):
@@ -112,9 +123,11 @@ class Server:
 
     def sql(self, query):
         import urllib.request
-        req = urllib.request.Request(f"{self.http}/v1/sql", data=json.dumps({"sql": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        body = json.loads(urllib.request.urlopen(req, timeout=30).read(), parse_float=Decimal)
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(f"{self.http}/v1/sql", data=json.dumps({"sql": query}).encode(), headers=headers)
+        body = json.loads(urllib.request.urlopen(req, timeout=30, context=self.ssl_context()).read(), parse_float=Decimal)
         return body["rows"]
 
     def wait_for(self, query, expected, timeout=20):

@@ -108,6 +108,10 @@ def test_cur2_parquet(tmp_path):
     out = tenantscope("import", "billing", "--data", lake, "--tenant-tag", "user_tenant", str(path))
     assert "(aws-cur2)" in out
     check_cur2(lake)
+    # The import is in the audit log, with its file and rows.
+    audit = sql_json(lake, "SELECT action, target, outcome, \"rows\" AS n FROM audit_log")
+    assert [(a["action"], a["target"], a["outcome"]) for a in audit] == [("import.billing", str(path), "ok")]
+    assert audit[0]["n"] > 0
 
 
 def test_cur2_csv_gz(tmp_path):

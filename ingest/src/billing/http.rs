@@ -7,7 +7,7 @@
 //! the lake fails.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, Query, State},
     http::StatusCode,
@@ -16,7 +16,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use tenantscope_schemas::Lake;
+use tenantscope_schemas::{AuditEvent, Auditor, Lake, auth::Caller};
 
 use super::{BillingImportOptions, ExportFile, Format, ImportError, import_billing};
 
@@ -34,22 +34,51 @@ struct Params {
     tenant_tag: Option<String>,
 }
 
-/// The import routes, to be merged into the process's HTTP router.
-pub fn router(lake: Lake) -> Router {
+/// The import routes, to be merged into the process's HTTP router. Each request must carry its
+/// authenticated [`Caller`] as an extension; every import (done or refused) is recorded with
+/// `auditor`.
+pub fn router(lake: Lake, auditor: Option<Auditor>) -> Router {
     Router::new()
         .route("/v1/import/billing", post(post_billing))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .with_state(lake)
+        .with_state((lake, auditor))
 }
 
-async fn post_billing(State(lake): State<Lake>, Query(p): Query<Params>, body: Bytes) -> Response {
+async fn post_billing(
+    State((lake, auditor)): State<(Lake, Option<Auditor>)>,
+    Extension(caller): Extension<Caller>,
+    Query(p): Query<Params>,
+    body: Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let mut event = AuditEvent {
+        actor: Some(caller.principal.name.clone()),
+        role: Some(caller.principal.role.to_string()),
+        remote_addr: caller.remote_addr.clone(),
+        target: Some(p.name.clone().unwrap_or_else(|| "upload".to_string())),
+        ..AuditEvent::new("import.billing")
+    };
+    let response = import(lake, p, body, &mut event).await;
+    event.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    if let Some(a) = auditor {
+        a.record(event);
+    }
+    response
+}
+
+async fn import(lake: Lake, p: Params, body: Bytes, event: &mut AuditEvent) -> Response {
+    event.outcome = Some("error".into());
     let bad_request = |msg: String| (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
     if body.is_empty() {
+        event.detail = Some("empty body".into());
         return bad_request("the request body is empty: send the export file as the body".to_string());
     }
     let format = match p.format.as_deref().map(str::parse::<Format>).transpose() {
         Ok(f) => f,
-        Err(e) => return bad_request(e),
+        Err(e) => {
+            event.detail = Some(e.clone());
+            return bad_request(e);
+        }
     };
     let options = BillingImportOptions {
         format,
@@ -61,7 +90,16 @@ async fn post_billing(State(lake): State<Lake>, Query(p): Query<Params>, body: B
             .unwrap_or_else(|| vec!["tenant".into(), "tenant_id".into(), "tenant.id".into()]),
     };
     let file = ExportFile { name: p.name.unwrap_or_else(|| "upload".to_string()), bytes: body };
-    match import_billing(&lake, &[file], &options).await {
+    let outcome = import_billing(&lake, &[file], &options).await;
+    match &outcome {
+        Ok(o) => {
+            event.outcome = Some("ok".into());
+            event.rows = Some(o.rows as i64);
+            event.detail = Some(format!("import {} ({} rows written)", o.import_id, o.rows));
+        }
+        Err(e) => event.detail = Some(e.to_string()),
+    }
+    match outcome {
         Ok(o) => Json(json!({
             "import_id": o.import_id,
             "written": o.written,

@@ -1,7 +1,5 @@
 //! OTLP/gRPC receiver: TraceService, MetricsService and LogsService, gzip or plain.
 
-use std::net::SocketAddr;
-
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{
         ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -15,6 +13,10 @@ use opentelemetry_proto::tonic::collector::{
         ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
+};
+use tenantscope_schemas::{
+    AuditEvent, Auditor,
+    auth::{Auth, Caller, Principal},
 };
 use tonic::{Code, Request, Response, Status, codec::CompressionEncoding};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -45,7 +47,8 @@ impl TraceService for Receiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let a = self.pipeline.traces(request.into_inner(), None).await.map_err(status)?;
+        let bound = bound_tenant(&request);
+        let a = self.pipeline.traces(request.into_inner(), bound.as_deref()).await.map_err(status)?;
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
                 rejected_spans,
@@ -61,7 +64,8 @@ impl MetricsService for Receiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let a = self.pipeline.metrics(request.into_inner(), None).await.map_err(status)?;
+        let bound = bound_tenant(&request);
+        let a = self.pipeline.metrics(request.into_inner(), bound.as_deref()).await.map_err(status)?;
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
                 rejected_data_points,
@@ -77,7 +81,8 @@ impl LogsService for Receiver {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let a = self.pipeline.logs(request.into_inner(), None).await.map_err(status)?;
+        let bound = bound_tenant(&request);
+        let a = self.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
         Ok(Response::new(ExportLogsServiceResponse {
             partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
                 rejected_log_records,
@@ -87,47 +92,104 @@ impl LogsService for Receiver {
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` completes.
-pub async fn serve(
+/// The tenant the caller's ingest token is bound to (put there by [`Gatekeeper`]).
+fn bound_tenant<T>(request: &Request<T>) -> Option<String> {
+    request.extensions().get::<Caller>().and_then(|c| c.principal.bound_tenant().map(str::to_string))
+}
+
+/// Authenticates every call (`authorization: Bearer TOKEN` metadata): UNAUTHENTICATED without
+/// a valid token, PERMISSION_DENIED for a principal that may not send telemetry; both are
+/// recorded in the audit log. The caller goes into the request's extensions.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    auth: Auth,
+    auditor: Option<Auditor>,
+}
+
+impl Gatekeeper {
+    /// Checks calls against `auth`, recording refusals with `auditor`.
+    pub fn new(auth: Auth, auditor: Option<Auditor>) -> Self {
+        Self { auth, auditor }
+    }
+}
+
+impl tonic::service::Interceptor for Gatekeeper {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let remote_addr = request.remote_addr().map(|a| a.to_string());
+        let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let refused = |action: &str, principal: Option<&Principal>, why: &str| {
+            tracing::warn!(addr = ?remote_addr, "OTLP/gRPC call refused: {why}");
+            if let Some(a) = &self.auditor {
+                a.record(AuditEvent {
+                    actor: principal.map(|p| p.name.clone()),
+                    role: principal.map(|p| p.role.to_string()),
+                    target: Some("otlp-grpc".into()),
+                    detail: Some(why.to_string()),
+                    remote_addr: remote_addr.clone(),
+                    outcome: Some("denied".into()),
+                    ..AuditEvent::new(action)
+                });
+            }
+        };
+        match self.auth.bearer(header) {
+            Err(e) => {
+                refused("auth.failure", None, &e.to_string());
+                Err(Status::unauthenticated(e.to_string()))
+            }
+            Ok(p) if !p.can_ingest() => {
+                let why = format!("{} ({}) may not send telemetry", p.name, p.role);
+                refused("access.denied", Some(&p), &why);
+                Err(Status::permission_denied(why))
+            }
+            Ok(principal) => {
+                request.extensions_mut().insert(Caller { principal, remote_addr });
+                Ok(request)
+            }
+        }
+    }
+}
+
+/// Serves OTLP/gRPC on the connections of `incoming` until `shutdown` completes, every call
+/// checked by `gate`.
+pub async fn serve<IO>(
     pipeline: Pipeline,
-    listener: tokio::net::TcpListener,
+    incoming: impl futures::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    gate: Gatekeeper,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    IO: tonic::transport::server::Connected
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
+    use tonic::service::interceptor::InterceptedService;
     let limit = pipeline.config().max_request_bytes;
     let r = Receiver { pipeline };
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "OTLP/gRPC receiver starting.");
     tonic::transport::Server::builder()
-        .add_service(
+        .add_service(InterceptedService::new(
             TraceServiceServer::new(r.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
             MetricsServiceServer::new(r.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit),
-        )
-        .add_service(
+            gate.clone(),
+        ))
+        .add_service(InterceptedService::new(
             LogsServiceServer::new(r)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .max_decoding_message_size(limit),
-        )
-        .serve_with_incoming_shutdown(tokio_stream_incoming(listener), shutdown)
+            gate,
+        ))
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
-}
-
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
-    })
 }

@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use axum::{
-    Router,
+    Extension, Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -22,9 +22,12 @@ use opentelemetry_proto::tonic::collector::{
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 
+use tenantscope_schemas::auth::Caller;
+
 use super::pipeline::{Pipeline, Refused, Signal};
 
-/// The routes, to serve on the OTLP/HTTP address.
+/// The routes, to serve on the OTLP/HTTP address. Each request must carry its authenticated
+/// [`Caller`] as an extension: an ingest token bound to a tenant makes every row that tenant's.
 pub fn router(pipeline: Pipeline) -> Router {
     let limit = pipeline.config().max_request_bytes;
     Router::new()
@@ -217,11 +220,12 @@ fn respond<R: Message + Serialize>(encoding: Encoding, response: R) -> Response 
 
 async fn traces(
     State(p): State<Pipeline>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportTraceServiceRequest>(&p, Signal::Traces, &headers, &body)?;
-    let a = p.traces(request, None).await.map_err(|r| refused(r, enc))?;
+    let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
         ExportTraceServiceResponse {
@@ -235,11 +239,12 @@ async fn traces(
 
 async fn metrics(
     State(p): State<Pipeline>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportMetricsServiceRequest>(&p, Signal::Metrics, &headers, &body)?;
-    let a = p.metrics(request, None).await.map_err(|r| refused(r, enc))?;
+    let a = p.metrics(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
         ExportMetricsServiceResponse {
@@ -253,11 +258,12 @@ async fn metrics(
 
 async fn logs(
     State(p): State<Pipeline>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
     let (request, enc) = decode::<ExportLogsServiceRequest>(&p, Signal::Logs, &headers, &body)?;
-    let a = p.logs(request, None).await.map_err(|r| refused(r, enc))?;
+    let a = p.logs(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
         ExportLogsServiceResponse {

@@ -369,10 +369,12 @@ async fn slt_over_the_postgresql_wire() {
 
 /// Serves `engine` on the PostgreSQL wire on a free port and runs `files` through tokio-postgres.
 async fn slt_over_pg(engine: QueryEngine, files: Vec<PathBuf>) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
     let server = engine.clone();
-    tokio::spawn(async move { tenantscope_query::pg::serve(&server, addr).await });
+    tokio::spawn(async move {
+        tenantscope_query::pg::serve(&server, listener, tenantscope_schemas::auth::Auth::Off, None).await
+    });
     let conn = format!("host=127.0.0.1 port={port} user=tenantscope dbname=tenantscope");
     let mut tries = 0;
     let client = loop {

@@ -302,30 +302,6 @@ impl Lake {
     }
 }
 
-impl Lake {
-    /// Appends one row to `audit_log` (who did what to what, when).
-    pub async fn audit(&self, actor: &str, action: &str, target: &str, detail: &str) -> Result<()> {
-        use arrow::array::{ArrayRef, Date32Array, StringArray, TimestampMicrosecondArray};
-        let now = chrono::Utc::now();
-        let mut cols: std::collections::HashMap<&str, ArrayRef> = std::collections::HashMap::new();
-        cols.insert(
-            "time",
-            std::sync::Arc::new(
-                TimestampMicrosecondArray::from(vec![now.timestamp_micros()]).with_timezone("UTC"),
-            ),
-        );
-        cols.insert("actor", std::sync::Arc::new(StringArray::from(vec![actor])));
-        cols.insert("action", std::sync::Arc::new(StringArray::from(vec![action])));
-        cols.insert("target", std::sync::Arc::new(StringArray::from(vec![target])));
-        cols.insert("detail", std::sync::Arc::new(StringArray::from(vec![detail])));
-        let day = now.timestamp().div_euclid(86_400) as i32;
-        cols.insert(DATE, std::sync::Arc::new(Date32Array::from(vec![day])));
-        let batch = crate::types::batch_with_nulls(&Table::AuditLog.schema(), 1, cols)
-            .map_err(|source| LakeError::Arrow { table: Table::AuditLog, source })?;
-        self.append(Table::AuditLog, &[batch]).await.map(drop)
-    }
-}
-
 fn files_of(dt: &DeltaTable, table: Table) -> Result<TableFiles> {
     let snapshot = dt.snapshot().map_err(|e| LakeError::delta(table, e))?;
     let log = snapshot.log_data();

@@ -1,6 +1,7 @@
 //! The lake handle: every table of [`Table`] as a Delta table under one URL, opened or created
 //! on first use; the one place that writes Parquet.
 
+mod audit;
 mod error;
 mod location;
 mod maintenance;
@@ -22,6 +23,7 @@ use deltalake::{
 };
 use object_store::ObjectStore;
 
+pub use audit::{AuditEvent, Auditor, audit_batch};
 pub use error::{LakeError, Result};
 pub use location::{LakeLocation, register_cloud_stores};
 pub use maintenance::{CompactOrder, CompactReport, SORT_MAX_BYTES, TableFiles};
@@ -273,11 +275,32 @@ impl Lake {
             .map_err(|e| LakeError::delta(table, e))
     }
 
+    /// A table written by an older tenantscope lacks the nullable columns added since (for
+    /// example `audit_log.statement`): they are added, as a metadata-only commit, so that new
+    /// rows can be appended; old rows read them as NULL.
+    async fn add_missing_columns(&self, table: Table, dt: DeltaTable) -> Result<DeltaTable> {
+        let current = dt.snapshot().map_err(|e| LakeError::delta(table, e))?.schema();
+        let wanted: StructType =
+            table.schema().as_ref().try_into_kernel().map_err(|source| LakeError::Arrow { table, source })?;
+        let missing: Vec<_> = wanted
+            .fields()
+            .filter(|f| f.is_nullable() && current.field(f.name()).is_none())
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(dt);
+        }
+        let names: Vec<String> = missing.iter().map(|f| f.name().to_string()).collect();
+        let dt = dt.add_columns().with_fields(missing).await.map_err(|e| LakeError::delta(table, e))?;
+        tracing::info!(%table, columns = ?names, "Added the columns this version writes to an older table.");
+        Ok(dt)
+    }
+
     async fn open_or_create(&self, table: Table) -> Result<DeltaTable> {
         let mut dt = self.builder(table)?.build().map_err(|e| LakeError::delta(table, e))?;
         if self.exists(table).await? {
             dt.load().await.map_err(|e| LakeError::delta(table, e))?;
-            return Ok(dt);
+            return self.add_missing_columns(table, dt).await;
         }
         let schema: StructType =
             table.schema().as_ref().try_into_kernel().map_err(|source| LakeError::Arrow { table, source })?;
