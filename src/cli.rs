@@ -295,6 +295,10 @@ pub(crate) struct DemoArgs {
     /// Requests per day of the busiest tenant (the rest follow a Zipf-like curve).
     #[arg(long, env = "TENANTSCOPE_DEMO_PEAK_REQUESTS", default_value_t = 20_000)]
     pub(crate) peak_requests_per_day: u32,
+    /// Extra compute resources billed by the hour, for a benchmark-sized bill
+    /// (resources x 24 x days lines; 1,389 resources over 30 days is a million lines).
+    #[arg(long, env = "TENANTSCOPE_DEMO_BILLING_RESOURCES", default_value_t = 0)]
+    pub(crate) billing_resources: u32,
     /// Build the demo lake and exit instead of serving it.
     #[arg(long, env = "TENANTSCOPE_DEMO_NO_SERVE")]
     pub(crate) no_serve: bool,

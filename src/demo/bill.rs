@@ -11,6 +11,8 @@ const PAYER: &str = "111111111111";
 
 struct Line {
     day: u32,
+    /// The hour of an hourly line; `None`: the line covers the whole day.
+    hour: Option<u32>,
     sub_account: &'static str,
     service: &'static str,
     category: &'static str,
@@ -40,6 +42,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         for node in 0..nodes {
             lines.push(Line {
                 day: d,
+                hour: None,
                 sub_account: "222222222222",
                 service: "Amazon Elastic Compute Cloud",
                 category: "Compute",
@@ -62,6 +65,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         }
         lines.push(Line {
             day: d,
+            hour: None,
             sub_account: "222222222222",
             service: "Amazon Relational Database Service",
             category: "Databases",
@@ -79,6 +83,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         });
         lines.push(Line {
             day: d,
+            hour: None,
             sub_account: "222222222222",
             service: "Elastic Load Balancing",
             category: "Networking",
@@ -98,6 +103,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         });
         lines.push(Line {
             day: d,
+            hour: None,
             sub_account: "222222222222",
             service: "Amazon Simple Storage Service",
             category: "Storage",
@@ -116,6 +122,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         });
         lines.push(Line {
             day: d,
+            hour: None,
             sub_account: "222222222222",
             service: "AWS Data Transfer",
             category: "Networking",
@@ -135,6 +142,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
         for t in fleet.tenants.iter().filter(|t| t.dedicated_db) {
             lines.push(Line {
                 day: d,
+                hour: None,
                 sub_account: "222222222222",
                 service: "Amazon Relational Database Service",
                 category: "Databases",
@@ -155,6 +163,7 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
             for node in 0..2 {
                 lines.push(Line {
                     day: d,
+                    hour: None,
                     sub_account: "210987654321",
                     service: "Amazon Elastic Compute Cloud",
                     category: "Compute",
@@ -172,8 +181,47 @@ pub(crate) fn billing_csv(fleet: &Fleet, requests: &[Vec<i64>], exports: &[i64])
                 });
             }
         }
+        hourly_resources(fleet, d, &mut lines);
     }
     to_csv(fleet, &lines)
+}
+
+/// `demo --billing-resources N`: N more instances billed by the hour (benchmark-sized bills).
+/// Seven in ten belong to one tenant (tagged, tenants picked by traffic rank, so the heavy ones
+/// have more), three in ten are shared and go through allocation. Deterministic, and drawn from
+/// no random source, so the rest of the demo is the same with or without them.
+fn hourly_resources(fleet: &Fleet, d: u32, lines: &mut Vec<Line>) {
+    let n = fleet.tenants.len();
+    for r in 0..fleet.billing_resources {
+        // Rank r*r mod n: low ranks (big tenants) come up more often.
+        let owner = (r % 10 < 7).then(|| &fleet.tenants[(r as usize * r as usize) % n]);
+        let (sku, price) =
+            [("c6i.large", "0.085"), ("m6i.xlarge", "0.192"), ("r6i.2xlarge", "0.504")][r as usize % 3];
+        let mut tags = vec![("env", "production".to_string())];
+        if let Some(t) = owner {
+            tags.push(("tenant", t.id.clone()));
+        }
+        for hour in 0..24 {
+            lines.push(Line {
+                day: d,
+                hour: Some(hour),
+                sub_account: "222222222222",
+                service: "Amazon Elastic Compute Cloud",
+                category: "Compute",
+                subcategory: "Virtual Machines",
+                resource_id: format!("i-0wrk{r:012}"),
+                resource_name: format!("worker-{r}"),
+                resource_type: "Instance",
+                sku,
+                description: format!("{sku} Linux on-demand"),
+                quantity: ONE,
+                unit: "Hours",
+                list_price: price,
+                contracted_price: price,
+                tags: tags.clone(),
+            });
+        }
+    }
 }
 
 /// The lines as a FOCUS 1.2 CSV export.
@@ -189,6 +237,11 @@ fn to_csv(fleet: &Fleet, lines: &[Line]) -> String {
     for l in lines {
         let day = fleet.day(l.day);
         let month = first_of_month(day);
+        let start = day.and_hms_opt(l.hour.unwrap_or(0), 0, 0).unwrap_or_default();
+        let end = match l.hour {
+            Some(_) => start + chrono::Duration::hours(1),
+            None => start + chrono::Duration::days(1),
+        };
         let cost = fmt_units(mul(l.quantity, dec(l.contracted_price)));
         let tags: Vec<String> = l.tags.iter().map(|(k, v)| format!("\"{k}\": \"{v}\"")).collect();
         let fields = [
@@ -200,8 +253,8 @@ fn to_csv(fleet: &Fleet, lines: &[Line]) -> String {
             "Usage".into(),
             q(&l.description),
             "Usage-Based".into(),
-            format!("{day}T00:00:00Z"),
-            format!("{}T00:00:00Z", day + chrono::Days::new(1)),
+            start.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            end.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             fmt_units(l.quantity),
             l.unit.into(),
             fmt_units(l.quantity),

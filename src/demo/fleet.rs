@@ -75,6 +75,9 @@ pub(crate) struct Fleet {
     pub(crate) days: u32,
     pub(crate) peak_requests_per_day: u32,
     pub(crate) seed: u64,
+    /// Extra compute resources billed by the hour (`demo --billing-resources`), to make a bill
+    /// of benchmark size: resources x 24 x days lines.
+    pub(crate) billing_resources: u32,
 }
 
 impl Fleet {
@@ -118,7 +121,7 @@ impl Fleet {
                 }
             })
             .collect();
-        Self { tenants, first_day, days, peak_requests_per_day: peak, seed }
+        Self { tenants, first_day, days, peak_requests_per_day: peak, seed, billing_resources: 0 }
     }
 
     pub(crate) fn day(&self, i: u32) -> NaiveDate {
@@ -132,7 +135,11 @@ impl Fleet {
     }
 
     pub(crate) fn import_id(&self) -> String {
-        format!("demo-seed{}-{}-{}d", self.seed, self.first_day, self.days)
+        let mut id = format!("demo-seed{}-{}-{}d", self.seed, self.first_day, self.days);
+        if self.billing_resources > 0 {
+            id.push_str(&format!("-{}r", self.billing_resources));
+        }
+        id
     }
 
     /// The calendar months the demo touches, as their first days.

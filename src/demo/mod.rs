@@ -55,8 +55,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let lake = Lake::open_url(&args.serve.lake.data).await.context("cannot open the lake")?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let fleet =
+    let mut fleet =
         Fleet::new(&mut rng, args.tenants, first_day, args.days, args.peak_requests_per_day, args.seed);
+    fleet.billing_resources = args.billing_resources;
 
     if already_built(&lake, &fleet).await? {
         crate::cli::say(format!(
