@@ -46,7 +46,7 @@ use datafusion_postgres::{
             cancel::{CancelHandler, DefaultCancelHandler},
             portal::{Format, Portal},
             query::{ExtendedQueryHandler, SimpleQueryHandler},
-            results::{FieldInfo, QueryResponse, Response},
+            results::{FieldInfo, QueryResponse, Response, SendableRowStream},
             stmt::QueryParser,
             store::PortalStore,
         },
@@ -54,7 +54,7 @@ use datafusion_postgres::{
         messages::{PgWireBackendMessage, PgWireFrontendMessage, startup::Authentication},
     },
 };
-use futures::{Sink, SinkExt, StreamExt};
+use futures::{Sink, SinkExt, StreamExt, channel::oneshot};
 use tenantscope_schemas::{
     AuditEvent,
     auth::{Auth, Caller, Principal},
@@ -310,11 +310,11 @@ impl Audited {
         }
     }
 
-    /// The response with its rows counted into this event.
-    fn count(self: &Arc<Self>, response: Response) -> Response {
+    /// The response with its rows counted into this event, and cancellable while it streams.
+    fn count(self: &Arc<Self>, response: Response, cancel: Option<oneshot::Receiver<()>>) -> Response {
         let Response::Query(q) = response else { return response };
         let me = Arc::clone(self);
-        let rows = q.data_rows.inspect(move |r| match r {
+        let rows = cancellable(q.data_rows, cancel).inspect(move |r| match r {
             Ok(_) => {
                 me.rows.fetch_add(1, Ordering::Relaxed);
             }
@@ -322,6 +322,35 @@ impl Audited {
         });
         Response::Query(QueryResponse::new(q.row_schema, rows.boxed()))
     }
+}
+
+/// A fresh cancel receiver for the connection: pgwire listens for a CancelRequest only while
+/// `do_query` runs, but DataFusion computes most answers while they stream out afterwards.
+async fn streaming_cancel<C: ClientInfo + ?Sized>(client: &C) -> Option<oneshot::Receiver<()>> {
+    let handle = client.session_extensions().get::<Arc<ConnectionHandle>>()?;
+    Some(handle.start_query().await)
+}
+
+/// The rows until a cancel arrives, then the query-canceled error (57014) and the end.
+fn cancellable(rows: SendableRowStream, cancel: Option<oneshot::Receiver<()>>) -> SendableRowStream {
+    let Some(cancel) = cancel else { return rows };
+    futures::stream::unfold((rows, Some(cancel), false), |(mut rows, mut cancel, done)| async move {
+        if done {
+            return None;
+        }
+        let Some(rx) = cancel.as_mut() else {
+            return rows.next().await.map(|r| (r, (rows, None, false)));
+        };
+        tokio::select! {
+            r = rows.next() => r.map(|r| (r, (rows, cancel, false))),
+            c = rx => match c {
+                Ok(()) => Some((Err(PgWireError::QueryCanceled), (rows, None, true))),
+                // The connection started another query or closed: no cancel for this one.
+                Err(_) => rows.next().await.map(|r| (r, (rows, None, false))),
+            },
+        }
+    })
+    .boxed()
 }
 
 impl Drop for Audited {
@@ -352,7 +381,13 @@ impl SimpleQueryHandler for Service {
             Err(e) => Err(e),
         };
         match result {
-            Ok(responses) => Ok(responses.into_iter().map(|r| audited.count(r)).collect()),
+            Ok(responses) => {
+                let mut out = Vec::with_capacity(responses.len());
+                for r in responses {
+                    out.push(audited.count(r, streaming_cancel(client).await));
+                }
+                Ok(out)
+            }
             Err(e) => {
                 audited.error(&e);
                 Err(e)
@@ -437,7 +472,7 @@ impl ExtendedQueryHandler for Service {
             Err(e) => Err(e),
         };
         match result {
-            Ok(r) => Ok(audited.count(r)),
+            Ok(r) => Ok(audited.count(r, streaming_cancel(client).await)),
             Err(e) => {
                 audited.error(&e);
                 Err(e)

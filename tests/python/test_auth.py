@@ -220,6 +220,23 @@ def test_a_curious_tenant_reader_gets_no_foreign_row_and_is_recorded(secured):
     assert tables[TRICKS[3]] == "[billing, logs, spans]"  # lists are text in JSON
 
 
+def test_a_logged_in_client_can_cancel_its_query(secured):
+    """Logins get backend key data, so psycopg's cancel (a CancelRequest on a new connection)
+    stops the running statement."""
+    import threading
+    server = secured[0]
+    conn = pg_connect(server, "fin")
+    try:
+        threading.Timer(1.0, conn.cancel).start()
+        started = time.time()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT count(*) FROM generate_series(1, 20000000000)").fetchall()
+        assert time.time() - started < 60
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
 def span_batch(tenant):
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "auth-test", "tenant.id": tenant}))
