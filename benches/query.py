@@ -146,7 +146,7 @@ def main():
     p.add_argument("--lake", default=os.path.join(target_dir(), "bench-lake"))
     p.add_argument("--tenants", type=int, default=100)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--peak", type=int, default=86_000, help="requests per day of the busiest tenant")
+    p.add_argument("--peak", type=int, default=100_000, help="requests per day of the busiest tenant")
     p.add_argument("--billing-resources", type=int, default=1389, help="hourly-billed resources (x24 x days lines)")
     p.add_argument("--end-date", default="2026-11-27")
     p.add_argument("--threads", type=int, default=2)
@@ -183,8 +183,11 @@ def main():
     results = []
     try:
         def compare(name, kind, ours_sql, duck_sql=None, polars_fn=None):
+            # The first run apart: it includes what tenantscope computes once per table version
+            # and keeps (cost_allocation), which the best warm run does not show.
+            t_first, _ = best(lambda: server.sql(ours_sql), 1)
             t_ours, ours = best(lambda: server.sql(ours_sql), args.repeat)
-            row = {"name": name, "kind": kind, "rows": len(ours), "ours": t_ours}
+            row = {"name": name, "kind": kind, "rows": len(ours), "ours": t_ours, "ours_first": t_first}
             if duck_sql:
                 t, theirs = best(lambda: con.execute(duck_sql).fetchall(), args.repeat)
                 check(name, ours, theirs, "DuckDB")
@@ -299,7 +302,7 @@ def report(results, args, counts):
         duck = r.get("duckdb")
         pol = r.get("polars")
         ratio = lambda peer: f"{peer / r['ours']:.2f}x" if peer else "-"
-        lines.append(f"| {r['name']} | {r['kind']} | {r['rows']:,} | {r['ours']:.3f} s | "
+        lines.append(f"| {r['name']} | {r['kind']} | {r['rows']:,} | {r['ours']:.3f} s (first {r['ours_first']:.3f} s) | "
                      f"{f'{duck:.3f} s' if duck else '-'} | {ratio(duck)} | {f'{pol:.3f} s' if pol else '-'} | {ratio(pol)} |")
     table = "\n".join(["| question | kind | rows | tenantscope | DuckDB | DuckDB / ours | Polars | Polars / ours |",
                        "|---|---|---|---|---|---|---|---|", *lines])
@@ -314,8 +317,8 @@ def report(results, args, counts):
                 f"Lake: {counts['spans']:,} spans, {counts['logs']:,} logs, {counts['billing']:,} billing lines, "
                 f"{counts['tenants']} tenants over {args.days} days (`demo --tenants {args.tenants} --days {args.days} "
                 f"--peak-requests-per-day {args.peak} --billing-resources {args.billing_resources}`, then `compact`). "
-                f"Best of {args.repeat} warm runs; every answer checked equal to tenantscope's first. A ratio above 1 "
-                f"means tenantscope is faster.\n\n")
+                f"Best of {args.repeat} warm runs (tenantscope's first run after start in brackets); every answer "
+                f"checked equal to tenantscope's first. A ratio above 1 means tenantscope is faster.\n\n")
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
             f.write(head + table + "\n")
 
