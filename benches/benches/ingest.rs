@@ -10,8 +10,8 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
-use tenantscope_benches::trace_request;
 use std::collections::BTreeMap;
+use tenantscope_benches::trace_request;
 
 use tenantscope_ingest::{
     billing::{BillingImportOptions, ExportFile, import_billing},
@@ -85,7 +85,8 @@ fn lake_write(c: &mut Criterion) {
 fn focus_import(c: &mut Criterion) {
     let rt = runtime();
     let bytes = bytes::Bytes::from(
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/focus/focus_sample.csv")).expect("sample"),
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/focus/focus_sample.csv"))
+            .expect("sample"),
     );
     let lines = bytes.iter().filter(|b| **b == b'\n').count().saturating_sub(1);
     let mut g = c.benchmark_group("billing_import");

@@ -114,6 +114,7 @@ impl QueryEngine {
             .with_config(session)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::access::setup_pg_catalog(&ctx).map_err(QueryError::DataFusion)?;

@@ -11,6 +11,7 @@ pub mod http;
 pub mod pg;
 pub mod provider;
 pub mod system;
+mod utc;
 
 pub use engine::{EngineConfig, QueryEngine, QueryResult};
 pub use error::{QueryError, Result};

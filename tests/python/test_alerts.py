@@ -148,8 +148,14 @@ def test_a_real_alertmanager_gets_a_demo_anomaly_then_its_resolve(tmp_path, aler
         rules.write_text(SPIKE_RULES.replace("THRESHOLD", "1000000"))
         wait_until("the resolve to reach Alertmanager", lambda: not stark_alerts())
 
-        history = s.sql("SELECT event, state, receiver FROM alerts WHERE rule = 'TenantUsageSpike' "
-                        "AND event IN ('transition', 'notification') ORDER BY time, event")
+        # The history reaches the lake with the next flush of the alert rows, which may come a
+        # little after Alertmanager has the resolve.
+        def history():
+            return s.sql("SELECT event, state, receiver FROM alerts WHERE rule = 'TenantUsageSpike' "
+                         "AND event IN ('transition', 'notification') ORDER BY time, event")
+        wait_until("the resolve in the alerts table",
+                   lambda: [r for r in history() if r[0] == "transition" and r[1] == "inactive"])
+        history = history()
         transitions = [r[1] for r in history if r[0] == "transition"]
         assert transitions == ["pending", "firing", "inactive"], history
         sent = {(r[1], r[2]) for r in history if r[0] == "notification"}
