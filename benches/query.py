@@ -26,27 +26,20 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from decimal import Decimal
 
+from otlp_ingest import TARGET, free_port  # the sibling bench script: one way to find ports and binaries
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
 def target_dir():
-    return os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return TARGET
 
 
 def build_lake(bin_, lake, args):
