@@ -38,10 +38,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def target_dir():
-    return TARGET
-
-
 def build_lake(bin_, lake, args):
     marker = os.path.join(lake, ".bench-complete")
     if os.path.exists(marker):
@@ -136,7 +132,7 @@ def check(name, ours, theirs, peer):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lake", default=os.path.join(target_dir(), "bench-lake"))
+    p.add_argument("--lake", default=os.path.join(TARGET, "bench-lake"))
     p.add_argument("--tenants", type=int, default=100)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--peak", type=int, default=100_000, help="requests per day of the busiest tenant")
@@ -145,7 +141,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--record", action="store_true", help="append the results to benches/RESULTS.md")
-    p.add_argument("--bin", default=os.path.join(target_dir(), "release", "tenantscope"),
+    p.add_argument("--bin", default=os.path.join(TARGET, "release", "tenantscope"),
                    help="the tenantscope binary (a debug one only to try the script)")
     args = p.parse_args()
     os.environ["POLARS_MAX_THREADS"] = str(args.threads)
@@ -168,7 +164,7 @@ def main():
         con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet({fs!r}, hive_partitioning = false)")
     lazy = {t: pl.scan_parquet(fs) for t, fs in files.items()}
 
-    work = os.path.join(target_dir(), "bench-query-work")
+    work = os.path.join(TARGET, "bench-query-work")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     server = Server(bin_, args.lake, work)

@@ -88,7 +88,7 @@ pub(crate) async fn gate(State(g): State<Gate>, mut request: Request, next: Next
     };
     let principal = match g.auth.bearer(authorization) {
         Ok(p) => p,
-        Err(Refusal::Unauthenticated(why) | Refusal::Forbidden(why)) => {
+        Err(Refusal::Unauthenticated(why)) => {
             return refuse("auth.failure", None, why, StatusCode::UNAUTHORIZED);
         }
     };

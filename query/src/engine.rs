@@ -309,19 +309,6 @@ impl QueryEngine {
         &self.lake
     }
 
-    /// Runs one SQL statement with positional parameters (`$1`, `$2`, ...).
-    pub async fn sql_with_params(
-        &self,
-        sql: &str,
-        params: Vec<datafusion::common::ScalarValue>,
-    ) -> Result<QueryResult> {
-        let df = self.ctx.sql(sql).await.map_err(QueryError::from_planning)?;
-        let df = df.with_param_values(params).map_err(QueryError::from_planning)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
-        Ok(QueryResult { schema, batches })
-    }
-
     /// Plans a read-only query (no DDL, DML or `SET`) with `now()` at `t`.
     async fn plan_at(&self, sql: &str, t: chrono::DateTime<chrono::Utc>) -> Result<DataFrame> {
         let mut state = self.ctx.state();

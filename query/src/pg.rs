@@ -304,9 +304,10 @@ impl Audited {
     fn error(&self, e: &PgWireError) {
         self.failed.store(true, Ordering::Relaxed);
         if let Some(ev) = self.event.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            let text = e.to_string();
-            ev.outcome = Some(if text.contains("permission denied") { "denied" } else { "error" }.into());
-            ev.detail = Some(text);
+            // 42501 insufficient_privilege: the refusals of `ReadOnly` and `Sessions::session`.
+            let denied = matches!(e, PgWireError::UserError(info) if info.code == "42501");
+            ev.outcome = Some(if denied { "denied" } else { "error" }.into());
+            ev.detail = Some(e.to_string());
         }
     }
 

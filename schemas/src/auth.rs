@@ -258,12 +258,10 @@ pub enum Auth {
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// No credentials, or credentials of nobody.
+    /// No credentials, or credentials of nobody. (A known principal without a right is the
+    /// caller's to refuse: only it knows what the request needs.)
     #[error("{0}")]
     Unauthenticated(String),
-    /// A known principal without the right.
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 impl Auth {

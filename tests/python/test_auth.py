@@ -216,6 +216,9 @@ def test_a_curious_tenant_reader_gets_no_foreign_row_and_is_recorded(secured):
     assert outcomes[REFUSED[5].format(lake=lake)] == "denied"
     assert outcomes[REFUSED[7]] == "denied"
     assert outcomes[REFUSED[0]] == "error"
+    # Over the PostgreSQL wire too, a refusal (SQLSTATE 42501) is recorded as denied.
+    pg_outcomes = {r[1]: r[2] for r in rows if r[4] == "pg"}
+    assert pg_outcomes[REFUSED[7]] == "denied" and pg_outcomes[REFUSED[6]] == "denied", pg_outcomes
     tables = {r[1]: r[3] for r in rows if r[4] == "http"}
     assert tables[TRICKS[3]] == "[billing, logs, spans]"  # lists are text in JSON
 
@@ -227,11 +230,11 @@ def test_a_logged_in_client_can_cancel_its_query(secured):
     server = secured[0]
     conn = pg_connect(server, "fin")
     try:
+        # Uncancelled, this count takes minutes and returns a row: QueryCanceled says the
+        # cancel stopped it (no timing bound needed).
         threading.Timer(1.0, conn.cancel).start()
-        started = time.time()
         with pytest.raises(psycopg.errors.QueryCanceled):
             conn.execute("SELECT count(*) FROM generate_series(1, 20000000000)").fetchall()
-        assert time.time() - started < 60
         assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         conn.close()
@@ -306,7 +309,7 @@ def test_wrong_tokens_are_refused_logged_and_write_nothing(secured):
     assert any(t == "pg" for t in targets), targets
     assert targets.count("otlp-grpc") >= 3, targets
     assert any(t.startswith("OTLP/HTTP POST /v1/traces") for t in targets), targets
-    assert all(r[2] == "denied" and r[3].startswith("127.0.0.1:") for r in failures if r[1] != "pg" or r[3]), failures
+    assert all(r[2] == "denied" and r[3].startswith("127.0.0.1:") for r in failures), failures
 
 
 def test_serve_refuses_to_start_without_an_auth_decision(tmp_path):

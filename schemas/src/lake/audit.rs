@@ -143,15 +143,6 @@ pub struct Auditor {
     tx: mpsc::Sender<Message>,
 }
 
-impl std::fmt::Debug for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Message::Event(e) => e.fmt(f),
-            Message::Flush(_) => f.write_str("Flush"),
-        }
-    }
-}
-
 /// Events kept while the lake does not answer.
 const MAX_PENDING: usize = 100_000;
 
