@@ -169,11 +169,11 @@ impl Lake {
                 .collect()
                 .await
                 .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
-            let Some(batch) = super::prepare(table, &batches)? else { continue };
+            let Some(sorted) = super::prepare(table, &batches)? else { continue };
             // The same snapshot as the read: the overwrite removes exactly the files read.
             let written = dt
                 .clone()
-                .write(vec![batch])
+                .write(sorted)
                 .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
                 .with_replace_where(predicate.clone())
                 .with_writer_properties(writer_properties(table))

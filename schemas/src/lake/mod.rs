@@ -3,6 +3,7 @@
 
 mod audit;
 mod error;
+mod files;
 mod location;
 mod maintenance;
 mod writer;
@@ -174,23 +175,16 @@ impl Lake {
         batches: &[RecordBatch],
         properties: CommitProperties,
     ) -> Result<Option<Commit>> {
-        let Some(batch) = prepare(table, batches)? else {
+        let Some(batches) = prepare(table, batches)? else {
             return Ok(None);
         };
-        let rows = batch.num_rows();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let dt = match self.cached(table) {
             Some(dt) => dt,
             None => self.table(table).await?,
         };
-        let dt = dt
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_writer_properties(writer_properties(table))
-            .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
-            .with_commit_properties(properties)
-            .await
-            .map_err(|e| LakeError::delta(table, e))?;
-        let version = dt.version().unwrap_or_default();
+        let (dt, version) =
+            files::write_and_commit(table, &dt, batches, files::append_operation(table), properties).await?;
         tracing::debug!(%table, rows, version, "Committed append.");
         self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
         Ok(Some(Commit { version, rows }))
@@ -205,13 +199,25 @@ impl Lake {
         batches: &[RecordBatch],
         predicate: &str,
     ) -> Result<Option<Commit>> {
-        let Some(batch) = prepare(table, batches)? else {
+        let Some(batches) = prepare(table, batches)? else {
             return Ok(None);
         };
-        let rows = batch.num_rows();
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let dt = self.table(table).await?;
+        // Most imports replace nothing (a new source or period): written on every core and
+        // committed as a replace, so that a concurrent commit adding rows the predicate matches
+        // still conflicts. A restatement goes through deltalake's replace, which rewrites the
+        // files holding rows of the slice.
+        if !self.any_row_matches(table, &dt, predicate).await? {
+            let operation = files::replace_operation(table, predicate);
+            let (dt, version) =
+                files::write_and_commit(table, &dt, batches, operation, CommitProperties::default()).await?;
+            tracing::debug!(%table, rows, version, predicate, "Committed replace (nothing replaced).");
+            self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+            return Ok(Some(Commit { version, rows }));
+        }
         let dt = dt
-            .write(vec![batch])
+            .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate)
             .with_writer_properties(writer_properties(table))
@@ -236,6 +242,25 @@ impl Lake {
         tracing::debug!(%table, predicate, rows = ?metrics.num_deleted_rows, "Committed delete.");
         self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
         Ok(metrics.num_deleted_rows)
+    }
+
+    /// Whether the snapshot `dt` of `table` holds a row matching `predicate` (SQL).
+    async fn any_row_matches(&self, table: Table, dt: &DeltaTable, predicate: &str) -> Result<bool> {
+        use deltalake::datafusion::prelude::SessionContext;
+        let files = dt.snapshot().map_err(|e| LakeError::delta(table, e))?.snapshot().log_data().num_files();
+        if files == 0 {
+            return Ok(false);
+        }
+        let sql = format!("SELECT 1 FROM t WHERE {predicate} LIMIT 1");
+        let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
+            sql: sql.clone(),
+            reason: e.to_string(),
+        };
+        let ctx = SessionContext::new();
+        dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
+        ctx.register_table("t", dt.table_provider().await.map_err(err)?).map_err(err)?;
+        let found = ctx.sql(&sql).await.map_err(err)?.collect().await.map_err(err)?;
+        Ok(found.iter().any(|b| b.num_rows() > 0))
     }
 
     /// Runs SQL over `tables` (those that exist) with a throwaway DataFusion session: for

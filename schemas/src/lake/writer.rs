@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use arrow::{
     array::{ArrayRef, RecordBatch, new_null_array},
-    compute::{SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch},
+    compute::{
+        SortColumn, SortOptions, cast, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
+    },
     datatypes::SchemaRef,
 };
 use deltalake::parquet::{
@@ -42,12 +44,17 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     builder.build()
 }
 
-/// Conforms batches to the table's schema and sorts their rows by the table's sort columns.
+/// Conforms batches to the table's schema and sorts their rows by the table's partition
+/// columns, then its sort columns, returned as batches of at most [`ROW_GROUP_ROWS`] rows.
 ///
 /// Columns are matched by name. A missing nullable column becomes NULLs; a missing required
 /// column, an unknown column, a value that cannot be cast, or a NULL in a required column is an
 /// error naming the column.
-pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+///
+/// Only the key columns are concatenated to sort; the rows are then gathered from the input
+/// batches once (`interleave`), a row group at a time on every core: a million-row billing import
+/// spent longer concatenating and reordering 60 columns on one thread than parsing them.
+pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<RecordBatch>>> {
     let schema = table.schema();
     let mut conformed = Vec::with_capacity(batches.len());
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
@@ -57,21 +64,100 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<RecordBat
         return Ok(None);
     }
     let arrow_err = |source| LakeError::Arrow { table, source };
-    let batch = concat_batches(&schema, &conformed).map_err(arrow_err)?;
-    let sort: Vec<SortColumn> = table
-        .sort_columns()
-        .iter()
-        .filter_map(|name| batch.column_by_name(name))
-        .map(|values| SortColumn {
-            values: Arc::clone(values),
+    let mut keys: Vec<&str> = table.partition_columns().to_vec();
+    keys.extend(table.sort_columns().iter().filter(|c| !table.partition_columns().contains(c)));
+    let keys: Vec<usize> = keys.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+    let total: usize = conformed.iter().map(RecordBatch::num_rows).sum();
+    if total > ROW_GROUP_ROWS && !keys.is_empty() {
+        conformed = sort_runs(table, conformed, &keys)?;
+    }
+    let mut sort = Vec::new();
+    for index in keys {
+        let parts: Vec<&dyn arrow::array::Array> =
+            conformed.iter().map(|b| b.column(index).as_ref()).collect();
+        sort.push(SortColumn {
+            values: concat(&parts).map_err(arrow_err)?,
             options: Some(SortOptions { descending: false, nulls_first: true }),
+        });
+    }
+    let order: Vec<(usize, usize)> = if sort.is_empty() {
+        conformed
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+            .collect()
+    } else {
+        let mut origin = Vec::with_capacity(total);
+        for (b, batch) in conformed.iter().enumerate() {
+            origin.extend((0..batch.num_rows()).map(|r| (b, r)));
+        }
+        let indices = lexsort_to_indices(&sort, None).map_err(arrow_err)?;
+        indices.values().iter().map(|&i| origin[i as usize]).collect()
+    };
+    drop(sort);
+    let sources: Vec<&RecordBatch> = conformed.iter().collect();
+    let groups: Vec<&[(usize, usize)]> = order.chunks(ROW_GROUP_ROWS).collect();
+    par_map(table, &groups, |g| interleave_record_batch(&sources, g)).map(Some)
+}
+
+/// `f` over `items` on every core (scoped threads, items dealt round-robin), results in the
+/// items' order.
+fn par_map<I: Sync>(
+    table: Table,
+    items: &[I],
+    f: impl Fn(&I) -> std::result::Result<RecordBatch, arrow::error::ArrowError> + Sync,
+) -> Result<Vec<RecordBatch>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).clamp(1, 8);
+    let done: Vec<Vec<(usize, std::result::Result<RecordBatch, arrow::error::ArrowError>)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        (t..items.len()).step_by(threads).map(|i| (i, f(&items[i]))).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        });
+    let mut out: Vec<Option<RecordBatch>> = vec![None; items.len()];
+    for (i, batch) in done.into_iter().flatten() {
+        out[i] = Some(batch.map_err(|source| LakeError::Arrow { table, source })?);
+    }
+    let out: Vec<RecordBatch> = out.into_iter().flatten().collect();
+    if out.len() != items.len() {
+        return Err(LakeError::Schema { table, detail: "internal: a thread sorting rows panicked".into() });
+    }
+    Ok(out)
+}
+
+/// Rows per locally sorted run (a few MB: sorted within the CPU's caches).
+const RUN_ROWS: usize = 8 * 1024;
+
+/// Cuts the batches into runs of [`RUN_ROWS`] rows and sorts each run, on every core. The global
+/// order of the sorted runs is the same, but gathering it then reads every run front to back
+/// (a few hundred sequential streams) instead of jumping across gigabytes: for a million-row
+/// import, the gather went from the largest cost of the import to a small one.
+fn sort_runs(table: Table, batches: Vec<RecordBatch>, keys: &[usize]) -> Result<Vec<RecordBatch>> {
+    let runs: Vec<RecordBatch> = batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).step_by(RUN_ROWS).map(move |o| b.slice(o, RUN_ROWS.min(b.num_rows() - o)))
         })
         .collect();
-    if sort.is_empty() {
-        return Ok(Some(batch));
-    }
-    let indices = lexsort_to_indices(&sort, None).map_err(arrow_err)?;
-    Ok(Some(take_record_batch(&batch, &indices).map_err(arrow_err)?))
+    drop(batches);
+    let sort_one = |run: &RecordBatch| -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
+        let columns: Vec<SortColumn> = keys
+            .iter()
+            .map(|&k| SortColumn {
+                values: Arc::clone(run.column(k)),
+                options: Some(SortOptions { descending: false, nulls_first: true }),
+            })
+            .collect();
+        let indices = lexsort_to_indices(&columns, None)?;
+        take_record_batch(run, &indices)
+    };
+    par_map(table, &runs, sort_one)
 }
 
 fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -141,11 +227,55 @@ mod tests {
     fn sorts_by_tenant_then_time_with_nulls_first() {
         let b = usage_batch(&[Some("b"), None, Some("a"), Some("a")], &[5, 9, 7, 3]);
         let out = prepare(Table::Usage, &[b]).unwrap().unwrap();
+        assert_eq!(out.len(), 1);
+        let out = &out[0];
         let tenants = out.column(1).as_any().downcast_ref::<StringArray>().unwrap();
         let got: Vec<_> = tenants.iter().collect();
         assert_eq!(got, vec![None, Some("a"), Some("a"), Some("b")]);
         let hours = out.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(hours.values().to_vec(), vec![9, 3, 7, 5]);
+    }
+
+    #[test]
+    fn many_batches_come_out_sorted_in_row_groups_partition_first() {
+        // Three inputs, 300k rows over two dates and 7 tenants, in a scrambled order.
+        let mut inputs = Vec::new();
+        for part in 0..3_i64 {
+            let n = 100_000;
+            let names = ["t0", "t1", "t2", "t3", "t4", "t5", "t6"];
+            let tenants: Vec<Option<&str>> =
+                (0..n).map(|i| Some(names[((i * 7919 + part) % 7) as usize])).collect();
+            let hours: Vec<i64> = (0..n).map(|i| (i * 104_729 + part * 13) % 1_000_003).collect();
+            let b = usage_batch(&tenants, &hours);
+            let dates: Vec<i32> = (0..n).map(|i| ((i + part) % 2) as i32).collect();
+            let mut cols = b.columns().to_vec();
+            cols[5] = Arc::new(Date32Array::from(dates));
+            inputs.push(RecordBatch::try_new(b.schema(), cols).unwrap());
+        }
+        let out = prepare(Table::Usage, &inputs).unwrap().unwrap();
+        assert!(out.iter().all(|b| b.num_rows() <= ROW_GROUP_ROWS));
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 300_000);
+        let all = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        let date = all.column(5).as_any().downcast_ref::<Date32Array>().unwrap();
+        let tenant = all.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let hour = all.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let key = |i: usize| (date.value(i), tenant.value(i).to_string(), hour.value(i));
+        assert!((1..all.num_rows()).all(|i| key(i - 1) <= key(i)), "rows out of order");
+        // Nothing lost or duplicated: the multiset of keys is the input's.
+        let mut expect: Vec<_> = inputs
+            .iter()
+            .flat_map(|b| {
+                let d = b.column(5).as_any().downcast_ref::<Date32Array>().unwrap().clone();
+                let t = b.column(1).as_any().downcast_ref::<StringArray>().unwrap().clone();
+                let h = b.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap().clone();
+                (0..b.num_rows())
+                    .map(move |i| (d.value(i), t.value(i).to_string(), h.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        expect.sort();
+        let got: Vec<_> = (0..all.num_rows()).map(key).collect();
+        assert_eq!(got, expect);
     }
 
     #[test]
