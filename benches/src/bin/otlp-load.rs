@@ -1,29 +1,202 @@
-//! OTLP/gRPC load generator: many tenants' realistic spans in batches, from several concurrent
-//! clients, for a fixed time. Reports accepted spans per second, refusals (RESOURCE_EXHAUSTED),
-//! request latency percentiles, and, given the server's pid, the server's CPU seconds, spans
-//! per server CPU-second (per core) and peak RSS.
+//! OTLP load generator: many tenants' realistic spans, metric points and log records in batches,
+//! over OTLP/gRPC or OTLP/HTTP (protobuf), from several concurrent clients, for a fixed time.
+//! Reports accepted items per second (per signal), refusals (RESOURCE_EXHAUSTED / HTTP 429 or
+//! 503), failed requests, request latency percentiles, and, given the server's pid, the server's
+//! CPU seconds, items per server CPU-second (per core) and peak RSS.
 //!
 //!   otlp-load --endpoint http://127.0.0.1:4317 --seconds 20 --clients 8 --server-pid PID
+//!   otlp-load --protocol http --endpoint http://127.0.0.1:4318 --signal mix
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient},
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_client::MetricsServiceClient,
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse, trace_service_client::TraceServiceClient,
+    },
+};
+use prost::Message;
 use rand::{SeedableRng, rngs::StdRng};
-use tenantscope_benches::trace_request;
+use tenantscope_benches::{data_points, logs_request, metrics_request, trace_request};
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// OTLP/gRPC (the endpoint is the gRPC listener, e.g. http://127.0.0.1:4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies to /v1/traces, /v1/metrics, /v1/logs (e.g. http://127.0.0.1:4318).
+    Http,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SignalArg {
+    Traces,
+    Metrics,
+    Logs,
+    /// Each client sends traces, metrics and logs in turn.
+    Mix,
+}
+
+/// The three signals, as indices into per-signal counters.
+const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
+
+/// One prebuilt export request: its signal, its item count and its protobuf body.
+#[derive(Clone)]
+struct Payload {
+    signal: usize,
+    items: u64,
+    body: Bytes,
+}
+
+enum Outcome {
+    /// Accepted, with the items the server rejected in a partial success.
+    Ok(u64),
+    Refused,
+    Failed(String),
+}
+
+/// One connection of one client.
+enum Conn {
+    Grpc(TraceServiceClient<Channel>, MetricsServiceClient<Channel>, LogsServiceClient<Channel>),
+    Http(reqwest::Client, String),
+}
+
+impl Conn {
+    async fn open(protocol: Protocol, endpoint: &str) -> anyhow::Result<Conn> {
+        Ok(match protocol {
+            Protocol::Grpc => {
+                let channel = Channel::from_shared(endpoint.to_string())?.connect().await?;
+                Conn::Grpc(
+                    TraceServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+                    MetricsServiceClient::new(channel.clone()),
+                    LogsServiceClient::new(channel),
+                )
+            }
+            Protocol::Http => Conn::Http(reqwest::Client::new(), endpoint.trim_end_matches('/').to_string()),
+        })
+    }
+
+    async fn send(&mut self, p: &Payload) -> Outcome {
+        let grpc = |r: Result<u64, tonic::Status>| match r {
+            Ok(rejected) => Outcome::Ok(rejected),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted || s.code() == tonic::Code::Unavailable => {
+                Outcome::Refused
+            }
+            Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
+        };
+        match self {
+            Conn::Grpc(traces, metrics, logs) => match p.signal {
+                0 => grpc(
+                    traces
+                        .export(ExportTraceServiceRequest::decode(p.body.clone()).expect("own request"))
+                        .await
+                        .map(|r| {
+                            r.into_inner().partial_success.map_or(0, |x| x.rejected_spans.max(0) as u64)
+                        }),
+                ),
+                1 => grpc(
+                    metrics
+                        .export(ExportMetricsServiceRequest::decode(p.body.clone()).expect("own request"))
+                        .await
+                        .map(|r| {
+                            r.into_inner().partial_success.map_or(0, |x| x.rejected_data_points.max(0) as u64)
+                        }),
+                ),
+                _ => grpc(
+                    logs.export(ExportLogsServiceRequest::decode(p.body.clone()).expect("own request"))
+                        .await
+                        .map(|r| {
+                            r.into_inner().partial_success.map_or(0, |x| x.rejected_log_records.max(0) as u64)
+                        }),
+                ),
+            },
+            Conn::Http(client, base) => {
+                let url = format!("{base}/v1/{}", SIGNALS[p.signal]);
+                let sent = client
+                    .post(url)
+                    .header("content-type", "application/x-protobuf")
+                    .body(p.body.clone())
+                    .send()
+                    .await;
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::Failed(e.to_string()),
+                };
+                let status = resp.status();
+                if status.as_u16() == 429 || status.as_u16() == 503 {
+                    return Outcome::Refused;
+                }
+                let body = resp.bytes().await.unwrap_or_default();
+                if !status.is_success() {
+                    return Outcome::Failed(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+                }
+                let rejected = match p.signal {
+                    0 => ExportTraceServiceResponse::decode(body)
+                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_spans.max(0) as u64)),
+                    1 => ExportMetricsServiceResponse::decode(body)
+                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_data_points.max(0) as u64)),
+                    _ => ExportLogsServiceResponse::decode(body)
+                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_log_records.max(0) as u64)),
+                };
+                match rejected {
+                    Ok(n) => Outcome::Ok(n),
+                    Err(e) => Outcome::Failed(format!("undecodable response: {e}")),
+                }
+            }
+        }
+    }
+}
+
+/// The requests one client cycles through.
+fn payloads(signal: SignalArg, seed: u64, batch: usize, tenants: usize, distinct: usize) -> Vec<Payload> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let t0 = 1_764_000_000_000_000_000_u64;
+    (0..distinct)
+        .map(|i| {
+            let t = t0 + (i as u64) * 1_000_000_000;
+            let which = match signal {
+                SignalArg::Traces => 0,
+                SignalArg::Metrics => 1,
+                SignalArg::Logs => 2,
+                SignalArg::Mix => i % 3,
+            };
+            let (items, body) = match which {
+                0 => (batch, trace_request(&mut rng, batch, tenants, t).encode_to_vec()),
+                1 => {
+                    let r = metrics_request(&mut rng, batch, tenants, t);
+                    (data_points(&r), r.encode_to_vec())
+                }
+                _ => (batch, logs_request(&mut rng, batch, tenants, t).encode_to_vec()),
+            };
+            Payload { signal: which, items: items as u64, body: Bytes::from(body) }
+        })
+        .collect()
+}
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The OTLP/gRPC endpoint.
+    /// The OTLP endpoint: the gRPC listener, or the HTTP listener's base URL.
     #[arg(long, default_value = "http://127.0.0.1:4317")]
     endpoint: String,
+    /// OTLP/gRPC or OTLP/HTTP (protobuf).
+    #[arg(long, value_enum, default_value_t = Protocol::Grpc)]
+    protocol: Protocol,
+    /// What to send.
+    #[arg(long, value_enum, default_value_t = SignalArg::Traces)]
+    signal: SignalArg,
     /// How long to send.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
     /// Concurrent clients (each one connection, one request in flight).
     #[arg(long, default_value_t = 8)]
     clients: usize,
-    /// Spans per request.
+    /// Items (spans, data points, log records) per request.
     #[arg(long, default_value_t = 512)]
     batch: usize,
     /// Tenants (Zipf-skewed).
@@ -57,7 +230,6 @@ fn rate(seconds: u64, batch: usize, requests: usize, mut f: impl FnMut(usize)) -
 }
 
 fn micro(args: &Args) -> anyhow::Result<()> {
-    use prost::Message;
     use tenantscope_ingest::otlp::{TenantResolver, convert, wal};
     let mut rng = StdRng::seed_from_u64(7);
     let requests: Vec<_> = (0..args.distinct)
@@ -119,48 +291,47 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let endpoint = args.endpoint.clone();
+        let (endpoint, protocol, signal) = (args.endpoint.clone(), args.protocol, args.signal);
         let (batch, tenants, distinct) = (args.batch, args.tenants, args.distinct);
         tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(c as u64 + 1);
-            let t0 = 1_764_000_000_000_000_000_u64;
-            let requests: Vec<_> = (0..distinct)
-                .map(|i| trace_request(&mut rng, batch, tenants, t0 + (i as u64) * 1_000_000_000))
-                .collect();
-            let mut client = TraceServiceClient::connect(endpoint).await?.max_decoding_message_size(64 << 20);
-            let (mut ok, mut refused, mut failed) = (0_u64, 0_u64, 0_u64);
+            let requests = payloads(signal, c as u64 + 1, batch, tenants, distinct);
+            let mut conn = Conn::open(protocol, &endpoint).await?;
+            let (mut ok, mut refused, mut failed) = ([0_u64; 3], [0_u64; 3], 0_u64);
+            let mut first_failure = None;
             let mut latencies = Vec::new();
             let mut i = 0;
             while Instant::now() < deadline {
-                let req = requests[i % requests.len()].clone();
+                let p = &requests[i % requests.len()];
                 i += 1;
                 let sent = Instant::now();
-                match client.export(req).await {
-                    Ok(r) => {
-                        let rejected = r
-                            .get_ref()
-                            .partial_success
-                            .as_ref()
-                            .map_or(0, |p| p.rejected_spans.max(0) as u64);
-                        ok += batch as u64 - rejected;
+                match conn.send(p).await {
+                    Outcome::Ok(rejected) => {
+                        ok[p.signal] += p.items - rejected.min(p.items);
                         latencies.push(sent.elapsed().as_secs_f64());
                     }
-                    Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                        refused += batch as u64;
+                    Outcome::Refused => {
+                        refused[p.signal] += p.items;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    Err(_) => failed += 1,
+                    Outcome::Failed(why) => {
+                        failed += 1;
+                        first_failure.get_or_insert(why);
+                    }
                 }
             }
-            anyhow::Ok((ok, refused, failed, latencies))
+            anyhow::Ok((ok, refused, failed, first_failure, latencies))
         }));
     }
-    let (mut ok, mut refused, mut failed, mut lat) = (0, 0, 0, Vec::new());
+    let (mut ok, mut refused, mut failed, mut lat) = ([0_u64; 3], [0_u64; 3], 0, Vec::new());
+    let mut first_failure = None;
     for t in tasks {
-        let (o, r, f, l) = t.await??;
-        ok += o;
-        refused += r;
+        let (o, r, f, why, l) = t.await??;
+        for k in 0..3 {
+            ok[k] += o[k];
+            refused[k] += r[k];
+        }
         failed += f;
+        first_failure = first_failure.or(why);
         lat.extend(l);
     }
     let wall = started.elapsed().as_secs_f64();
@@ -173,13 +344,25 @@ async fn main() -> anyhow::Result<()> {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN) * 1000.0
     };
     let rss = args.server_pid.and_then(peak_rss_mib);
-    let per_core = cpu.map(|c| ok as f64 / c);
+    let total: u64 = ok.iter().sum();
+    let per_core = cpu.map(|c| total as f64 / c);
+    let by_signal = |v: &[u64; 3]| {
+        SIGNALS.iter().zip(v).map(|(n, v)| format!("\"{n}\":{v}")).collect::<Vec<_>>().join(",")
+    };
     if args.json {
         println!(
-            "{{\"accepted_spans\":{ok},\"refused_spans\":{refused},\"failed_requests\":{failed},\"wall_s\":{wall:.3},\"spans_per_s\":{:.0},\"server_cpu_s\":{},\"spans_per_server_cpu_s\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_peak_rss_mib\":{}}}",
-            ok as f64 / wall,
+            "{{\"protocol\":\"{:?}\",\"accepted_items\":{total},\"accepted\":{{{}}},\"refused\":{{{}}},\"accepted_spans\":{},\"refused_spans\":{},\"failed_requests\":{failed},\"first_failure\":{},\"wall_s\":{wall:.3},\"items_per_s\":{:.0},\"spans_per_s\":{:.0},\"server_cpu_s\":{},\"items_per_server_cpu_s\":{},\"spans_per_server_cpu_s\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_peak_rss_mib\":{}}}",
+            args.protocol,
+            by_signal(&ok),
+            by_signal(&refused),
+            ok[0],
+            refused[0],
+            first_failure.as_deref().map_or("null".into(), |w| format!("{w:?}")),
+            total as f64 / wall,
+            ok[0] as f64 / wall,
             cpu.map_or("null".into(), |c| format!("{c:.2}")),
             per_core.map_or("null".into(), |c| format!("{c:.0}")),
+            cpu.map_or("null".into(), |c| format!("{:.0}", ok[0] as f64 / c)),
             pct(0.5),
             pct(0.99),
             pct(1.0),
@@ -187,9 +370,17 @@ async fn main() -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "accepted {ok} spans in {wall:.1} s: {:.0} spans/s; refused {refused}; failed requests {failed}",
-            ok as f64 / wall
+            "{:?}: accepted {total} items in {wall:.1} s: {:.0} items/s (traces {} spans, metrics {} points, logs {} records); refused {}; failed requests {failed}",
+            args.protocol,
+            total as f64 / wall,
+            ok[0],
+            ok[1],
+            ok[2],
+            refused.iter().sum::<u64>()
         );
+        if let Some(why) = &first_failure {
+            println!("first failure: {why}");
+        }
         println!(
             "latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, max {:.2}",
             pct(0.5),
@@ -198,7 +389,7 @@ async fn main() -> anyhow::Result<()> {
             pct(1.0)
         );
         if let (Some(c), Some(p)) = (cpu, per_core) {
-            println!("server CPU {c:.2} s: {p:.0} spans per server CPU-second");
+            println!("server CPU {c:.2} s: {p:.0} items per server CPU-second");
         }
         if let Some(r) = rss {
             println!("server peak RSS {r:.1} MiB");
