@@ -209,6 +209,15 @@ impl Lake {
         // still conflicts. A restatement goes through deltalake's replace, which rewrites the
         // files holding rows of the slice.
         if !self.any_row_matches(table, &dt, predicate).await? {
+            // deltalake's replace checks that every new row matches the predicate; so does this
+            // path, or rows outside it would survive the next replace of the same slice.
+            let outside = rows_outside(&batches, predicate).await?;
+            if outside > 0 {
+                return Err(LakeError::Schema {
+                    table,
+                    detail: format!("{outside} new rows do not match the replace predicate {predicate}"),
+                });
+            }
             let operation = files::replace_operation(table, predicate);
             let (dt, version) =
                 files::write_and_commit(table, &dt, batches, operation, CommitProperties::default()).await?;
@@ -352,4 +361,24 @@ impl Lake {
             }
         }
     }
+}
+
+/// How many of `batches`' rows `predicate` (SQL) does not hold for (false or NULL).
+async fn rows_outside(batches: &[RecordBatch], predicate: &str) -> Result<usize> {
+    use deltalake::datafusion::{datasource::MemTable, prelude::SessionContext};
+    let Some(first) = batches.first() else { return Ok(0) };
+    let sql = format!("SELECT count(*) FROM new_rows WHERE ({predicate}) IS NOT TRUE");
+    let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
+        sql: sql.clone(),
+        reason: e.to_string(),
+    };
+    let ctx = SessionContext::new();
+    let rows = MemTable::try_new(first.schema(), vec![batches.to_vec()]).map_err(err)?;
+    ctx.register_table("new_rows", std::sync::Arc::new(rows)).map_err(err)?;
+    let out = ctx.sql(&sql).await.map_err(err)?.collect().await.map_err(err)?;
+    let count = out
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(usize::try_from(count).unwrap_or(0))
 }

@@ -169,11 +169,54 @@ pub(crate) async fn conformance(url: &str) {
     let reopened = Lake::open_url(url).await.unwrap();
     assert_eq!(count_and_sum(&reopened).await, expected);
 
+    // Replace a slice nothing holds yet (written on every core, committed as a replace), then
+    // restate it (deltalake's rewrite); rows outside the predicate are refused, nothing written.
+    let day = |batch: RecordBatch, days: i64| {
+        let shift = |i: usize| -> Arc<dyn Array> {
+            match batch.schema().field(i).name().as_str() {
+                TIME => {
+                    let t = batch.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+                    Arc::new(
+                        TimestampMicrosecondArray::from(
+                            t.values().iter().map(|v| v + days * DAY_US).collect::<Vec<_>>(),
+                        )
+                        .with_timezone("UTC"),
+                    )
+                }
+                DATE => {
+                    let d = batch.column(i).as_any().downcast_ref::<Date32Array>().unwrap();
+                    Arc::new(Date32Array::from(
+                        d.values().iter().map(|v| v + days as i32).collect::<Vec<_>>(),
+                    ))
+                }
+                _ => Arc::clone(batch.column(i)),
+            }
+        };
+        let cols = (0..batch.num_columns()).map(shift).collect();
+        RecordBatch::try_new(batch.schema(), cols).unwrap()
+    };
+    // spans(n, _) covers 2026-11-01 and 11-02; shifted 10 days: 11-11 and 11-12.
+    let predicate = "date IN (DATE '2026-11-11', DATE '2026-11-12')";
+    let first = day(spans(300, 5), 10);
+    lake.replace(Table::Spans, &[first], predicate).await.unwrap().unwrap();
+    let first_sum: i64 = (0..300_i64).map(|i| i * 1000 + 5).sum();
+    let with_slice = (expected.0 + 300, expected.1 + first_sum, 3);
+    assert_eq!(count_and_sum(&lake).await, with_slice);
+    let restated = day(spans(200, 9), 10);
+    lake.replace(Table::Spans, &[restated], predicate).await.unwrap().unwrap();
+    let restated_sum: i64 = (0..200_i64).map(|i| i * 1000 + 9).sum();
+    let after_restatement = (expected.0 + 200, expected.1 + restated_sum, 3);
+    assert_eq!(count_and_sum(&lake).await, after_restatement);
+    let stray = day(spans(50, 3), 20);
+    let err = lake.replace(Table::Spans, &[stray], "date = DATE '2026-11-21'").await.unwrap_err().to_string();
+    assert!(err.contains("do not match the replace predicate"), "{err}");
+    assert_eq!(count_and_sum(&lake).await, after_restatement);
+
     // Bad input is an error that names the column, and writes nothing.
     let bad = spans(10, 0).project(&[0, 1, 2, 4, 5]).unwrap(); // no span_id
     let err = lake.append(Table::Spans, &[bad]).await.unwrap_err().to_string();
     assert_eq!(err, "table spans: required column \"span_id\" is missing");
-    assert_eq!(count_and_sum(&lake).await, expected);
+    assert_eq!(count_and_sum(&lake).await, after_restatement);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
