@@ -11,11 +11,11 @@ importer. Then, with a release `tenantscope serve` over the lake:
   Delta snapshot;
 - the cost model's standard questions (cost per tenant per day over the 30 days with shared
   cost allocated by requests; top 20 tenants by cost in the last 24 h; anomaly scores per
-  tenant per day), which tenantscope answers from its rollups (`usage`, `cost_allocation`,
-  `tenant_costs`, `cost_anomalies`) and DuckDB computes from the raw spans, logs and billing
-  lines (the same allocation and scoring, written in SQL here). Polars is not asked these: the
-  allocation as Polars expressions is not written yet. Margin per tenant is not compared yet
-  (the plans' tiered pricing in DuckDB SQL is not written).
+  tenant per day; margin per tenant this month), which tenantscope answers from its rollups
+  and views (`usage`, `cost_allocation`, `tenant_costs`, `cost_anomalies`, `tenant_margin`) and
+  DuckDB computes from the raw spans, logs, billing lines, tenants, plans and invoices (the same
+  allocation, scoring and pricing, written in SQL here). Polars is not asked these: the
+  allocation as Polars expressions is not written yet.
 
 Every answer is checked equal to tenantscope's (money to 1e-6) before its time counts. Each
 timing is the best of --repeat warm runs. Threads: DuckDB `SET threads`, POLARS_MAX_THREADS,
@@ -157,7 +157,7 @@ def main():
     bin_ = args.bin
     assert os.path.exists(bin_), "build it first: cargo build --release --bin tenantscope"
     build_lake(bin_, args.lake, args)
-    files = {t: DeltaTable(os.path.join(args.lake, t)).file_uris() for t in ("spans", "logs", "billing", "tenants")}
+    files = {t: DeltaTable(os.path.join(args.lake, t)).file_uris() for t in ("spans", "logs", "billing", "tenants", "plans", "invoices")}
     counts = {t: sum(pl.scan_parquet(f).select(pl.len()).collect().item() for f in [files[t]]) for t in files}
     print(f"lake: {counts['spans']:,} spans, {counts['logs']:,} logs, {counts['billing']:,} billing lines, "
           f"{counts['tenants']} tenants", file=sys.stderr)
@@ -226,6 +226,11 @@ def main():
         compare("anomaly scores per tenant per day (cost, trailing 28 days)", "standard, rollups vs raw",
                 "SELECT day, tenant_id, cost, baseline, score FROM cost_anomalies",
                 ALLOCATED.format(select=ANOMALIES))
+        month = last_day[:7] + "-01"
+        compare("margin per tenant this month", "standard, rollups vs raw",
+                "SELECT tenant_id, plan, currency, revenue, cost, margin FROM tenant_margin "
+                f"WHERE month = TIMESTAMP '{month} 00:00:00'",
+                ALLOCATED.format(select=MARGIN.format(month=month)))
     finally:
         server.stop()
     report(results, args, counts)
@@ -306,6 +311,64 @@ s AS (SELECT *, CASE WHEN len(h) < 5 THEN NULL
                      WHEN list_aggregate(dev, 'median') > 0 THEN 1.4826 * list_aggregate(dev, 'median')
                      ELSE 1.2533 * list_avg(dev) END AS scale FROM d)
 SELECT day, tenant_id, cost, med, CASE WHEN scale > 0 THEN (cost - med) / scale END FROM s
+"""
+
+
+# tenant_margin in DuckDB SQL for one month, from the raw tables: revenue from the tenant's plan
+# (the version valid that month: base fee plus each metered tier's unit price times the usage
+# above the included quantity, usage counted from the raw spans and logs as the default meters
+# do) unless invoices cover the tenant and month; cost = the allocated cost above; a tenant is
+# active in the month with any telemetry or allocated cost. The demo's bill is in one currency.
+MARGIN = """,
+usage_m AS (
+  SELECT tenant_id, 'requests' AS meter, CAST(count(*) AS DECIMAL(38, 10)) AS quantity FROM spans
+  WHERE kind = 'server' AND tenant_id IS NOT NULL AND date_trunc('month', time) = TIMESTAMPTZ '{month}' GROUP BY 1
+),
+active_m AS (
+  SELECT DISTINCT tenant_id FROM spans WHERE tenant_id IS NOT NULL AND date_trunc('month', time) = TIMESTAMPTZ '{month}'
+  UNION SELECT DISTINCT tenant_id FROM logs WHERE tenant_id IS NOT NULL AND date_trunc('month', time) = TIMESTAMPTZ '{month}'
+  UNION SELECT DISTINCT tenant_id FROM allocated WHERE tenant_id IS NOT NULL AND date_trunc('month', day) = DATE '{month}'
+),
+versions AS (
+  SELECT plan, valid_from, lead(valid_from) OVER (PARTITION BY plan ORDER BY valid_from) AS valid_to
+  FROM (SELECT DISTINCT plan, valid_from FROM plans)
+),
+priced AS (
+  SELECT a.tenant_id, t.plan, v.valid_from FROM active_m a JOIN tenants t ON t.tenant_id = a.tenant_id
+  JOIN versions v ON v.plan = t.plan AND v.valid_from <= TIMESTAMPTZ '{month}'
+   AND (v.valid_to IS NULL OR TIMESTAMPTZ '{month}' < v.valid_to)
+),
+fees AS (
+  SELECT p.tenant_id, p.plan, max(upper(pl.currency)) AS currency, max(pl.base_fee) AS base_fee
+  FROM priced p JOIN plans pl ON pl.plan = p.plan AND pl.valid_from = p.valid_from GROUP BY 1, 2
+),
+metered AS (
+  SELECT p.tenant_id, sum(pl.unit_price * greatest(0, least(u.quantity, coalesce(pl.tier_to, u.quantity))
+                                                   - greatest(coalesce(pl.tier_from, 0), coalesce(pl.included_quantity, 0)))) AS amount
+  FROM priced p JOIN plans pl ON pl.plan = p.plan AND pl.valid_from = p.valid_from AND pl.meter IS NOT NULL
+  JOIN usage_m u ON u.tenant_id = p.tenant_id AND u.meter = pl.meter GROUP BY 1
+),
+invoiced AS (
+  SELECT tenant_id, upper(currency) AS currency, sum(amount) AS revenue FROM invoices
+  WHERE tenant_id IS NOT NULL AND date_trunc('month', period_start) = TIMESTAMPTZ '{month}' GROUP BY 1, 2
+),
+revenue AS (
+  SELECT tenant_id, currency, revenue FROM invoiced
+  UNION ALL
+  SELECT f.tenant_id, f.currency, coalesce(f.base_fee, 0) + coalesce(m.amount, 0) FROM fees f
+  LEFT JOIN metered m ON m.tenant_id = f.tenant_id WHERE f.tenant_id NOT IN (SELECT tenant_id FROM invoiced)
+),
+cost AS (
+  SELECT tenant_id, (SELECT upper(max(billing_currency)) FROM billing) AS currency, sum(cost) AS cost FROM allocated
+  WHERE tenant_id IS NOT NULL AND date_trunc('month', day) = DATE '{month}' GROUP BY 1
+),
+joined AS (
+  SELECT coalesce(r.tenant_id, c.tenant_id) AS tenant_id, coalesce(r.currency, c.currency) AS currency,
+         coalesce(r.revenue, 0) AS revenue, coalesce(c.cost, 0) AS cost
+  FROM (SELECT tenant_id, currency, sum(revenue) AS revenue FROM revenue GROUP BY 1, 2) r
+  FULL OUTER JOIN cost c ON r.tenant_id = c.tenant_id AND r.currency = c.currency
+)
+SELECT j.tenant_id, t.plan, j.currency, j.revenue, j.cost, j.revenue - j.cost FROM joined j LEFT JOIN tenants t ON t.tenant_id = j.tenant_id
 """
 
 
