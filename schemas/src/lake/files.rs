@@ -139,10 +139,17 @@ pub(super) async fn write_and_commit(
         .build(Some(snapshot as &dyn TableReference), dt.log_store(), operation)
         .await
         .map_err(delta)?;
-    // The table at (at least) the new version: its log read on from the snapshot written against.
+    // The table at (at least) the new version: its log read on from the snapshot written against
+    // (deltalake's own constructor from the commit's state is crate-private). The commit has
+    // landed: a failure to read the log now must not look like a failed write, or a caller
+    // retrying it would write the rows twice. The old snapshot serves until the next read.
+    let version = u64::try_from(committed.version()).unwrap_or_default();
     let mut next = dt.clone();
-    next.update_state().await.map_err(delta)?;
-    Ok((next, u64::try_from(committed.version()).unwrap_or_default()))
+    if let Err(e) = next.update_state().await {
+        tracing::warn!(%table, version, error = %e, "Committed, but could not read the table's log after the commit; it is read again on next use.");
+        return Ok((dt.clone(), version));
+    }
+    Ok((next, version))
 }
 
 /// The Delta operation of an append to `table`.
