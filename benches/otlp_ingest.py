@@ -2,9 +2,9 @@
 """End-to-end OTLP ingest benchmark: realistic spans, metric points and log records in batches of
 512 from concurrent clients (benches/src/bin/otlp-load.rs) into a release `tenantscope serve`,
 durable (acknowledged after the write-ahead log's fsync), then flushed to the lake. Four steady
-runs: spans over OTLP/gRPC, spans over OTLP/HTTP (protobuf), and all three signals in turn over
-each protocol; then the server is restarted and the lake's spans, metrics and logs are counted
-against what was acknowledged. An overload run fills a small buffer (flushes far apart) to show
+runs, each on a fresh server and lake: spans over OTLP/gRPC, spans over OTLP/HTTP (protobuf),
+and all three signals in turn over each protocol; after each, the server is restarted and the
+lake's spans, metrics and logs are counted against what was acknowledged. An overload run fills a small buffer (flushes far apart) to show
 refusals and bounded memory. Finally the one-thread loops of the micro bench (decode, decode +
 convert to Arrow, WAL encoding).
 
@@ -77,6 +77,15 @@ def load(ports, pid, seconds, clients, protocol="grpc", signal_="traces"):
     return r
 
 
+# Signal (as otlp-load counts it) -> table.
+TABLES = {"traces": "spans", "metrics": "metrics", "logs": "logs"}
+
+
+def stop(proc, timeout=120):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=timeout)
+
+
 def micro():
     """Decode / convert / WAL-encode throughput on one thread (otlp-load --micro: the loops of
     the criterion bench, without building criterion in release)."""
@@ -95,66 +104,66 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--workspace", "--bins"], cwd=ROOT, check=True)
 
     root = tempfile.mkdtemp(prefix="tenantscope-otlp-bench-")
-    runs = [("grpc", "traces"), ("http", "traces"), ("grpc", "mix"), ("http", "mix")]
+    steady_config = "ingest:\n  flush_interval_ms: 1000\n"
+    steady = []
     try:
-        proc, ports = serve(root, "ingest:\n  flush_interval_ms: 1000\n")
-        results = [load(ports, proc.pid, 3, args.clients)]  # warm-up, counted in the lake check
-        steady = []
-        for protocol, what in runs:
-            # Each run's server CPU and peak RSS are its own: a fresh server per run, same lake.
-            if steady:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=120)
-                proc, ports = serve(root, "ingest:\n  flush_interval_ms: 1000\n")
-            steady.append((protocol, what, load(ports, proc.pid, args.seconds, args.clients, protocol, what)))
-        results += [r for _, _, r in steady]
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-        proc, ports = serve(root, "ingest:\n  flush_interval_ms: 1000\n")
-        time.sleep(2)
-        in_lake = {t: sql(ports["http"], f"SELECT count(*) FROM {t}")[0][0] for t in ("spans", "metrics", "logs")}
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        # Each run on a fresh server and a fresh lake, so that its CPU, RSS and latency are its
+        # own (a server starting on an earlier run's spans rolls their usage up first).
+        for i, (protocol, what) in enumerate([("grpc", "traces"), ("http", "traces"), ("grpc", "mix"), ("http", "mix")]):
+            run_root = os.path.join(root, f"run-{i}")
+            os.makedirs(run_root)
+            proc, ports = serve(run_root, steady_config)
+            warm = load(ports, proc.pid, 3, args.clients, protocol, what)
+            r = load(ports, proc.pid, args.seconds, args.clients, protocol, what)
+            stop(proc)
+            # Restart: the lake must hold exactly what was acknowledged, once.
+            proc, ports = serve(run_root, steady_config)
+            time.sleep(2)
+            in_lake = {s: sql(ports["http"], f"SELECT count(*) FROM {t}")[0][0] for s, t in TABLES.items()}
+            stop(proc)
+            acknowledged = {s: warm["accepted"][s] + r["accepted"][s] for s in TABLES}
+            assert in_lake == acknowledged, f"{protocol} {what}: the lake holds {in_lake}, acknowledged were {acknowledged}"
+            steady.append((protocol, what, r, in_lake))
+            shutil.rmtree(run_root, ignore_errors=True)
 
         over_root = os.path.join(root, "overload")
         os.makedirs(over_root)
         proc, ports = serve(over_root, "ingest:\n  flush_interval_ms: 30000\n  max_buffer_bytes: 134217728\n")
         o = load(ports, proc.pid, args.seconds, args.clients)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=300)
+        stop(proc, timeout=300)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    acknowledged = {t: sum(r["accepted"][s] for r in results) for t, s in
-                    (("spans", "traces"), ("metrics", "metrics"), ("logs", "logs"))}
-    assert in_lake == acknowledged, f"the lake holds {in_lake}, acknowledged were {acknowledged}"
     micro_results = micro()
-    print(json.dumps({"steady": steady, "lake_after_all_runs": in_lake, "overload": o, "micro": micro_results}, indent=1))
+    print(json.dumps({"steady": steady, "overload": o, "micro": micro_results}, indent=1))
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     day = time.strftime('%Y-%m-%d')
+
+    def row(label, r):
+        return (f"| {day} | {label} | {r['items_per_s']:,.0f} items/s | {r['items_per_server_cpu_s']:,.0f} items/s | "
+                f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms | {sum(r['refused'].values()):,} | "
+                f"{r['server_peak_rss_mib']} MiB | <!-- {machine} -->\n")
+
     rows = ""
-    for protocol, what, r in steady:
+    for protocol, what, r, _ in steady:
         label = "spans" if what == "traces" else "spans, metric points and log records in turn"
-        rows += (f"| {day} | steady, OTLP/{protocol.upper()}, {label}, {args.clients} clients x 512, flush 1 s | "
-                 f"{r['items_per_s']:,.0f} items/s | {r['items_per_server_cpu_s']:,.0f} items/s | "
-                 f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms | {sum(r['refused'].values()):,} | {r['server_peak_rss_mib']} MiB | <!-- {machine} -->\n")
-    rows += (f"| {day} | overload, OTLP/GRPC spans: 128 MiB buffer, flush 30 s | "
-             f"{o['items_per_s']:,.0f} items/s | {o['items_per_server_cpu_s']:,.0f} items/s | "
-             f"p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms | {sum(o['refused'].values()):,} | {o['server_peak_rss_mib']} MiB | <!-- {machine} -->\n")
+        rows += row(f"steady, OTLP/{protocol.upper()}, {label}, {args.clients} clients x 512, flush 1 s", r)
+    rows += row("overload, OTLP/GRPC spans: 128 MiB buffer, flush 30 s", o)
     m = micro_results
     rows += (f"| {day} | one thread, no network: decode {m['decode_spans_per_s']:,} spans/s; "
              f"decode + convert to Arrow {m['decode_convert_spans_per_s']:,} spans/s; + WAL encoding "
              f"{m['decode_convert_wal_encode_spans_per_s']:,} spans/s ({m['bytes_per_span']} protobuf bytes/span) "
              f"| | | | | <!-- {machine} -->\n")
-    lake_line = (f"After the runs the lake held exactly what was acknowledged: {in_lake['spans']:,} spans, "
-                 f"{in_lake['metrics']:,} metric points, {in_lake['logs']:,} log records.\n")
+    held = [sum(lake[s] for *_, lake in steady) for s in TABLES]
+    lake_line = (f"After each run its lake held exactly what was acknowledged: {held[0]:,} spans, "
+                 f"{held[1]:,} metric points, {held[2]:,} log records in all.\n")
     print(rows + "\n" + lake_line)
     if args.record:
         with open(os.path.join(ROOT, "benches", "RESULTS.md"), "a") as f:
             f.write(f"\n## OTLP ingest ({day})\n\nCommand: `.venv/bin/python benches/otlp_ingest.py --seconds {args.seconds} "
                     f"--clients {args.clients} --record` (release builds of `tenantscope` and `otlp-load`; the load "
-                    "generator shares the 2 cores, so per core = accepted items / the server's own CPU seconds from "
-                    "/proc; a fresh server process per run, same lake). Target of the OTLP issue: 200,000 spans/s "
+                    f"generator shares the {os.cpu_count()} cores, so per core = accepted items / the server's own CPU seconds from "
+                    "/proc; a fresh server and lake per run). Target of the OTLP issue: 200,000 spans/s "
                     "per core end to end to durable storage.\n\n"
                     "| date | run | accepted items/s (wall) | items per server CPU-second | latency | refused items | server peak RSS |\n"
                     "|---|---|---|---|---|---|---|\n")

@@ -66,16 +66,9 @@ fn lake_write(c: &mut Criterion) {
     g.throughput(Throughput::Elements(rows as u64));
     g.sample_size(10);
     g.bench_function("spans_append_4096", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().expect("temp dir"),
-            |dir| {
-                rt.block_on(async {
-                    let lake = Lake::open_url(dir.path().to_str().expect("utf-8")).await.expect("lake");
-                    lake.append(Table::Spans, &batches).await.expect("append").map(|c| c.rows)
-                })
-            },
-            BatchSize::PerIteration,
-        )
+        on_fresh_lake(b, &rt, async |lake| {
+            lake.append(Table::Spans, &batches).await.expect("append").map(|c| c.rows)
+        })
     });
     g.finish();
 }
@@ -93,18 +86,11 @@ fn focus_import(c: &mut Criterion) {
     g.throughput(Throughput::Elements(lines as u64));
     g.sample_size(10);
     g.bench_function("focus_sample_csv", |b| {
-        b.iter_batched(
-            || tempfile::tempdir().expect("temp dir"),
-            |dir| {
-                rt.block_on(async {
-                    let lake = Lake::open_url(dir.path().to_str().expect("utf-8")).await.expect("lake");
-                    let file = ExportFile { name: "focus_sample.csv".into(), bytes: bytes.clone() };
-                    let options = BillingImportOptions { skip_invalid: true, ..Default::default() };
-                    import_billing(&lake, &[file], &options).await.expect("import").rows
-                })
-            },
-            BatchSize::PerIteration,
-        )
+        on_fresh_lake(b, &rt, async |lake| {
+            let file = ExportFile { name: "focus_sample.csv".into(), bytes: bytes.clone() };
+            let options = BillingImportOptions { skip_invalid: true, ..Default::default() };
+            import_billing(&lake, &[file], &options).await.expect("import").rows
+        })
     });
     g.finish();
 }
@@ -122,6 +108,25 @@ fn cost_model(c: &mut Criterion) {
     });
     g.bench_function("anomaly_score_28_days", |b| b.iter(|| score(std::hint::black_box(180.0), &history)));
     g.finish();
+}
+
+/// Times `f` on a new empty lake in a new temporary folder each iteration (the folder made
+/// outside the timing).
+fn on_fresh_lake<T>(
+    b: &mut criterion::Bencher<'_>,
+    rt: &tokio::runtime::Runtime,
+    f: impl AsyncFn(Lake) -> T,
+) {
+    b.iter_batched(
+        || tempfile::tempdir().expect("temp dir"),
+        |dir| {
+            rt.block_on(async {
+                let lake = Lake::open_url(dir.path().to_str().expect("utf-8")).await.expect("lake");
+                f(lake).await
+            })
+        },
+        BatchSize::PerIteration,
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {

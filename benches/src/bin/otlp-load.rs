@@ -46,10 +46,77 @@ enum SignalArg {
 /// The three signals, as indices into per-signal counters.
 const SIGNALS: [&str; 3] = ["traces", "metrics", "logs"];
 
-/// One prebuilt export request: its signal, its item count and its protobuf body.
+/// One prebuilt export request, typed for gRPC and encoded for HTTP.
 #[derive(Clone)]
+enum Request {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Request {
+    /// Index into [`SIGNALS`].
+    fn signal(&self) -> usize {
+        match self {
+            Request::Traces(_) => 0,
+            Request::Metrics(_) => 1,
+            Request::Logs(_) => 2,
+        }
+    }
+
+    /// The items the request carries.
+    fn items(&self) -> u64 {
+        (match self {
+            Request::Traces(r) => {
+                r.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum()
+            }
+            Request::Metrics(r) => data_points(r),
+            Request::Logs(r) => {
+                r.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum()
+            }
+        }) as u64
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Traces(r) => r.encode_to_vec(),
+            Request::Metrics(r) => r.encode_to_vec(),
+            Request::Logs(r) => r.encode_to_vec(),
+        }
+    }
+}
+
+/// The items an export response's partial success rejected.
+trait Rejected: Message + Default {
+    fn rejected(&self) -> i64;
+
+    /// From a protobuf body (OTLP/HTTP).
+    fn rejected_in(body: Bytes) -> Result<u64, prost::DecodeError> {
+        Ok(Self::decode(body)?.rejected().max(0) as u64)
+    }
+}
+
+impl Rejected for ExportTraceServiceResponse {
+    fn rejected(&self) -> i64 {
+        self.partial_success.as_ref().map_or(0, |p| p.rejected_spans)
+    }
+}
+
+impl Rejected for ExportMetricsServiceResponse {
+    fn rejected(&self) -> i64 {
+        self.partial_success.as_ref().map_or(0, |p| p.rejected_data_points)
+    }
+}
+
+impl Rejected for ExportLogsServiceResponse {
+    fn rejected(&self) -> i64 {
+        self.partial_success.as_ref().map_or(0, |p| p.rejected_log_records)
+    }
+}
+
+/// A request ready to send: typed, its item count, and its protobuf body.
 struct Payload {
-    signal: usize,
+    request: Request,
     items: u64,
     body: Bytes,
 }
@@ -73,7 +140,7 @@ impl Conn {
             Protocol::Grpc => {
                 let channel = Channel::from_shared(endpoint.to_string())?.connect().await?;
                 Conn::Grpc(
-                    TraceServiceClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+                    TraceServiceClient::new(channel.clone()),
                     MetricsServiceClient::new(channel.clone()),
                     LogsServiceClient::new(channel),
                 )
@@ -83,43 +150,27 @@ impl Conn {
     }
 
     async fn send(&mut self, p: &Payload) -> Outcome {
-        let grpc = |r: Result<u64, tonic::Status>| match r {
-            Ok(rejected) => Outcome::Ok(rejected),
-            Err(s) if s.code() == tonic::Code::ResourceExhausted || s.code() == tonic::Code::Unavailable => {
-                Outcome::Refused
-            }
-            Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
-        };
+        let signal = p.request.signal();
         match self {
-            Conn::Grpc(traces, metrics, logs) => match p.signal {
-                0 => grpc(
-                    traces
-                        .export(ExportTraceServiceRequest::decode(p.body.clone()).expect("own request"))
-                        .await
-                        .map(|r| {
-                            r.into_inner().partial_success.map_or(0, |x| x.rejected_spans.max(0) as u64)
-                        }),
-                ),
-                1 => grpc(
-                    metrics
-                        .export(ExportMetricsServiceRequest::decode(p.body.clone()).expect("own request"))
-                        .await
-                        .map(|r| {
-                            r.into_inner().partial_success.map_or(0, |x| x.rejected_data_points.max(0) as u64)
-                        }),
-                ),
-                _ => grpc(
-                    logs.export(ExportLogsServiceRequest::decode(p.body.clone()).expect("own request"))
-                        .await
-                        .map(|r| {
-                            r.into_inner().partial_success.map_or(0, |x| x.rejected_log_records.max(0) as u64)
-                        }),
-                ),
-            },
+            Conn::Grpc(traces, metrics, logs) => {
+                let response = match &p.request {
+                    Request::Traces(r) => traces.export(r.clone()).await.map(|r| r.into_inner().rejected()),
+                    Request::Metrics(r) => metrics.export(r.clone()).await.map(|r| r.into_inner().rejected()),
+                    Request::Logs(r) => logs.export(r.clone()).await.map(|r| r.into_inner().rejected()),
+                };
+                match response {
+                    Ok(n) => Outcome::Ok(n.max(0) as u64),
+                    Err(s)
+                        if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) =>
+                    {
+                        Outcome::Refused
+                    }
+                    Err(s) => Outcome::Failed(format!("{:?}: {}", s.code(), s.message())),
+                }
+            }
             Conn::Http(client, base) => {
-                let url = format!("{base}/v1/{}", SIGNALS[p.signal]);
                 let sent = client
-                    .post(url)
+                    .post(format!("{base}/v1/{}", SIGNALS[signal]))
                     .header("content-type", "application/x-protobuf")
                     .body(p.body.clone())
                     .send()
@@ -136,18 +187,12 @@ impl Conn {
                 if !status.is_success() {
                     return Outcome::Failed(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
                 }
-                let rejected = match p.signal {
-                    0 => ExportTraceServiceResponse::decode(body)
-                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_spans.max(0) as u64)),
-                    1 => ExportMetricsServiceResponse::decode(body)
-                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_data_points.max(0) as u64)),
-                    _ => ExportLogsServiceResponse::decode(body)
-                        .map(|r| r.partial_success.map_or(0, |x| x.rejected_log_records.max(0) as u64)),
+                let rejected = match signal {
+                    0 => ExportTraceServiceResponse::rejected_in(body),
+                    1 => ExportMetricsServiceResponse::rejected_in(body),
+                    _ => ExportLogsServiceResponse::rejected_in(body),
                 };
-                match rejected {
-                    Ok(n) => Outcome::Ok(n),
-                    Err(e) => Outcome::Failed(format!("undecodable response: {e}")),
-                }
+                rejected.map_or_else(|e| Outcome::Failed(format!("undecodable response: {e}")), Outcome::Ok)
             }
         }
     }
@@ -166,15 +211,12 @@ fn payloads(signal: SignalArg, seed: u64, batch: usize, tenants: usize, distinct
                 SignalArg::Logs => 2,
                 SignalArg::Mix => i % 3,
             };
-            let (items, body) = match which {
-                0 => (batch, trace_request(&mut rng, batch, tenants, t).encode_to_vec()),
-                1 => {
-                    let r = metrics_request(&mut rng, batch, tenants, t);
-                    (data_points(&r), r.encode_to_vec())
-                }
-                _ => (batch, logs_request(&mut rng, batch, tenants, t).encode_to_vec()),
+            let request = match which {
+                0 => Request::Traces(trace_request(&mut rng, batch, tenants, t)),
+                1 => Request::Metrics(metrics_request(&mut rng, batch, tenants, t)),
+                _ => Request::Logs(logs_request(&mut rng, batch, tenants, t)),
             };
-            Payload { signal: which, items: items as u64, body: Bytes::from(body) }
+            Payload { items: request.items(), body: Bytes::from(request.encode()), request }
         })
         .collect()
 }
@@ -238,7 +280,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     let encoded: Vec<Vec<u8>> = requests.iter().map(|r| r.encode_to_vec()).collect();
     let bytes_per_span = encoded.iter().map(Vec::len).sum::<usize>() / (requests.len() * args.batch);
     let resolver = TenantResolver::new(Default::default());
-    type Req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    type Req = ExportTraceServiceRequest;
     let decode = rate(args.seconds, args.batch, requests.len(), |i| {
         std::hint::black_box(Req::decode(encoded[i].as_slice()).map(|r| r.resource_spans.len()).ok());
     });
@@ -253,7 +295,13 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     });
     if args.json {
         println!(
-            "{{\"bytes_per_span\":{bytes_per_span},\"decode_spans_per_s\":{decode:.0},\"decode_convert_spans_per_s\":{convert_rate:.0},\"decode_convert_wal_encode_spans_per_s\":{wal_rate:.0}}}"
+            "{}",
+            serde_json::json!({
+                "bytes_per_span": bytes_per_span,
+                "decode_spans_per_s": decode.round() as u64,
+                "decode_convert_spans_per_s": convert_rate.round() as u64,
+                "decode_convert_wal_encode_spans_per_s": wal_rate.round() as u64,
+            })
         );
     } else {
         println!("{bytes_per_span} protobuf bytes per span, one thread:");
@@ -304,13 +352,14 @@ async fn main() -> anyhow::Result<()> {
                 let p = &requests[i % requests.len()];
                 i += 1;
                 let sent = Instant::now();
+                let signal = p.request.signal();
                 match conn.send(p).await {
                     Outcome::Ok(rejected) => {
-                        ok[p.signal] += p.items - rejected.min(p.items);
+                        ok[signal] += p.items - rejected.min(p.items);
                         latencies.push(sent.elapsed().as_secs_f64());
                     }
                     Outcome::Refused => {
-                        refused[p.signal] += p.items;
+                        refused[signal] += p.items;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Outcome::Failed(why) => {
@@ -347,26 +396,28 @@ async fn main() -> anyhow::Result<()> {
     let total: u64 = ok.iter().sum();
     let per_core = cpu.map(|c| total as f64 / c);
     let by_signal = |v: &[u64; 3]| {
-        SIGNALS.iter().zip(v).map(|(n, v)| format!("\"{n}\":{v}")).collect::<Vec<_>>().join(",")
+        serde_json::Value::Object(SIGNALS.iter().zip(v).map(|(n, v)| (n.to_string(), (*v).into())).collect())
     };
     if args.json {
+        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
         println!(
-            "{{\"protocol\":\"{:?}\",\"accepted_items\":{total},\"accepted\":{{{}}},\"refused\":{{{}}},\"accepted_spans\":{},\"refused_spans\":{},\"failed_requests\":{failed},\"first_failure\":{},\"wall_s\":{wall:.3},\"items_per_s\":{:.0},\"spans_per_s\":{:.0},\"server_cpu_s\":{},\"items_per_server_cpu_s\":{},\"spans_per_server_cpu_s\":{},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_peak_rss_mib\":{}}}",
-            args.protocol,
-            by_signal(&ok),
-            by_signal(&refused),
-            ok[0],
-            refused[0],
-            first_failure.as_deref().map_or("null".into(), |w| format!("{w:?}")),
-            total as f64 / wall,
-            ok[0] as f64 / wall,
-            cpu.map_or("null".into(), |c| format!("{c:.2}")),
-            per_core.map_or("null".into(), |c| format!("{c:.0}")),
-            cpu.map_or("null".into(), |c| format!("{:.0}", ok[0] as f64 / c)),
-            pct(0.5),
-            pct(0.99),
-            pct(1.0),
-            rss.map_or("null".into(), |r| format!("{r:.1}")),
+            "{}",
+            serde_json::json!({
+                "protocol": format!("{:?}", args.protocol).to_lowercase(),
+                "accepted_items": total,
+                "accepted": by_signal(&ok),
+                "refused": by_signal(&refused),
+                "failed_requests": failed,
+                "first_failure": first_failure,
+                "wall_s": round(wall, 3),
+                "items_per_s": round(total as f64 / wall, 0),
+                "server_cpu_s": cpu.map(|c| round(c, 2)),
+                "items_per_server_cpu_s": per_core.map(|c| round(c, 0)),
+                "p50_ms": round(pct(0.5), 2),
+                "p99_ms": round(pct(0.99), 2),
+                "max_ms": round(pct(1.0), 2),
+                "server_peak_rss_mib": rss.map(|r| round(r, 1)),
+            })
         );
     } else {
         println!(

@@ -26,14 +26,14 @@ use indexmap::IndexMap;
 
 use super::{
     error::{LakeError, Result},
-    writer::{ROW_GROUP_ROWS, TARGET_FILE_BYTES, writer_properties},
+    writer::{ROW_GROUP_ROWS, TARGET_FILE_BYTES, cores, writer_properties},
 };
 use crate::tables::Table;
 
 /// Writes `batches` (sorted by [`super::prepare`]) as data files of `dt` and commits them in one
 /// transaction of `operation` (an append, or a replace whose predicate matched no row of the
 /// snapshot `dt` holds: a concurrent commit adding rows it matches is then a conflict). Returns
-/// the table updated past the commit, and the version committed.
+/// the table at the commit, and the version committed.
 pub(super) async fn write_and_commit(
     table: Table,
     dt: &DeltaTable,
@@ -91,8 +91,7 @@ pub(super) async fn write_and_commit(
 
     // Deal the slices out in order, about equal rows per writer.
     let rows: usize = slices.iter().map(|(_, b)| b.num_rows()).sum();
-    let writers =
-        std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.div_ceil(ROW_GROUP_ROWS)).max(1);
+    let writers = cores().min(rows.div_ceil(ROW_GROUP_ROWS)).max(1);
     let per_writer = rows.div_ceil(writers);
     let mut groups: Vec<Vec<_>> = vec![Vec::new()];
     let mut room = per_writer;
@@ -122,34 +121,28 @@ pub(super) async fn write_and_commit(
             writer.close().await
         });
     }
-    let mut actions = Vec::new();
+    let mut adds = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let adds = done
-            .map_err(|e| LakeError::Schema { table, detail: format!("internal: a writer task failed: {e}") })?
-            .map_err(delta)?;
-        actions.extend(adds.into_iter().map(Action::Add));
+        adds.extend(
+            done.map_err(|e| LakeError::Schema {
+                table,
+                detail: format!("internal: a writer task failed: {e}"),
+            })?
+            .map_err(delta)?,
+        );
     }
     // Files in a deterministic order in the log (the tasks finish in any order).
-    actions.sort_by(|a, b| match (a, b) {
-        (Action::Add(a), Action::Add(b)) => a.path.cmp(&b.path),
-        _ => std::cmp::Ordering::Equal,
-    });
+    adds.sort_by(|a, b| a.path.cmp(&b.path));
     let committed = CommitBuilder::from(properties)
-        .with_actions(actions)
+        .with_actions(adds.into_iter().map(Action::Add).collect())
         .build(Some(snapshot as &dyn TableReference), dt.log_store(), operation)
         .await
         .map_err(delta)?;
-    // The table at (at least) the new version: its log read on from the snapshot written against
-    // (deltalake's own constructor from the commit's state is crate-private). The commit has
-    // landed: a failure to read the log now must not look like a failed write, or a caller
-    // retrying it would write the rows twice. The old snapshot serves until the next read.
-    let version = u64::try_from(committed.version()).unwrap_or_default();
-    let mut next = dt.clone();
-    if let Err(e) = next.update_state().await {
-        tracing::warn!(%table, version, error = %e, "Committed, but could not read the table's log after the commit; it is read again on next use.");
-        return Ok((dt.clone(), version));
-    }
-    Ok((next, version))
+    // The table as the commit left it, as deltalake's own write returns it: no second read of
+    // the log (which, failing after the commit landed, would have looked like a failed write).
+    let mut next = DeltaTable::new(dt.log_store());
+    next.state = Some(committed.snapshot());
+    Ok((next, u64::try_from(committed.version()).unwrap_or_default()))
 }
 
 /// The Delta operation of an append to `table`.

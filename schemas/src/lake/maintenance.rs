@@ -129,7 +129,6 @@ impl Lake {
         dt: DeltaTable,
         before: TableFiles,
     ) -> Result<CompactReport> {
-        use deltalake::datafusion::prelude::SessionContext;
         let column = table.partition_columns()[0];
         let mut partitions: std::collections::BTreeMap<Option<String>, (u64, u64)> = Default::default();
         for f in dt.snapshot().map_err(|e| LakeError::delta(table, e))?.log_data().iter() {
@@ -153,22 +152,8 @@ impl Lake {
                 merge_rest = true;
                 continue;
             }
-            let ctx = SessionContext::new();
-            dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
-            let provider = dt
-                .table_provider()
-                .await
-                .map_err(|e| LakeError::Query { sql: predicate.clone(), reason: e.to_string() })?;
-            ctx.register_table("t", provider)
-                .map_err(|e| LakeError::Query { sql: predicate.clone(), reason: e.to_string() })?;
-            let sql = format!("SELECT * FROM t WHERE {predicate}");
-            let batches = ctx
-                .sql(&sql)
-                .await
-                .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?
-                .collect()
-                .await
-                .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
+            let batches =
+                super::sql_over_snapshot(table, &dt, &format!("SELECT * FROM t WHERE {predicate}")).await?;
             let Some(sorted) = super::prepare(table, &batches)? else { continue };
             // The same snapshot as the read: the overwrite removes exactly the files read.
             let written = dt

@@ -17,6 +17,7 @@ use std::{
 use arrow::array::RecordBatch;
 use deltalake::{
     DeltaTable, DeltaTableBuilder,
+    datafusion::{datasource::MemTable, error::DataFusionError, prelude::SessionContext},
     kernel::{
         StructType, Transaction, engine::arrow_conversion::TryIntoKernel, transaction::CommitProperties,
     },
@@ -255,20 +256,12 @@ impl Lake {
 
     /// Whether the snapshot `dt` of `table` holds a row matching `predicate` (SQL).
     async fn any_row_matches(&self, table: Table, dt: &DeltaTable, predicate: &str) -> Result<bool> {
-        use deltalake::datafusion::prelude::SessionContext;
         let files = dt.snapshot().map_err(|e| LakeError::delta(table, e))?.snapshot().log_data().num_files();
         if files == 0 {
             return Ok(false);
         }
-        let sql = format!("SELECT 1 FROM t WHERE {predicate} LIMIT 1");
-        let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
-            sql: sql.clone(),
-            reason: e.to_string(),
-        };
-        let ctx = SessionContext::new();
-        dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
-        ctx.register_table("t", dt.table_provider().await.map_err(err)?).map_err(err)?;
-        let found = ctx.sql(&sql).await.map_err(err)?.collect().await.map_err(err)?;
+        let found =
+            sql_over_snapshot(table, dt, &format!("SELECT 1 FROM t WHERE {predicate} LIMIT 1")).await?;
         Ok(found.iter().any(|b| b.num_rows() > 0))
     }
 
@@ -276,22 +269,14 @@ impl Lake {
     /// writers that need to look something up (earlier imports, the tenants' accounts). Only
     /// the named tables' logs are read. The query service has its own long-lived session.
     pub async fn query(&self, tables: &[Table], sql: &str) -> Result<Vec<RecordBatch>> {
-        use deltalake::datafusion::prelude::SessionContext;
         let ctx = SessionContext::new();
-        let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
-            sql: sql.to_string(),
-            reason: e.to_string(),
-        };
         for &table in tables {
             if !self.exists(table).await? {
                 continue;
             }
-            let dt = self.table(table).await?;
-            dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
-            let provider = dt.table_provider().await.map_err(err)?;
-            ctx.register_table(table.name(), provider).map_err(err)?;
+            register(&ctx, table, table.name(), &self.table(table).await?, sql).await?;
         }
-        ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)
+        collect(&ctx, sql).await
     }
 
     /// The latest version of `table` this handle (or a clone of it) has seen or committed,
@@ -363,19 +348,39 @@ impl Lake {
     }
 }
 
+/// Registers the snapshot `dt` of `table` in `ctx` as `name` (errors name `sql`, the query it
+/// is for).
+async fn register(ctx: &SessionContext, table: Table, name: &str, dt: &DeltaTable, sql: &str) -> Result<()> {
+    let err = |e: DataFusionError| LakeError::Query { sql: sql.to_string(), reason: e.to_string() };
+    dt.update_datafusion_session(&ctx.state()).map_err(|e| LakeError::delta(table, e))?;
+    ctx.register_table(name, dt.table_provider().await.map_err(err)?).map_err(err)?;
+    Ok(())
+}
+
+/// Runs `sql` in `ctx` to the end.
+async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let err = |e: DataFusionError| LakeError::Query { sql: sql.to_string(), reason: e.to_string() };
+    ctx.sql(sql).await.map_err(err)?.collect().await.map_err(err)
+}
+
+/// Runs `sql` over the snapshot `dt` of `table`, named `t`: the snapshot a commit is then
+/// built against, not whatever the lake holds by then.
+async fn sql_over_snapshot(table: Table, dt: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new();
+    register(&ctx, table, "t", dt, sql).await?;
+    collect(&ctx, sql).await
+}
+
 /// How many of `batches`' rows `predicate` (SQL) does not hold for (false or NULL).
 async fn rows_outside(batches: &[RecordBatch], predicate: &str) -> Result<usize> {
-    use deltalake::datafusion::{datasource::MemTable, prelude::SessionContext};
     let Some(first) = batches.first() else { return Ok(0) };
     let sql = format!("SELECT count(*) FROM new_rows WHERE ({predicate}) IS NOT TRUE");
-    let err = |e: deltalake::datafusion::error::DataFusionError| LakeError::Query {
-        sql: sql.clone(),
-        reason: e.to_string(),
-    };
     let ctx = SessionContext::new();
-    let rows = MemTable::try_new(first.schema(), vec![batches.to_vec()]).map_err(err)?;
-    ctx.register_table("new_rows", std::sync::Arc::new(rows)).map_err(err)?;
-    let out = ctx.sql(&sql).await.map_err(err)?.collect().await.map_err(err)?;
+    let rows = MemTable::try_new(first.schema(), vec![batches.to_vec()])
+        .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
+    ctx.register_table("new_rows", Arc::new(rows))
+        .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
+    let out = collect(&ctx, &sql).await?;
     let count = out
         .first()
         .and_then(|b| b.column(0).as_any().downcast_ref::<arrow::array::Int64Array>().map(|a| a.value(0)))

@@ -71,33 +71,34 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     if total > ROW_GROUP_ROWS && !keys.is_empty() {
         conformed = sort_runs(table, conformed, &keys)?;
     }
-    let mut sort = Vec::new();
-    for index in keys {
-        let parts: Vec<&dyn arrow::array::Array> =
-            conformed.iter().map(|b| b.column(index).as_ref()).collect();
-        sort.push(SortColumn {
-            values: concat(&parts).map_err(arrow_err)?,
-            options: Some(SortOptions { descending: false, nulls_first: true }),
-        });
+    // (batch, row) of every row, in input order; then in sorted order.
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(total);
+    for (b, batch) in conformed.iter().enumerate() {
+        order.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
-    let order: Vec<(usize, usize)> = if sort.is_empty() {
-        conformed
-            .iter()
-            .enumerate()
-            .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
-            .collect()
-    } else {
-        let mut origin = Vec::with_capacity(total);
-        for (b, batch) in conformed.iter().enumerate() {
-            origin.extend((0..batch.num_rows()).map(|r| (b, r)));
+    if !keys.is_empty() {
+        let mut sort = Vec::with_capacity(keys.len());
+        for &index in &keys {
+            let parts: Vec<&dyn arrow::array::Array> =
+                conformed.iter().map(|b| b.column(index).as_ref()).collect();
+            sort.push(ascending(concat(&parts).map_err(arrow_err)?));
         }
         let indices = lexsort_to_indices(&sort, None).map_err(arrow_err)?;
-        indices.values().iter().map(|&i| origin[i as usize]).collect()
-    };
-    drop(sort);
+        order = indices.values().iter().map(|&i| order[i as usize]).collect();
+    }
     let sources: Vec<&RecordBatch> = conformed.iter().collect();
     let groups: Vec<&[(usize, usize)]> = order.chunks(ROW_GROUP_ROWS).collect();
     par_map(table, &groups, |g| interleave_record_batch(&sources, g)).map(Some)
+}
+
+/// The lake's sort order on one key: ascending, NULLs (unattributed rows) first.
+fn ascending(values: ArrayRef) -> SortColumn {
+    SortColumn { values, options: Some(SortOptions { descending: false, nulls_first: true }) }
+}
+
+/// The cores this process may use (at least 1).
+pub(super) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `f` over `items` on every core (scoped threads, items dealt round-robin), results in the
@@ -107,7 +108,7 @@ fn par_map<I: Sync>(
     items: &[I],
     f: impl Fn(&I) -> std::result::Result<RecordBatch, arrow::error::ArrowError> + Sync,
 ) -> Result<Vec<RecordBatch>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len()).clamp(1, 8);
+    let threads = cores().min(items.len()).clamp(1, 8);
     let done: Vec<Vec<(usize, std::result::Result<RecordBatch, arrow::error::ArrowError>)>> =
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
@@ -147,13 +148,7 @@ fn sort_runs(table: Table, batches: Vec<RecordBatch>, keys: &[usize]) -> Result<
         .collect();
     drop(batches);
     let sort_one = |run: &RecordBatch| -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
-        let columns: Vec<SortColumn> = keys
-            .iter()
-            .map(|&k| SortColumn {
-                values: Arc::clone(run.column(k)),
-                options: Some(SortOptions { descending: false, nulls_first: true }),
-            })
-            .collect();
+        let columns: Vec<SortColumn> = keys.iter().map(|&k| ascending(Arc::clone(run.column(k)))).collect();
         let indices = lexsort_to_indices(&columns, None)?;
         take_record_batch(run, &indices)
     };

@@ -75,32 +75,12 @@ async fn count_and_sum(lake: &Lake) -> (i64, i64, i64) {
     (col(0), col(1), col(2))
 }
 
-/// Create, write, read back (values, partitions, sort order, zstd, statistics), two concurrent
-/// writers, reopen.
-pub(crate) async fn conformance(url: &str) {
-    let lake = Lake::open_url(url).await.unwrap();
-    lake.create_all().await.unwrap();
-    for table in Table::ALL {
-        assert!(lake.exists(table).await.unwrap(), "{table} was not created at {url}");
-        let dt = lake.table(table).await.unwrap();
-        let cols = dt.snapshot().unwrap().metadata().partition_columns().to_vec();
-        assert_eq!(cols, table.partition_columns().to_vec(), "{table} partitioning");
-    }
-
-    // Write and read back.
-    let n = 6_000;
-    let commit = lake.append(Table::Spans, &[spans(n, 0)]).await.unwrap().unwrap();
-    assert_eq!(commit.rows, n);
-    let expected_sum: i64 = (0..n as i64).map(|i| i * 1000).sum();
-    assert_eq!(count_and_sum(&lake).await, (n as i64, expected_sum, 3));
-
-    // Every data file: zstd, page index, one date, rows sorted by tenant (nulls first) then time.
+/// Every data file of `spans`: zstd, a page index, statistics on tenant_id, rows sorted by tenant
+/// (nulls first) then time. Returns the files' URIs.
+async fn assert_files_sorted(lake: &Lake) -> Vec<String> {
     let dt = lake.table(Table::Spans).await.unwrap();
     let store = lake.object_store();
     let files: Vec<String> = dt.get_file_uris().unwrap().collect();
-    let dates: BTreeSet<&str> =
-        files.iter().filter_map(|f| f.split("date=").nth(1)).map(|s| &s[..10]).collect();
-    assert_eq!(dates.len(), 2, "two day partitions: {files:?}");
     for uri in &files {
         let path = object_store::path::Path::from_url_path(
             url::Url::parse(uri).map(|u| u.path().to_string()).unwrap_or_else(|_| uri.clone()),
@@ -143,6 +123,32 @@ pub(crate) async fn conformance(url: &str) {
             }
         }
     }
+    files
+}
+
+/// Create, write, read back (values, partitions, sort order, zstd, statistics), two concurrent
+/// writers, reopen.
+pub(crate) async fn conformance(url: &str) {
+    let lake = Lake::open_url(url).await.unwrap();
+    lake.create_all().await.unwrap();
+    for table in Table::ALL {
+        assert!(lake.exists(table).await.unwrap(), "{table} was not created at {url}");
+        let dt = lake.table(table).await.unwrap();
+        let cols = dt.snapshot().unwrap().metadata().partition_columns().to_vec();
+        assert_eq!(cols, table.partition_columns().to_vec(), "{table} partitioning");
+    }
+
+    // Write and read back.
+    let n = 6_000;
+    let commit = lake.append(Table::Spans, &[spans(n, 0)]).await.unwrap().unwrap();
+    assert_eq!(commit.rows, n);
+    let expected_sum: i64 = (0..n as i64).map(|i| i * 1000).sum();
+    assert_eq!(count_and_sum(&lake).await, (n as i64, expected_sum, 3));
+
+    let files = assert_files_sorted(&lake).await;
+    let dates: BTreeSet<&str> =
+        files.iter().filter_map(|f| f.split("date=").nth(1)).map(|s| &s[..10]).collect();
+    assert_eq!(dates.len(), 2, "two day partitions: {files:?}");
 
     // Two writers with their own handles, appending at the same time.
     let version_before = lake.table(Table::Spans).await.unwrap().version().unwrap();
@@ -217,6 +223,42 @@ pub(crate) async fn conformance(url: &str) {
     let err = lake.append(Table::Spans, &[bad]).await.unwrap_err().to_string();
     assert_eq!(err, "table spans: required column \"span_id\" is missing");
     assert_eq!(count_and_sum(&lake).await, after_restatement);
+}
+
+/// An append larger than a row group is sorted in runs and written by one writer per core:
+/// every row arrives once, every file is still sorted, and with more than one core the first day
+/// (more rows than one writer's share) is written by two writers, as two files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_append_is_sorted_in_runs_and_written_on_every_core() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::open_url(dir.path().join("lake").to_str().unwrap()).await.unwrap();
+    // 300,000 rows over two days, half each, in three inputs (the gather reads several
+    // batches' runs); then 30,000 more of the first day only.
+    let mut inputs = vec![spans(100_000, 1), spans(100_000, 2), spans(100_000, 3)];
+    let extra = spans(60_000, 4);
+    let first_day = (T0 / DAY_US) as i32;
+    let dates = extra.column_by_name(DATE).unwrap().as_any().downcast_ref::<Date32Array>().unwrap();
+    let on_first_day: arrow::array::BooleanArray = dates.iter().map(|d| Some(d == Some(first_day))).collect();
+    inputs.push(arrow::compute::filter_record_batch(&extra, &on_first_day).unwrap());
+    let rows: usize = inputs.iter().map(RecordBatch::num_rows).sum();
+    let sum: i64 = inputs
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(DURATION_NS)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .sum();
+    assert_eq!(lake.append(Table::Spans, &inputs).await.unwrap().unwrap().rows, rows);
+    assert_eq!(count_and_sum(&lake).await, (rows as i64, sum, 3));
+    let files = assert_files_sorted(&lake).await;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let first_day_files = files.iter().filter(|f| f.contains("date=2026-11-01")).count();
+    assert_eq!(first_day_files, if cores > 1 { 2 } else { 1 }, "{files:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
