@@ -94,6 +94,30 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
+/// Sets DataFusion options from `DATAFUSION_*` variables (`var` looks one up by name): the
+/// option's key in upper case with dots as underscores, e.g. `DATAFUSION_EXECUTION_BATCH_SIZE`
+/// for `datafusion.execution.batch_size`, over tenantscope's defaults. A value that does not
+/// parse is an error naming the variable, not a silent default. The session's time zone stays
+/// UTC whatever is set.
+pub fn apply_datafusion_env(
+    options: &mut datafusion::config::ConfigOptions,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
+    for key in keys {
+        let name = key.to_uppercase().replace('.', "_");
+        if let Some(value) = var(&name) {
+            options.set(&key, &value).map_err(|e| {
+                QueryError::BadRequest(format!(
+                    "environment variable {name}={value:?}: {}",
+                    e.strip_backtrace()
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl QueryEngine {
     /// A session with every table of the lake registered as `tenantscope.public.<table>`.
     /// Tables that do not exist yet read as empty until their first commit.
@@ -106,8 +130,14 @@ impl QueryEngine {
             session = session.with_target_partitions(config.target_partitions);
         }
         let options = session.options_mut();
-        options.execution.parquet.pushdown_filters = true;
+        // Row-level filtering while decoding only where the Delta scan asks for it (its own
+        // predicate: tenant, time and the other layout columns, whose matches are contiguous);
+        // any other filter runs above the scan, after whole-column decoding, which is faster for
+        // rows scattered through every row group (20M spans, `kind = 'server'`: 0.70 s against
+        // 1.31 s with row-level filtering). Files, row groups and pages are pruned either way.
+        options.execution.parquet.pushdown_filters = false;
         options.execution.parquet.reorder_filters = true;
+        apply_datafusion_env(options, |name| std::env::var(name).ok())?;
         options.execution.time_zone = Some("UTC".to_string());
         let runtime = RuntimeEnvBuilder::new().build_arc().map_err(QueryError::DataFusion)?;
         let state = SessionStateBuilder::new()
@@ -147,6 +177,13 @@ impl QueryEngine {
             config.cost.allocation.clone(),
         );
         ctx.register_table("cost_allocation", Arc::new(allocation)).map_err(QueryError::DataFusion)?;
+        let resources = cost::materialized::MaterializedView::try_new(
+            cost::materialized::TENANT_RESOURCES,
+            vec![("billing", provider(Table::Billing)?)],
+        )
+        .await
+        .map_err(QueryError::DataFusion)?;
+        ctx.register_table("tenant_resources", Arc::new(resources)).map_err(QueryError::DataFusion)?;
         for udf in cost::anomaly::udfs() {
             ctx.register_udf(udf);
         }
@@ -345,5 +382,35 @@ impl QueryEngine {
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(QueryError::DataFusion)?;
         Ok(QueryResult { schema, batches })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::config::ConfigOptions;
+
+    use super::apply_datafusion_env;
+
+    #[test]
+    fn datafusion_options_come_from_the_environment_and_bad_values_are_named() {
+        let mut options = ConfigOptions::new();
+        options.execution.parquet.pushdown_filters = true;
+        let env = |name: &str| match name {
+            "DATAFUSION_EXECUTION_BATCH_SIZE" => Some("16384".to_string()),
+            "DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS" => Some("false".to_string()),
+            _ => None,
+        };
+        apply_datafusion_env(&mut options, env).unwrap();
+        assert_eq!(usize::from(options.execution.batch_size), 16384);
+        assert!(!options.execution.parquet.pushdown_filters);
+
+        let mut options = ConfigOptions::new();
+        let bad = |name: &str| (name == "DATAFUSION_EXECUTION_BATCH_SIZE").then(|| "many".to_string());
+        let err = apply_datafusion_env(&mut options, bad).unwrap_err().to_string();
+        assert!(err.contains("DATAFUSION_EXECUTION_BATCH_SIZE=\"many\""), "{err}");
+        assert_eq!(
+            usize::from(options.execution.batch_size),
+            usize::from(ConfigOptions::new().execution.batch_size)
+        );
     }
 }

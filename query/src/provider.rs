@@ -100,6 +100,14 @@ impl LakeTableProvider {
     }
 }
 
+/// The columns `table`'s files are laid out by: partitions, the sort order within files, and the
+/// columns with min/max statistics in the Delta log.
+fn layout_columns(table: Table) -> Vec<&'static str> {
+    let mut cols = table.stats_columns();
+    cols.extend(table.partition_columns());
+    cols
+}
+
 async fn load(lake: &Lake, table: Table) -> Result<Option<Snapshot>> {
     let external = |e: tenantscope_schemas::LakeError| DataFusionError::External(Box::new(e));
     if !lake.exists(table).await.map_err(external)? {
@@ -145,10 +153,26 @@ impl TableProvider for LakeTableProvider {
         }
     }
 
+    /// Only filters over the columns the table is laid out by (partition, sort and Delta
+    /// statistics columns) go down to the Delta scan, which prunes files, row groups and pages
+    /// with them and filters rows while decoding. Any other filter (`kind = 'server'`,
+    /// `status_code = 'error'`) matches rows scattered through every row group: DataFusion
+    /// evaluates it above the scan (still pruning row groups by statistics where it can), as
+    /// filtering row by row through so fragmented a selection is slower than decoding whole
+    /// columns (see `engine.rs`).
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
-        match self.latest_known() {
-            Some(provider) => provider.supports_filters_pushdown(filters),
-            None => Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]),
+        let Some(provider) = self.latest_known() else {
+            return Ok(vec![TableProviderFilterPushDown::Unsupported; filters.len()]);
+        };
+        let layout = layout_columns(self.table);
+        let down: Vec<usize> = (0..filters.len())
+            .filter(|&i| filters[i].column_refs().iter().all(|c| layout.contains(&c.name.as_str())))
+            .collect();
+        let pushed: Vec<&Expr> = down.iter().map(|&i| filters[i]).collect();
+        let mut answer = vec![TableProviderFilterPushDown::Unsupported; filters.len()];
+        for (i, support) in down.into_iter().zip(provider.supports_filters_pushdown(&pushed)?) {
+            answer[i] = support;
         }
+        Ok(answer)
     }
 }
