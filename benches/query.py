@@ -11,8 +11,9 @@ importer. Then, with a release `tenantscope serve` over the lake:
   Delta snapshot;
 - the cost model's standard questions (cost per tenant per day over the 30 days with shared
   cost allocated by requests; top 20 tenants by cost in the last 24 h; anomaly scores per
-  tenant per day; margin per tenant this month), which tenantscope answers from its rollups
-  and views (`usage`, `cost_allocation`, `tenant_costs`, `cost_anomalies`, `tenant_margin`) and
+  tenant per day; distinct resources per tenant; margin per tenant this month), which
+  tenantscope answers from its rollups and views (`usage`, `cost_allocation`, `tenant_costs`,
+  `cost_anomalies`, `tenant_resources`, `tenant_margin`) and
   DuckDB computes from the raw spans, logs, billing lines, tenants, plans and invoices (the same
   allocation, scoring and pricing, written in SQL here), and Polars computes the same from the
   same raw tables with lazy expressions (`polars_cost.py`).
@@ -212,8 +213,12 @@ def main():
                 "SELECT tenant_id, CAST(charge_period_start AS DATE), sum(billed_cost) FROM billing GROUP BY 1, 2",
                 lambda: b.group_by(pl.col("tenant_id"), pl.col("charge_period_start").dt.date())
                 .agg(pl.col("billed_cost").sum()).collect())
-        compare("distinct resources per tenant", "standard, raw billing",
+        compare("distinct resources per tenant (raw lines)", "ad-hoc, raw billing",
                 "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
+                "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
+                lambda: b.group_by("tenant_id").agg(pl.col("resource_id").n_unique()).collect())
+        compare("distinct resources per tenant", "standard, rollups vs raw",
+                "SELECT tenant_id, count(DISTINCT resource_id) FROM tenant_resources GROUP BY 1",
                 "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
                 lambda: b.group_by("tenant_id").agg(pl.col("resource_id").n_unique()).collect())
         compare("cost per tenant per day (30 days, shared cost allocated)", "standard, rollups vs raw",

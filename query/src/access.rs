@@ -52,6 +52,7 @@ pub const FINANCE: &[&str] = &[
     "top_tenants_by_cost",
     "tenant_cost_growth",
     "top_resources_by_cost",
+    "tenant_resources",
     "negative_margin_tenants",
     "cost_anomalies",
     "unit_cost_anomalies",

@@ -4,6 +4,7 @@
 
 pub mod allocation;
 pub mod anomaly;
+pub mod materialized;
 pub mod topk;
 pub mod usage;
 pub mod views;

@@ -413,3 +413,61 @@ async fn slt_over_pg(engine: QueryEngine, files: Vec<PathBuf>) {
         }
     }
 }
+
+/// `tenant_resources` is kept between reads, and a new version of `billing` (another import)
+/// shows in the next read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_resources_follow_new_versions_of_the_bill() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fixture(dir.path()).await;
+    let per_tenant = "SELECT coalesce(tenant_id, '-') AS t, CAST(count(DISTINCT resource_id) AS VARCHAR) AS n \
+                      FROM tenant_resources GROUP BY 1 ORDER BY 1";
+    let text = |r: tenantscope_query::QueryResult| {
+        let b = tenantscope_schemas::arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
+        (0..b.num_rows())
+            .map(|i| {
+                (0..b.num_columns())
+                    .map(|c| {
+                        ArrayFormatter::try_new(b.column(c).as_ref(), &FormatOptions::default())
+                            .unwrap()
+                            .value(i)
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "initech 1"]);
+    assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "initech 1"]);
+    let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
+    engine
+        .lake()
+        .append(
+            Table::Billing,
+            &[rows(
+                Table::Billing,
+                &[
+                    ("service_name", s(&["EC2", "EC2"])),
+                    ("service_category", s(&["Compute", "Compute"])),
+                    ("billed_cost", s(&["4", "6"])),
+                    ("effective_cost", s(&["4", "6"])),
+                    ("charge_period_start", s(&["2026-12-01T10:00:00Z", "2026-12-01T10:00:00Z"])),
+                    ("charge_period_end", s(&["2026-12-01T11:00:00Z", "2026-12-01T11:00:00Z"])),
+                    ("tenant_id", s(&["globex", "initech"])),
+                    ("resource_id", s(&["i-2", "i-3"])),
+                    ("billing_currency", s(&["USD", "USD"])),
+                    ("billing_period_start", s(&["2026-12-01T00:00:00Z", "2026-12-01T00:00:00Z"])),
+                    ("source", s(&["focus", "focus"])),
+                    ("import_id", s(&["december", "december"])),
+                    ("billing_period", s(&["2026-12-01", "2026-12-01"])),
+                ],
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "globex 1", "initech 2"]);
+    let december = "SELECT resource_id, CAST(effective_cost AS VARCHAR) FROM tenant_resources \
+                    WHERE billing_period = DATE '2026-12-01' ORDER BY 1";
+    assert_eq!(text(engine.sql(december).await.unwrap()), ["i-2 4.0000000000", "i-3 6.0000000000"]);
+}

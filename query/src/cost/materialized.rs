@@ -1,0 +1,118 @@
+//! Views kept as tables: a query over lake tables, computed when first read and kept until one
+//! of those tables has a new committed version (an import, a compaction). Between two versions
+//! every read answers from the kept rows, never rescanning the raw table; the first read after a
+//! change pays for one scan. Used where a question over raw billing lines has a small answer
+//! users ask often (`tenant_resources`).
+
+use std::sync::Arc;
+
+use arrow::{array::RecordBatch, datatypes::SchemaRef};
+use async_trait::async_trait;
+use datafusion::{
+    catalog::{Session, TableProvider},
+    datasource::{TableType, memory::MemorySourceConfig},
+    error::Result,
+    logical_expr::Expr,
+    physical_plan::ExecutionPlan,
+    prelude::{SessionConfig, SessionContext},
+};
+
+use crate::provider::LakeTableProvider;
+
+/// `tenant_resources`: per billing period, each resource the billing lines name, with the
+/// lines' tenant (as imported: NULL for shared lines), service, line count, billed and effective
+/// cost per currency, and the first and last hour charged.
+pub const TENANT_RESOURCES: &str = "SELECT billing_period, tenant_id, resource_id, \
+    max(resource_name) AS resource_name, max(service_name) AS service_name, \
+    upper(billing_currency) AS currency, count(*) AS lines, \
+    sum(billed_cost) AS billed_cost, sum(effective_cost) AS effective_cost, \
+    min(charge_period_start) AS first_charge, max(charge_period_end) AS last_charge \
+    FROM billing WHERE resource_id IS NOT NULL \
+    GROUP BY billing_period, tenant_id, resource_id, upper(billing_currency)";
+
+type Versions = Vec<Option<u64>>;
+
+/// A query over lake tables whose answer is kept per set of table versions.
+pub struct MaterializedView {
+    sql: &'static str,
+    inputs: Vec<(&'static str, Arc<LakeTableProvider>)>,
+    schema: SchemaRef,
+    /// Held while computing, so that readers arriving meanwhile wait for the one computation.
+    kept: tokio::sync::Mutex<Option<(Versions, Vec<RecordBatch>)>>,
+}
+
+impl std::fmt::Debug for MaterializedView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaterializedView").field("sql", &self.sql).finish_non_exhaustive()
+    }
+}
+
+impl MaterializedView {
+    /// The view of `sql` over the tables `inputs` (by the names `sql` uses). Plans `sql` once to
+    /// know its schema, so a mistake in it fails here rather than at the first read.
+    pub async fn try_new(
+        sql: &'static str,
+        inputs: Vec<(&'static str, Arc<LakeTableProvider>)>,
+    ) -> Result<Self> {
+        let ctx = session(&inputs)?;
+        let schema = Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone());
+        Ok(Self { sql, inputs, schema, kept: tokio::sync::Mutex::new(None) })
+    }
+
+    /// The rows for the current versions of the inputs, computed once per set of versions.
+    pub async fn current(&self) -> Result<Vec<RecordBatch>> {
+        let mut versions = Vec::with_capacity(self.inputs.len());
+        for (_, p) in &self.inputs {
+            versions.push(p.version().await?);
+        }
+        let mut kept = self.kept.lock().await;
+        if let Some((v, batches)) = kept.as_ref() {
+            if *v == versions {
+                return Ok(batches.clone());
+            }
+        }
+        let batches = session(&self.inputs)?.sql(self.sql).await?.collect().await?;
+        let batches = batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| b.with_schema(Arc::clone(&self.schema)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // Versions read before the query: a commit landing meanwhile makes the next read compute
+        // again rather than keep rows that may predate it.
+        *kept = Some((versions, batches.clone()));
+        Ok(batches)
+    }
+}
+
+fn session(inputs: &[(&'static str, Arc<LakeTableProvider>)]) -> Result<SessionContext> {
+    let mut config = SessionConfig::new();
+    config.options_mut().execution.time_zone = Some("UTC".to_string());
+    let ctx = SessionContext::new_with_config(config);
+    for (name, p) in inputs {
+        ctx.register_table(*name, Arc::clone(p) as Arc<dyn TableProvider>)?;
+    }
+    Ok(ctx)
+}
+
+#[async_trait]
+impl TableProvider for MaterializedView {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.current().await?;
+        let exec = MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
