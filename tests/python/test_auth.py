@@ -30,7 +30,7 @@ TOKENS = {"root": "root-token", "fin": "fin-token", "ops": "ops-token", "reader"
           "other": "other-token", "collector": "collector-token", "importer": "importer-token"}
 FINANCE = {"billing", "plans", "invoices", "imports", "cost_allocation", "tenant_costs", "tenant_revenue",
            "tenant_margin", "top_tenants_by_cost", "tenant_cost_growth", "top_resources_by_cost",
-           "negative_margin_tenants", "cost_anomalies", "unit_cost_anomalies"}
+           "negative_margin_tenants", "cost_anomalies", "unit_cost_anomalies", "tenant_resources"}
 
 
 def sha(token):
