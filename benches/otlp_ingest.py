@@ -157,6 +157,14 @@ def main():
     held = [sum(lake[s] for *_, lake in steady) for s in TABLES]
     lake_line = (f"After each run its lake held exactly what was acknowledged: {held[0]:,} spans, "
                  f"{held[1]:,} metric points, {held[2]:,} log records in all.\n")
+    per_core = {protocol: r["items_per_server_cpu_s"] for protocol, what, r, _ in steady if what == "traces"}
+    peer_line = ("Peer: the OpenTelemetry Collector's published figure, ~12,000 spans/s per CPU (its "
+                 "`docs/performance.md`, v0.1.3: OTLP received and forwarded, no storage); spans per server "
+                 "CPU-second here / that: " + ", ".join(f"OTLP/{p.upper()} {v:,.0f} = {v / COLLECTOR_SPANS_PER_CPU_S:.1f}x"
+                                                      for p, v in per_core.items())
+                 + "; against this project's 200,000 target: "
+                 + ", ".join(f"{v / 200_000:.2f}x" for v in per_core.values()) + ".\n")
+    lake_line += "\n" + peer_line
     print(rows + "\n" + lake_line)
     if args.record:
         with open(os.path.join(ROOT, "benches", "RESULTS.md"), "a") as f:
@@ -168,6 +176,11 @@ def main():
                     "| date | run | accepted items/s (wall) | items per server CPU-second | latency | refused items | server peak RSS |\n"
                     "|---|---|---|---|---|---|---|\n")
             f.write(rows + "\n" + lake_line)
+
+
+# The OpenTelemetry Collector's published OTLP receive throughput per CPU (docs/performance.md of
+# opentelemetry-collector v0.1.3, 20-attribute spans): the peer figure of the OTLP issue.
+COLLECTOR_SPANS_PER_CPU_S = 12_000
 
 
 if __name__ == "__main__":
