@@ -14,7 +14,7 @@ use tenantscope_schemas::{
     auth::{Caller, Principal},
 };
 
-use datafusion::catalog::TableProvider;
+use datafusion::{catalog::TableProvider, sql::parser::Statement};
 
 use crate::{
     access::Scope,
@@ -236,11 +236,21 @@ impl QueryEngine {
     /// The audit event of `sql` run by `caller`, with the tables and views it names (as
     /// far as it parses), before it runs.
     pub fn query_event(&self, caller: &Caller, sql: &str) -> AuditEvent {
-        let p = &caller.principal;
-        let state = self.ctx.state();
+        self.query_event_of(caller, sql, self.parse(sql).ok().as_ref())
+    }
+
+    /// `sql` parsed in the session's dialect (without copying the session state).
+    fn parse(&self, sql: &str) -> datafusion::error::Result<Statement> {
+        let state = self.ctx.state_ref();
+        let state = state.read();
         let dialect = state.config().options().sql_parser.dialect;
-        let tables = state.sql_to_statement(sql, &dialect).ok().and_then(|stmt| {
-            state.resolve_table_references(&stmt).ok().map(|refs| {
+        state.sql_to_statement(sql, &dialect)
+    }
+
+    fn query_event_of(&self, caller: &Caller, sql: &str, statement: Option<&Statement>) -> AuditEvent {
+        let p = &caller.principal;
+        let tables = statement.and_then(|stmt| {
+            self.ctx.state_ref().read().resolve_table_references(stmt).ok().map(|refs| {
                 let mut names: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
                 names.sort();
                 names.dedup();
@@ -259,7 +269,8 @@ impl QueryEngine {
     }
 
     /// Runs one SQL statement as `caller`, in its scope (see [`crate::access`]), and records it
-    /// in the audit log: who, the SQL, the tables it names, rows, duration and outcome.
+    /// in the audit log: who, the SQL, the tables it names, rows, duration and outcome. The SQL
+    /// is parsed once, for both.
     pub async fn sql_as(
         &self,
         caller: &Caller,
@@ -267,29 +278,33 @@ impl QueryEngine {
         params: Vec<datafusion::common::ScalarValue>,
     ) -> Result<QueryResult> {
         let started = std::time::Instant::now();
-        let mut event = self.query_event(caller, sql);
-        event.target = Some("http".into());
-        let result = self.run_as(caller, sql, params).await;
-        event.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        match &result {
-            Ok(r) => {
-                event.rows = Some(r.num_rows() as i64);
-                event.outcome = Some("ok".into());
+        let parsed = self.parse(sql);
+        let event =
+            self.access.auditor.is_some().then(|| self.query_event_of(caller, sql, parsed.as_ref().ok()));
+        let result = self.run_as(caller, parsed, params).await;
+        if let Some(mut event) = event {
+            event.target = Some("http".into());
+            event.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            match &result {
+                Ok(r) => {
+                    event.rows = Some(r.num_rows() as i64);
+                    event.outcome = Some("ok".into());
+                }
+                Err(e) => {
+                    event.outcome =
+                        Some(if matches!(e, QueryError::Forbidden(_)) { "denied" } else { "error" }.into());
+                    event.detail = Some(e.to_string());
+                }
             }
-            Err(e) => {
-                event.outcome =
-                    Some(if matches!(e, QueryError::Forbidden(_)) { "denied" } else { "error" }.into());
-                event.detail = Some(e.to_string());
-            }
+            self.audit(event);
         }
-        self.audit(event);
         result
     }
 
     async fn run_as(
         &self,
         caller: &Caller,
-        sql: &str,
+        parsed: datafusion::error::Result<Statement>,
         params: Vec<datafusion::common::ScalarValue>,
     ) -> Result<QueryResult> {
         let p = &caller.principal;
@@ -299,8 +314,9 @@ impl QueryEngine {
                 p.name, p.role
             )));
         };
+        let statement = parsed.map_err(QueryError::from_planning)?;
         let ctx = self.session(&scope).await?;
-        let plan = ctx.state().create_logical_plan(sql).await.map_err(QueryError::from_planning)?;
+        let plan = ctx.state().statement_to_plan(statement).await.map_err(QueryError::from_planning)?;
         if scope != Scope::Admin {
             SQLOptions::new()
                 .with_allow_ddl(false)
