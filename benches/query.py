@@ -213,14 +213,11 @@ def main():
                 "SELECT tenant_id, CAST(charge_period_start AS DATE), sum(billed_cost) FROM billing GROUP BY 1, 2",
                 lambda: b.group_by(pl.col("tenant_id"), pl.col("charge_period_start").dt.date())
                 .agg(pl.col("billed_cost").sum()).collect())
-        compare("distinct resources per tenant (raw lines)", "ad-hoc, raw billing",
-                "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
-                "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
-                lambda: b.group_by("tenant_id").agg(pl.col("resource_id").n_unique()).collect())
+        resources = "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1"
+        resources_pl = lambda: b.group_by("tenant_id").agg(pl.col("resource_id").n_unique()).collect()
+        compare("distinct resources per tenant (raw lines)", "ad-hoc, raw billing", resources, resources, resources_pl)
         compare("distinct resources per tenant", "standard, rollups vs raw",
-                "SELECT tenant_id, count(DISTINCT resource_id) FROM tenant_resources GROUP BY 1",
-                "SELECT tenant_id, count(DISTINCT resource_id) FROM billing GROUP BY 1",
-                lambda: b.group_by("tenant_id").agg(pl.col("resource_id").n_unique()).collect())
+                resources.replace("FROM billing", "FROM tenant_resources"), resources, resources_pl)
         compare("cost per tenant per day (30 days, shared cost allocated)", "standard, rollups vs raw",
                 "SELECT day, tenant_id, sum(effective_cost) FROM tenant_costs GROUP BY 1, 2",
                 ALLOCATED.format(select="SELECT day, tenant_id, sum(cost) FROM allocated GROUP BY 1, 2"),

@@ -108,10 +108,10 @@ pub fn apply_datafusion_env(
         let name = key.to_uppercase().replace('.', "_");
         if let Some(value) = var(&name) {
             options.set(&key, &value).map_err(|e| {
-                QueryError::BadRequest(format!(
+                QueryError::DataFusion(datafusion::error::DataFusionError::Configuration(format!(
                     "environment variable {name}={value:?}: {}",
                     e.strip_backtrace()
-                ))
+                )))
             })?;
         }
     }

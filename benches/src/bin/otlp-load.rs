@@ -150,7 +150,6 @@ impl Conn {
     }
 
     async fn send(&mut self, p: &Payload) -> Outcome {
-        let signal = p.request.signal();
         match self {
             Conn::Grpc(traces, metrics, logs) => {
                 let response = match &p.request {
@@ -170,7 +169,7 @@ impl Conn {
             }
             Conn::Http(client, base) => {
                 let sent = client
-                    .post(format!("{base}/v1/{}", SIGNALS[signal]))
+                    .post(format!("{base}/v1/{}", SIGNALS[p.request.signal()]))
                     .header("content-type", "application/x-protobuf")
                     .body(p.body.clone())
                     .send()
@@ -187,10 +186,10 @@ impl Conn {
                 if !status.is_success() {
                     return Outcome::Failed(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
                 }
-                let rejected = match signal {
-                    0 => ExportTraceServiceResponse::rejected_in(body),
-                    1 => ExportMetricsServiceResponse::rejected_in(body),
-                    _ => ExportLogsServiceResponse::rejected_in(body),
+                let rejected = match &p.request {
+                    Request::Traces(_) => ExportTraceServiceResponse::rejected_in(body),
+                    Request::Metrics(_) => ExportMetricsServiceResponse::rejected_in(body),
+                    Request::Logs(_) => ExportLogsServiceResponse::rejected_in(body),
                 };
                 rejected.map_or_else(|e| Outcome::Failed(format!("undecodable response: {e}")), Outcome::Ok)
             }

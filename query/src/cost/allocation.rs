@@ -19,7 +19,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use arrow::{
@@ -41,7 +41,7 @@ use datafusion::{
 };
 use tenantscope_schemas::types::{UTC, money, nullable, required, timestamp};
 
-use super::{AllocationRule, Method};
+use super::{AllocationRule, Method, materialized::KeptBatches};
 use crate::provider::LakeTableProvider;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -145,9 +145,6 @@ impl UsageIndex {
     }
 }
 
-/// The versions of `billing`, `usage` and `tenants` an allocation was computed from.
-type Versions = [Option<u64>; 3];
-
 /// The provider behind `cost_allocation`: computed from the providers of `billing`, `usage`
 /// and `tenants`, and kept until one of them has a new version (a query such as
 /// `tenant_margin` reads the table more than once; dashboards read it over and over).
@@ -157,7 +154,7 @@ pub struct CostAllocationProvider {
     tenants: Arc<LakeTableProvider>,
     rules: Arc<Vec<AllocationRule>>,
     schema: SchemaRef,
-    computed: Mutex<Option<(Versions, Vec<RecordBatch>)>>,
+    kept: KeptBatches,
 }
 
 impl fmt::Debug for CostAllocationProvider {
@@ -174,21 +171,19 @@ impl CostAllocationProvider {
         tenants: Arc<LakeTableProvider>,
         rules: Vec<AllocationRule>,
     ) -> Self {
-        Self { billing, usage, tenants, rules: Arc::new(rules), schema: schema(), computed: Mutex::new(None) }
+        Self {
+            billing,
+            usage,
+            tenants,
+            rules: Arc::new(rules),
+            schema: schema(),
+            kept: KeptBatches::default(),
+        }
     }
 
     /// The table for the current versions of its inputs, computed once per set of versions.
     pub async fn current(&self) -> Result<Vec<RecordBatch>> {
-        let versions =
-            [self.billing.version().await?, self.usage.version().await?, self.tenants.version().await?];
-        if let Some((v, batches)) = self.computed.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            if *v == versions {
-                return Ok(batches.clone());
-            }
-        }
-        let batches = self.compute().await?;
-        *self.computed.lock().unwrap_or_else(|e| e.into_inner()) = Some((versions, batches.clone()));
-        Ok(batches)
+        self.kept.get(&[&self.billing, &self.usage, &self.tenants], self.compute()).await
     }
 
     fn tag_keys(&self) -> Vec<String> {

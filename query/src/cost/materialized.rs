@@ -30,15 +30,43 @@ pub const TENANT_RESOURCES: &str = "SELECT billing_period, tenant_id, resource_i
     FROM billing WHERE resource_id IS NOT NULL \
     GROUP BY billing_period, tenant_id, resource_id, upper(billing_currency)";
 
-type Versions = Vec<Option<u64>>;
+/// Batches computed from lake tables, kept for the versions of the tables they were computed
+/// from (`tenant_resources`, `cost_allocation`).
+#[derive(Default)]
+pub struct KeptBatches(tokio::sync::Mutex<Option<(Vec<Option<u64>>, Vec<RecordBatch>)>>);
+
+impl KeptBatches {
+    /// The kept batches if `inputs` are still at the versions they were computed from, else
+    /// `compute`'s (then kept). Readers arriving during a computation wait for it rather than
+    /// compute again. The versions are read before computing: a commit landing meanwhile makes
+    /// the next read compute again rather than keep rows that may predate it.
+    pub async fn get(
+        &self,
+        inputs: &[&LakeTableProvider],
+        compute: impl Future<Output = Result<Vec<RecordBatch>>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut versions = Vec::with_capacity(inputs.len());
+        for p in inputs {
+            versions.push(p.version().await?);
+        }
+        let mut kept = self.0.lock().await;
+        if let Some((v, batches)) = kept.as_ref() {
+            if *v == versions {
+                return Ok(batches.clone());
+            }
+        }
+        let batches = compute.await?;
+        *kept = Some((versions, batches.clone()));
+        Ok(batches)
+    }
+}
 
 /// A query over lake tables whose answer is kept per set of table versions.
 pub struct MaterializedView {
     sql: &'static str,
     inputs: Vec<(&'static str, Arc<LakeTableProvider>)>,
     schema: SchemaRef,
-    /// Held while computing, so that readers arriving meanwhile wait for the one computation.
-    kept: tokio::sync::Mutex<Option<(Versions, Vec<RecordBatch>)>>,
+    kept: KeptBatches,
 }
 
 impl std::fmt::Debug for MaterializedView {
@@ -56,31 +84,22 @@ impl MaterializedView {
     ) -> Result<Self> {
         let ctx = session(&inputs)?;
         let schema = Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone());
-        Ok(Self { sql, inputs, schema, kept: tokio::sync::Mutex::new(None) })
+        Ok(Self { sql, inputs, schema, kept: KeptBatches::default() })
     }
 
     /// The rows for the current versions of the inputs, computed once per set of versions.
     pub async fn current(&self) -> Result<Vec<RecordBatch>> {
-        let mut versions = Vec::with_capacity(self.inputs.len());
-        for (_, p) in &self.inputs {
-            versions.push(p.version().await?);
-        }
-        let mut kept = self.kept.lock().await;
-        if let Some((v, batches)) = kept.as_ref() {
-            if *v == versions {
-                return Ok(batches.clone());
-            }
-        }
+        let inputs: Vec<&LakeTableProvider> = self.inputs.iter().map(|(_, p)| p.as_ref()).collect();
+        self.kept.get(&inputs, self.compute()).await
+    }
+
+    async fn compute(&self) -> Result<Vec<RecordBatch>> {
         let batches = session(&self.inputs)?.sql(self.sql).await?.collect().await?;
-        let batches = batches
+        batches
             .into_iter()
             .filter(|b| b.num_rows() > 0)
-            .map(|b| b.with_schema(Arc::clone(&self.schema)))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        // Versions read before the query: a commit landing meanwhile makes the next read compute
-        // again rather than keep rows that may predate it.
-        *kept = Some((versions, batches.clone()));
-        Ok(batches)
+            .map(|b| Ok(b.with_schema(Arc::clone(&self.schema))?))
+            .collect()
     }
 }
 

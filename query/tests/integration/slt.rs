@@ -270,6 +270,20 @@ async fn history_fixture(dir: &std::path::Path) -> QueryEngine {
 #[error("{0}")]
 struct SqlError(String);
 
+/// Rows of `r` as Arrow displays their values, NULL as `NULL`.
+fn displayed(r: &tenantscope_query::QueryResult) -> Vec<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in &r.batches {
+        let formatters: Vec<_> =
+            b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        for row in 0..b.num_rows() {
+            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+        }
+    }
+    out
+}
+
 /// The engine in-process: values as Arrow displays them, NULL as `NULL`.
 struct InProcess(QueryEngine);
 
@@ -280,16 +294,10 @@ impl sqllogictest::AsyncDB for InProcess {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let r = self.0.sql(sql).await.map_err(|e| SqlError(e.to_string()))?;
-        let options = FormatOptions::default().with_null("NULL");
-        let mut out = Vec::new();
-        for b in &r.batches {
-            let formatters: Vec<_> =
-                b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
-            for row in 0..b.num_rows() {
-                out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
-            }
-        }
-        Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; r.schema.fields().len()], rows: out })
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; r.schema.fields().len()],
+            rows: displayed(&r),
+        })
     }
 
     async fn shutdown(&mut self) {}
@@ -414,8 +422,9 @@ async fn slt_over_pg(engine: QueryEngine, files: Vec<PathBuf>) {
     }
 }
 
-/// `tenant_resources` is kept between reads, and a new version of `billing` (another import)
-/// shows in the next read.
+/// `tenant_resources` follows new versions of `billing` (another import), and between two
+/// versions answers from the rows it kept: with the bill's data files gone (and no new
+/// version), it still answers while `billing` itself cannot be read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_resources_follow_new_versions_of_the_bill() {
     let dir = tempfile::tempdir().unwrap();
@@ -423,22 +432,8 @@ async fn tenant_resources_follow_new_versions_of_the_bill() {
     let per_tenant = "SELECT coalesce(tenant_id, '-') AS t, CAST(count(DISTINCT resource_id) AS VARCHAR) AS n \
                       FROM tenant_resources GROUP BY 1 ORDER BY 1";
     let text = |r: tenantscope_query::QueryResult| {
-        let b = tenantscope_schemas::arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
-        (0..b.num_rows())
-            .map(|i| {
-                (0..b.num_columns())
-                    .map(|c| {
-                        ArrayFormatter::try_new(b.column(c).as_ref(), &FormatOptions::default())
-                            .unwrap()
-                            .value(i)
-                            .to_string()
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect::<Vec<_>>()
+        displayed(&r).into_iter().map(|row| row.join(" ")).collect::<Vec<_>>()
     };
-    assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "initech 1"]);
     assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "initech 1"]);
     let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
     engine
@@ -470,4 +465,25 @@ async fn tenant_resources_follow_new_versions_of_the_bill() {
     let december = "SELECT resource_id, CAST(effective_cost AS VARCHAR) FROM tenant_resources \
                     WHERE billing_period = DATE '2026-12-01' ORDER BY 1";
     assert_eq!(text(engine.sql(december).await.unwrap()), ["i-2 4.0000000000", "i-3 6.0000000000"]);
+
+    let parquet: Vec<PathBuf> = walk(&dir.path().join("billing"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert!(!parquet.is_empty());
+    for f in &parquet {
+        std::fs::remove_file(f).unwrap();
+    }
+    assert!(engine.sql("SELECT sum(billed_cost) FROM billing").await.is_err(), "the bill's files are gone");
+    assert_eq!(text(engine.sql(per_tenant).await.unwrap()), ["- 2", "globex 1", "initech 2"]);
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
 }

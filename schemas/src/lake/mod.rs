@@ -375,11 +375,10 @@ async fn sql_over_snapshot(table: Table, dt: &DeltaTable, sql: &str) -> Result<V
 async fn rows_outside(batches: &[RecordBatch], predicate: &str) -> Result<usize> {
     let Some(first) = batches.first() else { return Ok(0) };
     let sql = format!("SELECT count(*) FROM new_rows WHERE ({predicate}) IS NOT TRUE");
+    let err = |e: DataFusionError| LakeError::Query { sql: sql.clone(), reason: e.to_string() };
     let ctx = SessionContext::new();
-    let rows = MemTable::try_new(first.schema(), vec![batches.to_vec()])
-        .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
-    ctx.register_table("new_rows", Arc::new(rows))
-        .map_err(|e| LakeError::Query { sql: sql.clone(), reason: e.to_string() })?;
+    let rows = MemTable::try_new(first.schema(), vec![batches.to_vec()]).map_err(err)?;
+    ctx.register_table("new_rows", Arc::new(rows)).map_err(err)?;
     let out = collect(&ctx, &sql).await?;
     let count = out
         .first()
