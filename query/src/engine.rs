@@ -20,6 +20,7 @@ use crate::{
     access::Scope,
     cost::{self, CostConfig, allocation::CostAllocationProvider},
     error::{QueryError, Result},
+    plans::{PlanCache, changes_session, keepable, small_inputs},
     provider::LakeTableProvider,
 };
 
@@ -84,6 +85,8 @@ pub struct QueryEngine {
 /// The restricted sessions (made when first used) and the audit trail.
 struct AccessState {
     sessions: std::sync::Mutex<HashMap<Scope, SessionContext>>,
+    /// Optimized plans of queries over the HTTP API, by scope and SQL text.
+    plans: PlanCache,
     ops_can_read_finance: bool,
     auditor: Option<Auditor>,
 }
@@ -200,6 +203,7 @@ impl QueryEngine {
         }
         let access = Arc::new(AccessState {
             sessions: std::sync::Mutex::default(),
+            plans: PlanCache::default(),
             ops_can_read_finance: config.ops_can_read_finance,
             auditor: config.auditor.clone(),
         });
@@ -281,7 +285,7 @@ impl QueryEngine {
         let parsed = self.parse(sql);
         let event =
             self.access.auditor.is_some().then(|| self.query_event_of(caller, sql, parsed.as_ref().ok()));
-        let result = self.run_as(caller, parsed, params).await;
+        let result = self.run_as(caller, sql, parsed, params).await;
         if let Some(mut event) = event {
             event.target = Some("http".into());
             event.duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
@@ -304,6 +308,7 @@ impl QueryEngine {
     async fn run_as(
         &self,
         caller: &Caller,
+        sql: &str,
         parsed: datafusion::error::Result<Statement>,
         params: Vec<datafusion::common::ScalarValue>,
     ) -> Result<QueryResult> {
@@ -315,31 +320,76 @@ impl QueryEngine {
             )));
         };
         let statement = parsed.map_err(QueryError::from_planning)?;
+        let started = std::time::Instant::now();
         let ctx = self.session(&scope).await?;
-        let plan = ctx.state().statement_to_plan(statement).await.map_err(QueryError::from_planning)?;
-        if scope != Scope::Admin {
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| {
-                    QueryError::Forbidden(format!(
-                        "permission denied: {} ({}) may only read: {}",
-                        p.name,
-                        p.role,
-                        e.strip_backtrace()
-                    ))
-                })?;
-        }
-        let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_planning)?;
-        let df = if params.is_empty() {
-            df
-        } else {
-            df.with_param_values(params).map_err(QueryError::from_planning)?
+        let mut state = ctx.state();
+        let key = (scope.clone(), sql.to_string());
+        let kept = if params.is_empty() { self.access.plans.get(&key, &ctx, &state).await } else { None };
+        let cached = kept.is_some();
+        let plan = match kept {
+            Some(plan) => plan,
+            None => {
+                let plan =
+                    state.statement_to_plan(statement.clone()).await.map_err(QueryError::from_planning)?;
+                if scope != Scope::Admin {
+                    SQLOptions::new()
+                        .with_allow_ddl(false)
+                        .with_allow_dml(false)
+                        .with_allow_statements(false)
+                        .verify_plan(&plan)
+                        .map_err(|e| {
+                            QueryError::Forbidden(format!(
+                                "permission denied: {} ({}) may only read: {}",
+                                p.name,
+                                p.role,
+                                e.strip_backtrace()
+                            ))
+                        })?;
+                }
+                if changes_session(&plan) {
+                    // SET, CREATE VIEW, DROP ...: the context carries them out, and plans kept
+                    // under the old configuration or catalog are dropped.
+                    self.access.plans.clear();
+                    let df = ctx.execute_logical_plan(plan).await.map_err(QueryError::from_planning)?;
+                    let schema = Arc::new(df.schema().as_arrow().clone());
+                    let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+                    return Ok(QueryResult { schema, batches });
+                }
+                let plan = if params.is_empty() {
+                    plan
+                } else {
+                    plan.with_param_values(params).map_err(QueryError::from_planning)?
+                };
+                let optimized = state.optimize(&plan).map_err(QueryError::from_planning)?;
+                if keepable(&plan) {
+                    self.access.plans.keep(key, &statement, &optimized, &ctx, &state).await;
+                }
+                optimized
+            }
         };
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(QueryError::DataFusion)?;
+        let planned = std::time::Instant::now();
+        let partitions = if small_inputs(&plan) { 1 } else { state.config().target_partitions() };
+        if partitions != state.config().target_partitions() {
+            state.config_mut().options_mut().execution.target_partitions = partitions;
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await
+            .map_err(QueryError::DataFusion)?;
+        let physical_at = std::time::Instant::now();
+        let task = Arc::new(datafusion::execution::TaskContext::from(&state));
+        let batches =
+            datafusion::physical_plan::collect(physical, task).await.map_err(QueryError::DataFusion)?;
+        tracing::debug!(
+            cached,
+            partitions,
+            logical_us = (planned - started).as_micros() as u64,
+            physical_us = (physical_at - planned).as_micros() as u64,
+            execute_us = physical_at.elapsed().as_micros() as u64,
+            "query"
+        );
         Ok(QueryResult { schema, batches })
     }
 
@@ -354,6 +404,7 @@ impl QueryEngine {
         self.ctx.register_table(name, provider).map_err(QueryError::DataFusion)?;
         // Restricted sessions hold the providers they were made with: make them again.
         self.access.sessions.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.access.plans.clear();
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod format;
 pub mod http;
 pub mod pg;
+mod plans;
 pub mod provider;
 pub mod system;
 mod utc;

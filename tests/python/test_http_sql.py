@@ -65,3 +65,41 @@ def test_errors_say_whose_fault(api):
     assert status == 400 and "params[0]" in json.loads(body)["error"]
     status, _, body = post(api, {"sql": "SELECT nope FROM billing"})
     assert status == 400 and "nope" in json.loads(body)["error"]
+
+
+def test_a_repeated_question_sees_new_data_the_clock_and_redefined_views(server_factory):
+    """The HTTP API keeps the optimized plan of each SQL text (query/src/plans.rs). Asked again,
+    the same text must still see an import that landed meanwhile, the current time, and a view
+    redefined through the PostgreSQL wire."""
+    import os
+    import time
+
+    import psycopg
+
+    s = server_factory()
+    resources = "SELECT count(*) FROM tenant_resources"
+    assert s.sql(resources) == [[0]]
+    assert s.sql(resources) == [[0]]
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "focus", "focus_sample.csv")
+    with open(sample, "rb") as f:
+        req = urllib.request.Request(f"{s.http}/v1/import/billing?name=focus_sample.csv&source=sample", data=f.read())
+    urllib.request.urlopen(req, timeout=120).read()
+    # Counted another way (other SQL text, straight from the lines).
+    [[expected]] = s.sql("SELECT count(*) FROM (SELECT DISTINCT billing_period, tenant_id, resource_id, "
+                         "upper(billing_currency) FROM billing WHERE resource_id IS NOT NULL)")
+    assert expected > 0
+    assert s.sql(resources) == [[expected]]
+
+    now = "SELECT CAST(now() AS VARCHAR)"
+    [[first]] = s.sql(now)
+    time.sleep(0.01)
+    [[second]] = s.sql(now)
+    assert second > first, "now() was answered from a kept plan"
+
+    s.sql("CREATE VIEW answer AS SELECT 1 AS x")
+    assert s.sql("SELECT x FROM answer") == [[1]]
+    assert s.sql("SELECT x FROM answer") == [[1]]
+    with psycopg.connect(host="127.0.0.1", port=s.ports["pg"], user="tenantscope", dbname="tenantscope",
+                         connect_timeout=10, autocommit=True) as conn:
+        conn.execute("CREATE OR REPLACE VIEW answer AS SELECT 2 AS x")
+    assert s.sql("SELECT x FROM answer") == [[2]]

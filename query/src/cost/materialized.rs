@@ -93,6 +93,13 @@ impl MaterializedView {
         self.kept.get(&inputs, self.compute()).await
     }
 
+    /// Rows of the last computed answer (`None` before the first read, or while computing):
+    /// a size hint for planning, not necessarily the current version's.
+    pub fn kept_rows(&self) -> Option<usize> {
+        let kept = self.kept.0.try_lock().ok()?;
+        kept.as_ref().map(|(_, batches)| batches.iter().map(RecordBatch::num_rows).sum())
+    }
+
     async fn compute(&self) -> Result<Vec<RecordBatch>> {
         let batches = session(&self.inputs)?.sql(self.sql).await?.collect().await?;
         batches
