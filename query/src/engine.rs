@@ -191,6 +191,7 @@ impl QueryEngine {
             ctx.register_udf(udf);
         }
         ctx.register_udaf(cost::topk::udaf());
+        ctx.register_udf(crate::json::udf());
         ctx.register_table(
             crate::system::INGEST_STATS,
             Arc::new(crate::system::SnapshotTable::new(crate::system::ingest_stats_schema(), || {

@@ -23,6 +23,7 @@ use datafusion::arrow::{
         DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
         UInt32Type, UInt64Type,
     },
+    json::writer::{EncoderOptions, NullableEncoder, make_encoder},
     util::display::{ArrayFormatter, FormatOptions},
 };
 use datafusion::{arrow::ipc::writer::StreamWriter, common::ScalarValue, parquet::arrow::ArrowWriter};
@@ -161,12 +162,49 @@ pub fn to_json(result: &QueryResult) -> Result<Value, QueryError> {
 fn append_rows(batch: &RecordBatch, rows: &mut Vec<Value>) -> Result<(), QueryError> {
     let options = FormatOptions::default().with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%S%.fZ"));
     let formatters = crate::format::formatters(batch, &options)?;
+    // Maps, lists and structs (attributes, tags, span events) as JSON objects and arrays.
+    let schema = batch.schema();
+    let json_options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut nested: Vec<Option<NullableEncoder<'_>>> = Vec::with_capacity(batch.num_columns());
+    for (field, col) in schema.fields().iter().zip(batch.columns()) {
+        nested.push(if is_nested(field.data_type()) {
+            Some(
+                make_encoder(field, col.as_ref(), &json_options)
+                    .map_err(|e| QueryError::Output(e.to_string()))?,
+            )
+        } else {
+            None
+        });
+    }
+    let mut buf = Vec::new();
     for row in 0..batch.num_rows() {
-        let values =
-            batch.columns().iter().zip(&formatters).map(|(col, fmt)| cell(col.as_ref(), fmt, row)).collect();
+        let mut values = Vec::with_capacity(batch.num_columns());
+        for ((col, fmt), encoder) in batch.columns().iter().zip(&formatters).zip(&mut nested) {
+            values.push(match encoder {
+                Some(encoder) if !col.is_null(row) => {
+                    buf.clear();
+                    encoder.encode(row, &mut buf);
+                    serde_json::from_slice(&buf).map_err(|e| QueryError::Output(e.to_string()))?
+                }
+                _ => cell(col.as_ref(), fmt, row),
+            });
+        }
         rows.push(Value::Array(values));
     }
     Ok(())
+}
+
+fn is_nested(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Map(..)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::Struct(_)
+    )
 }
 
 fn cell(col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize) -> Value {

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod http;
+pub mod json;
 pub mod pg;
 mod plans;
 pub mod provider;

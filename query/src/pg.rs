@@ -30,6 +30,7 @@ use datafusion::{
 };
 use datafusion_postgres::{
     DfSessionService, QueryHook,
+    arrow_pg::encode_dataframe,
     hooks::{
         HookClient, cursor::CursorStatementHook, set_show::SetShowHook,
         transactions::TransactionStatementHook,
@@ -52,6 +53,7 @@ use datafusion_postgres::{
         },
         error::{ErrorInfo, PgWireError, PgWireResult},
         messages::{PgWireBackendMessage, PgWireFrontendMessage, startup::Authentication},
+        types::format::FormatOptions,
     },
 };
 use futures::{Sink, SinkExt, StreamExt, channel::oneshot};
@@ -267,6 +269,7 @@ impl Sessions {
         hooks.push(Arc::new(CursorStatementHook));
         hooks.push(Arc::new(SetShowHook));
         hooks.push(Arc::new(TransactionStatementHook));
+        hooks.push(Arc::new(MapsAsJson));
         let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope, Arc::clone(&service));
         Ok(service)
@@ -428,7 +431,11 @@ impl QueryParser for ScopedParser {
     }
 
     fn get_result_schema(&self, stmt: &Stmt, column_format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
-        self.any_parser()?.get_result_schema(stmt, column_format)
+        let fields = self.any_parser()?.get_result_schema(stmt, column_format)?;
+        Ok(match &stmt.1 {
+            Some((_, plan)) => announce_json(fields, plan.schema().as_arrow()),
+            None => fields,
+        })
     }
 }
 
@@ -471,6 +478,12 @@ impl ExtendedQueryHandler for Service {
         let result = match self.0.session(&caller).await {
             Ok(s) => ExtendedQueryHandler::do_query(s.as_ref(), client, portal, max_rows).await,
             Err(e) => Err(e),
+        };
+        let result = match (result, &portal.statement.statement.1) {
+            (Ok(Response::Query(q)), Some((_, plan))) => {
+                Ok(Response::Query(announce_json_response(q, plan.schema().as_arrow())))
+            }
+            (result, _) => result,
         };
         match result {
             Ok(r) => Ok(audited.count(r, streaming_cancel(client).await)),
@@ -562,4 +575,104 @@ impl QueryHook for ReadOnly {
     ) -> Option<PgWireResult<Response>> {
         Self::check(statement).map(Err)
     }
+}
+
+/// Plans queries with their map-valued columns as JSON text (see [`crate::json`]): arrow-pg has
+/// no wire type for maps and refused any statement returning one. Runs after the other hooks,
+/// for queries only; the simple protocol's queries are planned, run and encoded here as
+/// datafusion-postgres would (from the statement already parsed).
+struct MapsAsJson;
+
+impl MapsAsJson {
+    async fn plan(statement: &Statement, ctx: &SessionContext) -> PgWireResult<LogicalPlan> {
+        let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+        let plan = ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(api)?;
+        crate::json::maps_as_json(plan).map_err(api)
+    }
+}
+
+#[async_trait]
+impl QueryHook for MapsAsJson {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        let run = async {
+            let plan = Self::plan(statement, ctx).await?;
+            let df = ctx.execute_logical_plan(plan).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            let response = encode_dataframe(df, &Format::UnifiedText, Some(options)).await?;
+            Ok(Response::Query(announce_json_response(response, &schema)))
+        };
+        Some(run.await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        Some(Self::plan(statement, ctx).await)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _: &Statement,
+        _: &LogicalPlan,
+        _: &ParamValues,
+        _: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}
+
+/// `fields` with the columns `schema` marks as JSON text announced as PostgreSQL `json` (whose
+/// text and binary forms are both the text itself, as encoded for `text`).
+fn announce_json(fields: Vec<FieldInfo>, schema: &datafusion::arrow::datatypes::Schema) -> Vec<FieldInfo> {
+    if fields.len() != schema.fields().len() {
+        return fields;
+    }
+    fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| {
+            if field.metadata().get(crate::json::PG_TYPE).is_some_and(|t| t == "json") {
+                FieldInfo::new(
+                    info.name().to_string(),
+                    info.table_id(),
+                    info.column_id(),
+                    Type::JSON,
+                    info.format(),
+                )
+                .with_format_options(Arc::clone(info.format_options()))
+                .with_type_size(info.type_size())
+            } else {
+                info
+            }
+        })
+        .collect()
+}
+
+fn announce_json_response(
+    mut response: QueryResponse,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> QueryResponse {
+    let fields = announce_json(response.row_schema.as_ref().clone(), schema);
+    response.row_schema = Arc::new(fields);
+    response
 }

@@ -63,3 +63,46 @@ def test_grafana_connection_check_and_time_series_panels(pg):
                              "WHERE $__unixEpochFilter(ts) GROUP BY 1 ORDER BY 1")
         rows = conn.execute(sql).fetchall()
         assert [int(r[0]) for r in rows] == [1795564800, 1795651200, 1795737600]
+
+
+def test_maps_arrive_as_json_over_both_protocols_and_http(demo_lake, tmp_path_factory):
+    """Tags and attributes are maps: over the PG wire they are PostgreSQL json (psycopg decodes
+    a dict), in the extended protocol (psycopg, with a parameter) and the simple one (psql,
+    including `SELECT *`); over HTTP, JSON objects. All equal to the CLI's JSON output."""
+    import json
+    import subprocess
+    import urllib.request
+
+    from conftest import Server, sql_json
+    query = ("SELECT tenant_id, tags FROM billing WHERE tenant_id = '{t}' AND tags IS NOT NULL "
+             "ORDER BY charge_period_start, resource_id LIMIT 3")
+    expected = sql_json(demo_lake, query.format(t="acme"))
+    assert expected and all(isinstance(r["tags"], dict) and r["tags"] for r in expected)
+    s = Server(str(tmp_path_factory.mktemp("pgmaps")), data=demo_lake)
+    try:
+        with connect(s.ports["pg"]) as conn:
+            cur = conn.execute(query.replace("'{t}'", "%s"), ("acme",))
+            assert cur.description[1].type_code == 114  # json
+            assert [{"tenant_id": t, "tags": tags} for t, tags in cur.fetchall()] == expected
+            # Maps inside other values, and NULL maps.
+            row = conn.execute("SELECT attributes, events FROM spans WHERE tenant_id = %s LIMIT 1", ("acme",)).fetchone()
+            assert isinstance(row[0], dict) and isinstance(row[1], list)
+        out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(s.ports["pg"]), "-U", "tenantscope", "-d", "tenantscope",
+                              "-X", "-A", "-t", "-F", "\t", "-c", query.format(t="acme")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        got = [line.split("\t") for line in out.stdout.splitlines() if line]
+        assert [{"tenant_id": t, "tags": json.loads(tags)} for t, tags in got] == expected
+        for table in ("spans", "logs", "billing", "metrics"):
+            out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(s.ports["pg"]), "-U", "tenantscope", "-d", "tenantscope",
+                                  "-X", "-c", f"SELECT * FROM {table} LIMIT 2"], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0 and " rows)" in out.stdout, (table, out.stderr)
+        assert "(2 rows)" in subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(s.ports["pg"]), "-U", "tenantscope", "-d", "tenantscope", "-X", "-c",
+             "SELECT * FROM spans LIMIT 2"], capture_output=True, text=True, timeout=60).stdout
+        req = urllib.request.Request(f"{s.http}/v1/sql", data=json.dumps({"sql": query.format(t="acme")}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        body = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert [dict(zip(("tenant_id", "tags"), r)) for r in body["rows"]] == expected
+    finally:
+        s.stop()
