@@ -28,6 +28,9 @@ use crate::{
 pub const CATALOG: &str = "tenantscope";
 /// Name of the schema the lake's tables live in.
 pub const SCHEMA: &str = "public";
+/// Bytes of Parquet footers and page indexes kept in memory, least recently used dropped first
+/// (DataFusion's default is 50 MB, which page indexes of a large lake's files would overflow).
+const METADATA_CACHE_BYTES: usize = 256 << 20;
 /// How old a table snapshot a query may see, by default.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
 
@@ -142,7 +145,12 @@ impl QueryEngine {
         options.execution.parquet.reorder_filters = true;
         apply_datafusion_env(options, |name| std::env::var(name).ok())?;
         options.execution.time_zone = Some("UTC".to_string());
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(QueryError::DataFusion)?;
+        // Room for the footers and page indexes of the files queries read (kept per file, so a
+        // tenant or time filter does not decode them again; see `provider.rs`).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES)
+            .build_arc()
+            .map_err(QueryError::DataFusion)?;
         let state = SessionStateBuilder::new()
             .with_config(session)
             .with_runtime_env(runtime)

@@ -487,3 +487,44 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A query with a tenant filter leaves each file's footer *and page index* in the metadata cache
+/// (DataFusion's opener caches the footer alone and decodes the page index on every query
+/// otherwise), and the next query answers the same from it.
+#[tokio::test]
+async fn page_indexes_of_the_files_read_are_cached() {
+    use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = fixture(dir.path()).await;
+    let query = "SELECT coalesce(tenant_id, '-'), CAST(count(*) AS VARCHAR) FROM billing \
+                 WHERE tenant_id = 'initech' GROUP BY 1";
+    let first = displayed(&engine.sql(query).await.unwrap());
+    assert!(!first.is_empty());
+    let files = walk(&dir.path().join("billing"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .count();
+    assert!(files > 0);
+    let cache = engine.context().runtime_env().cache_manager.get_file_metadata_cache();
+    let indexed = || {
+        cache
+            .list_entries()
+            .values()
+            .filter(|e| {
+                e.value
+                    .file_metadata
+                    .as_any()
+                    .downcast_ref::<CachedParquetMetaData>()
+                    .is_some_and(|m| m.parquet_metadata().column_index().is_some())
+            })
+            .count()
+    };
+    // Cached in the background, after the first query was planned.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while indexed() < files && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(indexed(), files, "every billing file's page index is cached");
+    assert_eq!(displayed(&engine.sql(query).await.unwrap()), first);
+}
