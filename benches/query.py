@@ -208,6 +208,17 @@ def main():
                 "SELECT tenant_id, CAST(time AS DATE), count(*) FROM spans WHERE kind = 'server' GROUP BY 1, 2",
                 lambda: s.filter(pl.col("kind") == "server")
                 .group_by(pl.col("tenant_id"), pl.col("time").dt.date().alias("day")).agg(pl.len()).collect())
+        # A dashboard panel: one tenant, one day, per hour (tenant and time prune files, row
+        # groups and pages; `kind` is filtered above the scan).
+        start = datetime.datetime.fromisoformat(last_day).replace(tzinfo=datetime.timezone.utc)
+        end = start + datetime.timedelta(days=1)
+        panel = (f"SELECT CAST(date_part('hour', time) AS BIGINT) AS h, count(*) FROM spans WHERE tenant_id = 'initech' "
+                 f"AND kind = 'server' AND time >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}' "
+                 f"AND time < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}' GROUP BY 1")
+        compare("one tenant's requests per hour, one day", "ad-hoc, raw spans", panel, panel,
+                lambda: s.filter((pl.col("tenant_id") == "initech") & (pl.col("kind") == "server")
+                                 & (pl.col("time") >= start) & (pl.col("time") < end))
+                .group_by(pl.col("time").dt.hour().cast(pl.Int64).alias("h")).agg(pl.len()).collect())
         compare("errors and time per tenant and service", "ad-hoc, raw spans",
                 "SELECT tenant_id, service_name, count(*), sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END), "
                 "sum(duration_ns) FROM spans GROUP BY 1, 2",
