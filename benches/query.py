@@ -5,8 +5,9 @@ with Zipf-skewed traffic over 30 days, about 20 million spans, and a bill of abo
 FOCUS lines (`demo --billing-resources`), all written through tenantscope's own writer and
 importer. Then, with a release `tenantscope serve` over the lake:
 
-- ad-hoc questions on the raw tables (requests per tenant per day, errors and time per tenant
-  and service, billed cost per tenant per day, distinct resources per tenant), asked of
+- ad-hoc questions on the raw tables (requests per tenant per day, one tenant's requests per
+  hour over a day, errors and time per tenant and service, billed cost per tenant per day,
+  distinct resources per tenant), asked of
   tenantscope (`POST /v1/sql`), of DuckDB and of Polars reading the Parquet files of the same
   Delta snapshot;
 - the cost model's standard questions (cost per tenant per day over the 30 days with shared
