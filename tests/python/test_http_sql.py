@@ -103,3 +103,14 @@ def test_a_repeated_question_sees_new_data_the_clock_and_redefined_views(server_
                          connect_timeout=10, autocommit=True) as conn:
         conn.execute("CREATE OR REPLACE VIEW answer AS SELECT 2 AS x")
     assert s.sql("SELECT x FROM answer") == [[2]]
+
+
+def test_nested_values_are_json_with_decimals_as_strings(api):
+    """Maps, lists and structs are JSON objects and arrays; decimals inside them are strings, as
+    at the top level, so that no digit of money is lost."""
+    status, _, body = post(api, {"sql": "SELECT make_array(CAST(1.5 AS DECIMAL(38, 10)), CAST(2.25 AS DECIMAL(38, 10))) AS a, "
+                                        "named_struct('x', CAST(3 AS DECIMAL(38, 10)), 'n', 7) AS s, "
+                                        "map(['env'], ['prod']) AS m, CAST(0.1 AS DECIMAL(38, 10)) AS top"})
+    assert status == 200, body
+    assert json.loads(body)["rows"] == [[["1.5000000000", "2.2500000000"], {"x": "3.0000000000", "n": 7},
+                                         {"env": "prod"}, "0.1000000000"]]
