@@ -29,7 +29,8 @@ pub const CATALOG: &str = "tenantscope";
 /// Name of the schema the lake's tables live in.
 pub const SCHEMA: &str = "public";
 /// Bytes of Parquet footers and page indexes kept in memory, least recently used dropped first
-/// (DataFusion's default is 50 MB, which page indexes of a large lake's files would overflow).
+/// (DataFusion's default is 50 MB). Those of the 20M-span bench lake (spans, logs, the 1M-line
+/// bill) take 8.7 MB: this holds a lake some thirty times larger.
 const METADATA_CACHE_BYTES: usize = 256 << 20;
 /// How old a table snapshot a query may see, by default.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);

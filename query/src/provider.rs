@@ -140,6 +140,11 @@ impl LakeTableProvider {
                     tracing::debug!(%table, file = %meta.location, error = %e, "page index not cached");
                 }
             }
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let entries = cache.list_entries();
+                let bytes: usize = entries.values().map(|e| e.size_bytes).sum();
+                tracing::debug!(%table, files = entries.len(), bytes, limit = cache.cache_limit(), "metadata cache");
+            }
         });
     }
 
