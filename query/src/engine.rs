@@ -154,7 +154,7 @@ impl QueryEngine {
             .map_err(QueryError::DataFusion)?;
         let state = SessionStateBuilder::new()
             .with_config(session)
-            .with_runtime_env(runtime)
+            .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
             .build();
@@ -187,11 +187,13 @@ impl QueryEngine {
             provider(Table::Usage)?,
             provider(Table::Tenants)?,
             config.cost.allocation.clone(),
+            Arc::clone(&runtime),
         );
         ctx.register_table("cost_allocation", Arc::new(allocation)).map_err(QueryError::DataFusion)?;
         let resources = cost::materialized::MaterializedView::try_new(
             cost::materialized::TENANT_RESOURCES,
             vec![("billing", provider(Table::Billing)?)],
+            Arc::clone(&runtime),
         )
         .await
         .map_err(QueryError::DataFusion)?;

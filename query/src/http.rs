@@ -19,13 +19,11 @@ use axum::{
 };
 use datafusion::arrow::{
     array::{Array, AsArray, RecordBatch},
-    datatypes::FieldRef,
     datatypes::{
         DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
         UInt32Type, UInt64Type,
     },
-    error::ArrowError,
-    json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder, make_encoder},
+    json::writer::{NullableEncoder, make_encoder},
     util::display::{ArrayFormatter, FormatOptions},
 };
 use datafusion::{arrow::ipc::writer::StreamWriter, common::ScalarValue, parquet::arrow::ArrowWriter};
@@ -166,12 +164,10 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Value>) -> Result<(), QueryEr
     let formatters = crate::format::formatters(batch, &options)?;
     // Maps, lists and structs (attributes, tags, span events) as JSON objects and arrays.
     let schema = batch.schema();
-    let json_options = EncoderOptions::default()
-        .with_explicit_nulls(true)
-        .with_encoder_factory(std::sync::Arc::new(DecimalsAsStrings));
+    let json_options = crate::json::encoder_options(true);
     let mut nested: Vec<Option<NullableEncoder<'_>>> = Vec::with_capacity(batch.num_columns());
     for (field, col) in schema.fields().iter().zip(batch.columns()) {
-        nested.push(if is_nested(field.data_type()) {
+        nested.push(if crate::json::is_nested(field.data_type()) {
             Some(
                 make_encoder(field, col.as_ref(), &json_options)
                     .map_err(|e| QueryError::Output(e.to_string()))?,
@@ -196,57 +192,6 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<Value>) -> Result<(), QueryEr
         rows.push(Value::Array(values));
     }
     Ok(())
-}
-
-/// Decimals inside maps, lists and structs as JSON strings, as at the top level, so that no
-/// digit of money is lost to a JSON reader's floats.
-#[derive(Debug)]
-struct DecimalsAsStrings;
-
-impl EncoderFactory for DecimalsAsStrings {
-    fn make_default_encoder<'a>(
-        &self,
-        _field: &'a FieldRef,
-        array: &'a dyn Array,
-        _options: &'a EncoderOptions,
-    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
-        if !matches!(
-            array.data_type(),
-            DataType::Decimal32(..)
-                | DataType::Decimal64(..)
-                | DataType::Decimal128(..)
-                | DataType::Decimal256(..)
-        ) {
-            return Ok(None);
-        }
-        let text = ArrayFormatter::try_new(array, &FormatOptions::default())?;
-        Ok(Some(NullableEncoder::new(Box::new(DecimalText(text)), array.nulls().cloned())))
-    }
-}
-
-struct DecimalText<'a>(ArrayFormatter<'a>);
-
-impl Encoder for DecimalText<'_> {
-    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
-        use std::io::Write;
-        out.push(b'"');
-        // Digits, a sign and a point: nothing to escape.
-        let _ = write!(out, "{}", self.0.value(idx));
-        out.push(b'"');
-    }
-}
-
-fn is_nested(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Map(..)
-            | DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::FixedSizeList(..)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::Struct(_)
-    )
 }
 
 fn cell(col: &dyn Array, fmt: &ArrayFormatter<'_>, row: usize) -> Value {

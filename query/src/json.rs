@@ -14,7 +14,9 @@ use std::sync::Arc;
 use arrow::{
     array::{Array, ArrayRef, StringBuilder},
     datatypes::{DataType, Field, FieldRef},
-    json::writer::{EncoderOptions, make_encoder},
+    error::ArrowError,
+    json::writer::{Encoder, EncoderFactory, EncoderOptions, NullableEncoder, make_encoder},
+    util::display::{ArrayFormatter, FormatOptions},
 };
 use datafusion::{
     common::{Column, DFSchema, Result},
@@ -62,9 +64,69 @@ impl ScalarUDFImpl for ToJson {
     }
 }
 
+/// arrow-json's options for our JSON: NULL values inside maps and structs written as `null`;
+/// decimals as JSON strings (as the HTTP API writes them everywhere) when `decimals_as_strings`,
+/// else as JSON numbers (as PostgreSQL's `to_json(numeric)`).
+pub(crate) fn encoder_options(decimals_as_strings: bool) -> EncoderOptions {
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    if decimals_as_strings { options.with_encoder_factory(Arc::new(DecimalsAsStrings)) } else { options }
+}
+
+/// Decimals inside maps, lists and structs as JSON strings, as at the top level, so that no
+/// digit of money is lost to a JSON reader's floats.
+#[derive(Debug)]
+struct DecimalsAsStrings;
+
+impl EncoderFactory for DecimalsAsStrings {
+    fn make_default_encoder<'a>(
+        &self,
+        _field: &'a FieldRef,
+        array: &'a dyn Array,
+        _options: &'a EncoderOptions,
+    ) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        if !matches!(
+            array.data_type(),
+            DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+        ) {
+            return Ok(None);
+        }
+        let text = ArrayFormatter::try_new(array, &FormatOptions::default())?;
+        Ok(Some(NullableEncoder::new(Box::new(DecimalText(text)), array.nulls().cloned())))
+    }
+}
+
+struct DecimalText<'a>(ArrayFormatter<'a>);
+
+impl Encoder for DecimalText<'_> {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        use std::io::Write;
+        out.push(b'"');
+        // Digits, a sign and a point: nothing to escape.
+        let _ = write!(out, "{}", self.0.value(idx));
+        out.push(b'"');
+    }
+}
+
+/// Whether values of `t` are maps, lists or structs (JSON objects and arrays).
+pub(crate) fn is_nested(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Map(..)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(..)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::Struct(_)
+    )
+}
+
 /// Each value of `array` as JSON text (NULL stays NULL).
 fn to_json(field: &FieldRef, array: &ArrayRef) -> Result<ArrayRef> {
-    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let options = encoder_options(false);
     let mut encoder = make_encoder(field, array.as_ref(), &options)?;
     let mut out = StringBuilder::with_capacity(array.len(), array.len() * 32);
     let mut buf = Vec::with_capacity(256);

@@ -438,3 +438,19 @@ def test_tls_on_every_listener_with_real_clients_and_rotation(demo_lake, tmp_pat
         assert any(r[0] == "ok" and new.upper()[:8] in r[1].replace(":", "") for r in reloads), reloads
     finally:
         server.stop()
+
+
+def test_the_same_sql_text_from_two_tenants_answers_each_its_own(secured):
+    """The HTTP API keeps optimized plans per SQL text *and role* (query/src/plans.rs): the same
+    text asked again by another tenant, and by the admin, must not reuse a plan scoped to the
+    first tenant's rows."""
+    server, tenant, other, _ = secured
+    query = "SELECT DISTINCT tenant_id FROM spans ORDER BY 1"
+    seen = {}
+    for token in ("reader", "other", "reader", "other", "root"):
+        status, body = http_sql(server, TOKENS[token], query)
+        assert status == 200, body
+        seen.setdefault(token, []).append([r[0] for r in body["rows"]])
+    assert seen["reader"] == [[tenant], [tenant]]
+    assert seen["other"] == [[other], [other]]
+    assert {tenant, other} <= set(seen["root"][0])

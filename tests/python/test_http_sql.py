@@ -90,6 +90,15 @@ def test_a_repeated_question_sees_new_data_the_clock_and_redefined_views(server_
     assert expected > 0
     assert s.sql(resources) == [[expected]]
 
+    # Once computed, the small kept rollup is read on one partition (no repartitioning), while
+    # the bill it comes from is spread over every core.
+    per_tenant = "SELECT tenant_id, count(DISTINCT resource_id) FROM {} GROUP BY 1"
+    def physical(sql):
+        return " ".join(r[1] for r in s.sql("EXPLAIN " + sql) if r[0] == "physical_plan")
+    assert "RepartitionExec" not in physical(per_tenant.format("tenant_resources"))
+    if (os.cpu_count() or 1) > 1:
+        assert "RepartitionExec" in physical(per_tenant.format("billing"))
+
     now = "SELECT CAST(now() AS VARCHAR)"
     [[first]] = s.sql(now)
     time.sleep(0.01)

@@ -35,13 +35,16 @@ use datafusion::{
     catalog::{Session, TableProvider},
     datasource::{TableType, memory::MemorySourceConfig},
     error::{DataFusionError, Result},
+    execution::runtime_env::RuntimeEnv,
     logical_expr::Expr,
     physical_plan::ExecutionPlan,
-    prelude::SessionContext,
 };
 use tenantscope_schemas::types::{UTC, money, nullable, required, timestamp};
 
-use super::{AllocationRule, Method, materialized::KeptBatches};
+use super::{
+    AllocationRule, Method,
+    materialized::{KeptBatches, session},
+};
 use crate::provider::LakeTableProvider;
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -153,6 +156,7 @@ pub struct CostAllocationProvider {
     usage: Arc<LakeTableProvider>,
     tenants: Arc<LakeTableProvider>,
     rules: Arc<Vec<AllocationRule>>,
+    runtime: Arc<RuntimeEnv>,
     schema: SchemaRef,
     kept: KeptBatches,
 }
@@ -170,12 +174,14 @@ impl CostAllocationProvider {
         usage: Arc<LakeTableProvider>,
         tenants: Arc<LakeTableProvider>,
         rules: Vec<AllocationRule>,
+        runtime: Arc<RuntimeEnv>,
     ) -> Self {
         Self {
             billing,
             usage,
             tenants,
             rules: Arc::new(rules),
+            runtime,
             schema: schema(),
             kept: KeptBatches::default(),
         }
@@ -199,10 +205,14 @@ impl CostAllocationProvider {
 
     /// Computes the whole table.
     pub async fn compute(&self) -> Result<Vec<RecordBatch>> {
-        let ctx = SessionContext::new();
-        ctx.register_table("billing", Arc::clone(&self.billing) as Arc<dyn TableProvider>)?;
-        ctx.register_table("usage", Arc::clone(&self.usage) as Arc<dyn TableProvider>)?;
-        ctx.register_table("tenants", Arc::clone(&self.tenants) as Arc<dyn TableProvider>)?;
+        let ctx = session(
+            &[
+                ("billing", Arc::clone(&self.billing)),
+                ("usage", Arc::clone(&self.usage)),
+                ("tenants", Arc::clone(&self.tenants)),
+            ],
+            &self.runtime,
+        )?;
         let tag_keys = self.tag_keys();
         let tags: Vec<String> =
             tag_keys.iter().map(|k| format!("CAST(tags['{}'] AS VARCHAR)", k.replace('\'', "''"))).collect();

@@ -12,6 +12,7 @@ use datafusion::{
     catalog::{Session, TableProvider},
     datasource::{TableType, memory::MemorySourceConfig},
     error::Result,
+    execution::runtime_env::RuntimeEnv,
     logical_expr::Expr,
     physical_plan::ExecutionPlan,
     prelude::{SessionConfig, SessionContext},
@@ -65,6 +66,7 @@ impl KeptBatches {
 pub struct MaterializedView {
     sql: &'static str,
     inputs: Vec<(&'static str, Arc<LakeTableProvider>)>,
+    runtime: Arc<RuntimeEnv>,
     schema: SchemaRef,
     kept: KeptBatches,
 }
@@ -81,10 +83,11 @@ impl MaterializedView {
     pub async fn try_new(
         sql: &'static str,
         inputs: Vec<(&'static str, Arc<LakeTableProvider>)>,
+        runtime: Arc<RuntimeEnv>,
     ) -> Result<Self> {
-        let ctx = session(&inputs)?;
+        let ctx = session(&inputs, &runtime)?;
         let schema = Arc::new(ctx.sql(sql).await?.schema().as_arrow().clone());
-        Ok(Self { sql, inputs, schema, kept: KeptBatches::default() })
+        Ok(Self { sql, inputs, runtime, schema, kept: KeptBatches::default() })
     }
 
     /// The rows for the current versions of the inputs, computed once per set of versions.
@@ -101,7 +104,7 @@ impl MaterializedView {
     }
 
     async fn compute(&self) -> Result<Vec<RecordBatch>> {
-        let batches = session(&self.inputs)?.sql(self.sql).await?.collect().await?;
+        let batches = session(&self.inputs, &self.runtime)?.sql(self.sql).await?.collect().await?;
         batches
             .into_iter()
             .filter(|b| b.num_rows() > 0)
@@ -110,10 +113,16 @@ impl MaterializedView {
     }
 }
 
-fn session(inputs: &[(&'static str, Arc<LakeTableProvider>)]) -> Result<SessionContext> {
+/// A session of its own over `inputs` (by name), in UTC, for the computations kept here
+/// (`tenant_resources`, `cost_allocation`). It shares the engine's `runtime`: the object stores
+/// and the Parquet footer and page-index cache its scans fill and use.
+pub(crate) fn session(
+    inputs: &[(&'static str, Arc<LakeTableProvider>)],
+    runtime: &Arc<RuntimeEnv>,
+) -> Result<SessionContext> {
     let mut config = SessionConfig::new();
     config.options_mut().execution.time_zone = Some("UTC".to_string());
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = SessionContext::new_with_config_rt(config, Arc::clone(runtime));
     for (name, p) in inputs {
         ctx.register_table(*name, Arc::clone(p) as Arc<dyn TableProvider>)?;
     }
