@@ -23,7 +23,7 @@ use crate::error::{ImportError, RowError};
 
 use super::{
     formats::{Extract, Plan},
-    source::{Chunk, Loaded, for_each_row},
+    source::{Chunk, Loaded, Row, for_each_row},
     value,
 };
 
@@ -42,15 +42,20 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    fn tenant(&self, tags: &[(String, String)], sub_account: Option<&str>) -> Option<String> {
+    fn tenant<'s>(&'s self, tags: &'s [(String, String)], sub_account: Option<&str>) -> Option<&'s str> {
         for key in &self.tag_keys {
             if let Some((_, v)) =
-                tags.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !v.trim().is_empty())
+                tags.iter().find(|(k, v)| k.eq_ignore_ascii_case(key) && !value::trim(v).is_empty())
             {
-                return Some(v.trim().to_string());
+                return Some(value::trim(v));
             }
         }
-        sub_account.and_then(|a| self.accounts.get(a.trim())).cloned()
+        sub_account.and_then(|a| self.accounts.get(value::trim(a))).map(String::as_str)
+    }
+
+    /// Whether no line can be attributed (no tag keys, no accounts): every line is shared cost.
+    fn is_empty(&self) -> bool {
+        self.tag_keys.is_empty() && self.accounts.is_empty()
     }
 }
 
@@ -109,16 +114,20 @@ struct Builders {
 }
 
 impl Builders {
-    fn new() -> Self {
+    /// Builders sized for `rows` rows (text at 16 bytes a value; they grow past it).
+    fn new(rows: usize) -> Self {
+        let text = || StringBuilder::with_capacity(rows, rows * 16);
         let focus = FOCUS_COLUMNS
             .iter()
             .map(|c| match c.kind {
-                FocusKind::String | FocusKind::Json => Col::Text(StringBuilder::new()),
+                FocusKind::String | FocusKind::Json => Col::Text(text()),
                 FocusKind::Decimal => Col::Money(
-                    Decimal128Builder::new()
+                    Decimal128Builder::with_capacity(rows)
                         .with_data_type(arrow::datatypes::DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE)),
                 ),
-                FocusKind::DateTime => Col::Time(TimestampMicrosecondBuilder::new().with_timezone(UTC)),
+                FocusKind::DateTime => {
+                    Col::Time(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC))
+                }
                 FocusKind::Tags => Col::Map(map_builder()),
             })
             .collect();
@@ -182,8 +191,8 @@ fn index_of(name: &str) -> usize {
     FOCUS_COLUMNS.iter().position(|c| c.focus_name == name).unwrap_or(0)
 }
 
-/// Converts one file. Bad values are collected, not fatal: the caller decides whether the file
-/// is rejected whole or its valid rows are imported.
+/// Converts one chunk of a file, in the file's order. Bad values are collected, not fatal: the
+/// caller decides whether the file is rejected whole or its valid rows are imported.
 pub(crate) fn convert(
     file: &Loaded,
     chunk: Chunk,
@@ -192,69 +201,176 @@ pub(crate) fn convert(
     import_id: &str,
     attribution: &Attribution,
 ) -> Result<Converted, ImportError> {
-    let mut out = Converted::default();
-    let mut b = Builders::new();
-    let idx_billed = index_of(BILLED_COST);
-    let idx_charge_start = index_of(CHARGE_PERIOD_START);
-    let idx_bp_start = index_of(BILLING_PERIOD_START);
-    let idx_account = index_of(BILLING_ACCOUNT_ID);
-    let idx_sub = index_of(SUB_ACCOUNT_ID);
-    let tags_idx = FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0);
-    for_each_row(file, chunk, |row| {
+    let mut converter = Converter::new(&file.name, plan, source, import_id, attribution, BATCH_ROWS);
+    for_each_row(file, chunk, |row| converter.row(row))?;
+    converter.finish()
+}
+
+/// The FOCUS columns a line's place in the lake comes from (its sort key).
+#[derive(Debug, Clone, Copy)]
+struct KeyColumns {
+    charge_start: usize,
+    billing_period_start: usize,
+    sub_account: usize,
+}
+
+impl KeyColumns {
+    fn new() -> Self {
+        Self {
+            charge_start: index_of(CHARGE_PERIOD_START),
+            billing_period_start: index_of(BILLING_PERIOD_START),
+            sub_account: index_of(SUB_ACCOUNT_ID),
+        }
+    }
+}
+
+/// Where a valid line sorts in the `billing` table, as [`Converter`] will write it: billing
+/// period (days since the epoch), tenant, charge period start (microseconds). Computed from the
+/// few columns it needs, so that rows can be put in the lake's order before the whole row is
+/// converted. An invalid line gets some key; it is rejected when converted.
+pub(crate) fn sort_key<'a>(
+    plan: &Plan,
+    attribution: &'a Attribution,
+    row: &dyn Row,
+    tags: &'a mut Vec<(String, String)>,
+) -> (i32, Option<&'a str>, i64) {
+    let k = KeyColumns::new();
+    let time = |i: usize| field(plan, i, row).ok().flatten().and_then(|t| value::parse_timestamp(&t).ok());
+    let start = time(k.charge_start);
+    let period_us = time(k.billing_period_start).or(start).unwrap_or(0);
+    let period = DateTime::from_timestamp_micros(period_us)
+        .map(|d| d.date_naive())
+        .map_or(0, |day| days_since_epoch(day.with_day(1).unwrap_or(day)));
+    if attribution.is_empty() {
+        return (period, None, start.unwrap_or(i64::MIN));
+    }
+    // Tags only where a tag can name the tenant.
+    *tags = if attribution.tag_keys.is_empty() { Vec::new() } else { tags_of(plan, row, |_, _, _| {}) };
+    let tags: &'a [(String, String)] = tags;
+    let sub = field(plan, k.sub_account, row).ok().flatten();
+    (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
+}
+
+/// The text of FOCUS column `i` in `row` (untrimmed), `None` when null or absent.
+fn field<'r>(plan: &Plan, i: usize, row: &'r dyn Row) -> Result<Option<Cow<'r, str>>, String> {
+    let text = match &plan.focus[i] {
+        Extract::Null => None,
+        Extract::Column(c) => row.get(*c).map(Cow::Borrowed),
+        Extract::Const(v) => Some(Cow::Borrowed(*v)),
+        Extract::Computed(_, f) => f(row)?.map(Cow::Owned),
+    };
+    Ok(text.filter(|t| !value::is_null(t)))
+}
+
+/// A line's tags: from every tag column (JSON objects, braceless objects, label arrays), then
+/// flattened tag columns; the first source of a key wins. `bad(column, raw, reason)` hears of
+/// tag values that do not parse.
+fn tags_of(plan: &Plan, row: &dyn Row, mut bad: impl FnMut(&str, &str, String)) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for &t in &plan.tags {
+        let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
+        match value::parse_tags(raw) {
+            Ok(p) => merge(&mut pairs, p),
+            Err(reason) => bad(&plan.headers[t], raw, reason),
+        }
+    }
+    let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
+        row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
+    });
+    merge(&mut pairs, flattened.collect());
+    pairs
+}
+
+/// Converts rows, one at a time in any order, into batches of the `billing` table.
+pub(crate) struct Converter<'a> {
+    file: &'a str,
+    plan: &'a Plan,
+    source: &'a str,
+    import_id: &'a str,
+    attribution: &'a Attribution,
+    batch_rows: usize,
+    keys: KeyColumns,
+    billed: usize,
+    account: usize,
+    tags: usize,
+    b: Builders,
+    out: Converted,
+    last_account: Option<Option<String>>,
+}
+
+impl<'a> Converter<'a> {
+    /// A converter for rows of the file named `file`, cutting batches at `batch_rows` rows.
+    pub(crate) fn new(
+        file: &'a str,
+        plan: &'a Plan,
+        source: &'a str,
+        import_id: &'a str,
+        attribution: &'a Attribution,
+        batch_rows: usize,
+    ) -> Self {
+        Self {
+            file,
+            plan,
+            source,
+            import_id,
+            attribution,
+            batch_rows,
+            keys: KeyColumns::new(),
+            billed: index_of(BILLED_COST),
+            account: index_of(BILLING_ACCOUNT_ID),
+            tags: FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0),
+            b: Builders::new(batch_rows.min(1 << 20)),
+            out: Converted::default(),
+            last_account: None,
+        }
+    }
+
+    fn fail(&mut self, line: u64, column: String, raw: &str, reason: String) {
+        self.out.errors.push(RowError {
+            file: self.file.to_string(),
+            line,
+            column,
+            value: raw.chars().take(200).collect(),
+            reason,
+        });
+    }
+
+    /// Converts one row: appended to the current batch, or its bad values recorded.
+    pub(crate) fn row(&mut self, row: &dyn Row) -> Result<(), ImportError> {
+        let plan = self.plan;
+        let line = row.line();
         let mut parsed: Vec<Parsed<'_>> = Vec::with_capacity(FOCUS_COLUMNS.len());
         let mut bad = false;
         let mut rounded = 0;
-        let fail = |out: &mut Converted, column: String, raw: &str, reason: String| {
-            out.errors.push(RowError {
-                file: file.name.clone(),
-                line: row.line(),
-                column,
-                value: raw.chars().take(200).collect(),
-                reason,
-            });
-        };
         for (i, col) in FOCUS_COLUMNS.iter().enumerate() {
             if col.kind == FocusKind::Tags {
-                let mut pairs: Vec<(String, String)> = Vec::new();
-                for &t in &plan.tags {
-                    let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
-                    match value::parse_tags(raw) {
-                        Ok(p) => merge(&mut pairs, p),
-                        Err(reason) => {
-                            fail(&mut out, plan.headers[t].clone(), raw, reason);
-                            bad = true;
-                        }
-                    }
-                }
-                let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
-                    row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
+                let mut tag_errors = Vec::new();
+                let pairs = tags_of(plan, row, |column, raw, reason| {
+                    tag_errors.push((column.to_string(), raw.to_string(), reason));
                 });
-                merge(&mut pairs, flattened.collect());
+                for (column, raw, reason) in tag_errors {
+                    self.fail(line, column, &raw, reason);
+                    bad = true;
+                }
                 parsed.push(Parsed::Pairs(pairs));
                 continue;
             }
-            let text: Option<Cow<'_, str>> = match &plan.focus[i] {
-                Extract::Null => None,
-                Extract::Column(c) => row.get(*c).map(Cow::Borrowed),
-                Extract::Const(v) => Some(Cow::Borrowed(*v)),
-                Extract::Computed(_, f) => match f(row) {
-                    Ok(v) => v.map(Cow::Owned),
-                    Err(reason) => {
-                        fail(&mut out, plan.label(i), "", reason);
-                        bad = true;
-                        None
-                    }
-                },
+            let text = match field(plan, i, row) {
+                Ok(t) => t,
+                Err(reason) => {
+                    self.fail(line, plan.label(i), "", reason);
+                    bad = true;
+                    None
+                }
             };
-            let text = text.filter(|t| !value::is_null(t));
             let Some(text) = text else {
                 parsed.push(Parsed::Null);
                 continue;
             };
             if matches!(col.kind, FocusKind::String | FocusKind::Json) {
                 parsed.push(Parsed::Text(match text {
-                    Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-                    Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+                    Cow::Borrowed(s) => Cow::Borrowed(value::trim(s)),
+                    Cow::Owned(s) => Cow::Owned(value::trim(&s).to_string()),
                 }));
                 continue;
             }
@@ -270,43 +386,53 @@ pub(crate) fn convert(
             match result {
                 Ok(p) => parsed.push(p),
                 Err(reason) => {
-                    fail(&mut out, plan.label(i), &text, reason);
+                    self.fail(line, plan.label(i), &text, reason);
                     bad = true;
                     parsed.push(Parsed::Null);
                 }
             }
         }
-        for (i, name) in [(idx_billed, BILLED_COST), (idx_charge_start, CHARGE_PERIOD_START)] {
+        for (i, name) in [(self.billed, BILLED_COST), (self.keys.charge_start, CHARGE_PERIOD_START)] {
             if matches!(parsed[i], Parsed::Null) && !bad {
-                fail(&mut out, plan.label(i), "", format!("{name} is required by FOCUS and is empty"));
+                self.fail(line, plan.label(i), "", format!("{name} is required by FOCUS and is empty"));
                 bad = true;
             }
         }
         if bad {
             return Ok(());
         }
-        let period_us = match (&parsed[idx_bp_start], &parsed[idx_charge_start]) {
+        let period_us = match (&parsed[self.keys.billing_period_start], &parsed[self.keys.charge_start]) {
             (Parsed::Time(t), _) | (Parsed::Null, Parsed::Time(t)) => *t,
             _ => 0,
         };
         let Some(day) = DateTime::from_timestamp_micros(period_us).map(|d| d.date_naive()) else {
-            fail(&mut out, plan.label(idx_charge_start), "", "date out of range".to_string());
+            self.fail(line, plan.label(self.keys.charge_start), "", "date out of range".to_string());
             return Ok(());
         };
         let period = day.with_day(1).unwrap_or(day);
+        let out = &mut self.out;
         out.periods.insert(period);
-        let text_of = |p: &Parsed<'_>| match p {
-            Parsed::Text(t) => Some(t.to_string()),
+        let account = match &parsed[self.account] {
+            Parsed::Text(t) => Some(t.as_ref()),
             _ => None,
         };
-        out.accounts.insert(text_of(&parsed[idx_account]));
-        let tags: &[(String, String)] = match &parsed[tags_idx] {
+        // Lines come in runs of one account: a set lookup (and a copy) only when it changes.
+        if self.last_account.as_ref().map(Option::as_deref) != Some(account) {
+            out.accounts.insert(account.map(str::to_string));
+            self.last_account = Some(account.map(str::to_string));
+        }
+        let tags: &[(String, String)] = match &parsed[self.tags] {
             Parsed::Pairs(p) => p,
             _ => &[],
         };
-        let tenant = attribution.tenant(tags, text_of(&parsed[idx_sub]).as_deref());
+        let sub_account = match &parsed[self.keys.sub_account] {
+            Parsed::Text(t) => Some(t.as_ref()),
+            _ => None,
+        };
+        let tenant = self.attribution.tenant(tags, sub_account);
         out.attributed += usize::from(tenant.is_some());
         out.rounded += rounded;
+        let b = &mut self.b;
         for (p, c) in parsed.iter().zip(b.focus.iter_mut()) {
             match (c, p) {
                 (Col::Text(bl), Parsed::Text(t)) => bl.append_value(t),
@@ -337,20 +463,24 @@ pub(crate) fn convert(
         }
         push_pairs(&mut b.extra, &extras);
         b.tenant.append_option(tenant);
-        b.source.append_value(source);
-        b.import_id.append_value(import_id);
+        b.source.append_value(self.source);
+        b.import_id.append_value(self.import_id);
         b.period.append_value(days_since_epoch(period));
         b.len += 1;
         out.rows += 1;
-        if b.len >= BATCH_ROWS {
+        if b.len >= self.batch_rows {
             out.batches.push(b.finish()?);
         }
         Ok(())
-    })?;
-    if b.len > 0 {
-        out.batches.push(b.finish()?);
     }
-    Ok(out)
+
+    /// The batches and what was found.
+    pub(crate) fn finish(mut self) -> Result<Converted, ImportError> {
+        if self.b.len > 0 {
+            self.out.batches.push(self.b.finish()?);
+        }
+        Ok(self.out)
+    }
 }
 
 /// Text and tags are handled before the typed parsers.

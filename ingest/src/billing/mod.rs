@@ -12,6 +12,7 @@
 mod convert;
 mod formats;
 pub mod http;
+mod sorted;
 mod source;
 pub(crate) mod value;
 
@@ -81,23 +82,15 @@ pub async fn import_billing(
     files: &[ExportFile],
     options: &BillingImportOptions,
 ) -> Result<ImportOutcome, ImportError> {
-    let checksum = imports::checksum(files.iter().map(|f| &f.bytes[..]));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let (checksum, loaded) = {
+        let (files, forced) = (files.to_vec(), options.format);
+        tokio::task::spawn_blocking(move || open_files(&files, forced, threads))
+            .await
+            .map_err(|e| ImportError::Query(format!("internal: import task failed: {e}")))??
+    };
     let import_id = imports::import_id("billing", &checksum);
-
-    let mut loaded = Vec::with_capacity(files.len());
-    let mut formats = Vec::with_capacity(files.len());
-    for f in files {
-        let file = source::load(&f.name, f.bytes.clone())?;
-        let headers = source::headers(&file)?;
-        let format = match options.format {
-            Some(forced) => forced,
-            None => Format::detect(&headers).ok_or_else(|| {
-                ImportError::file(&f.name, "unknown billing export format: the header matches none of FOCUS 1.0-1.2, AWS CUR 2.0, legacy AWS CUR, Azure cost details or the Google Cloud billing export (use --format to force one)")
-            })?,
-        };
-        formats.push(format);
-        loaded.push((file, formats::Plan::new(format, headers)));
-    }
+    let formats: Vec<Format> = loaded.iter().map(|f| f.format).collect();
     let source = options.source.clone().unwrap_or_else(|| formats[0].name().to_string());
     if source.trim().is_empty() {
         return Err(ImportError::file(&files[0].name, "the source name is empty"));
@@ -123,7 +116,7 @@ pub async fn import_billing(
     // Parsing is CPU work: off the async runtime, one chunk of each file per core.
     let converted = {
         let (source, import_id) = (source.clone(), import_id.clone());
-        tokio::task::spawn_blocking(move || convert_all(&loaded, &source, &import_id, &attribution))
+        tokio::task::spawn_blocking(move || convert_all(&loaded, &source, &import_id, &attribution, threads))
             .await
             .map_err(|e| ImportError::Query(format!("internal: import task failed: {e}")))??
     };
@@ -210,18 +203,23 @@ fn slice_predicate(
     )
 }
 
-/// Converts every file, each split into chunks converted on their own threads; results in
-/// file and row order.
+/// Converts every file on every core: a CSV file in the lake's row order (see [`sorted`]),
+/// others in chunks in file order.
 fn convert_all(
-    files: &[(source::Loaded, formats::Plan)],
+    files: &[Opened],
     source: &str,
     import_id: &str,
     attribution: &Attribution,
+    threads: usize,
 ) -> Result<Vec<(String, convert::Converted)>, ImportError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let mut out = Vec::with_capacity(files.len());
-    for (file, plan) in files {
-        let parts = source::chunks(file, threads);
+    for Opened { file, plan, parts, .. } in files {
+        if file.kind == source::FileKind::Csv {
+            let converted =
+                sorted::convert_in_lake_order(file, parts, plan, source, import_id, attribution, threads)?;
+            out.push((file.name.clone(), converted));
+            continue;
+        }
         let results: Vec<Result<convert::Converted, ImportError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = parts
                 .iter()
@@ -245,6 +243,44 @@ fn convert_all(
         out.push((file.name.clone(), whole));
     }
     Ok(out)
+}
+
+/// A file ready to convert.
+struct Opened {
+    file: source::Loaded,
+    format: Format,
+    plan: formats::Plan,
+    /// Parts to convert on their own threads.
+    parts: Vec<source::Chunk>,
+}
+
+/// The files' checksum, and each file decompressed, its format detected and cut into parts.
+/// The checksum (one SHA-256 stream over every byte) is computed on its own thread meanwhile.
+fn open_files(
+    files: &[ExportFile],
+    forced: Option<Format>,
+    threads: usize,
+) -> Result<(String, Vec<Opened>), ImportError> {
+    std::thread::scope(|scope| {
+        let checksum = scope.spawn(|| imports::checksum(files.iter().map(|f| &f.bytes[..])));
+        let mut opened = Vec::with_capacity(files.len());
+        for f in files {
+            let file = source::load(&f.name, f.bytes.clone())?;
+            let headers = source::headers(&file)?;
+            let format = match forced {
+                Some(forced) => forced,
+                None => Format::detect(&headers).ok_or_else(|| {
+                    ImportError::file(&f.name, "unknown billing export format: the header matches none of FOCUS 1.0-1.2, AWS CUR 2.0, legacy AWS CUR, Azure cost details or the Google Cloud billing export (use --format to force one)")
+                })?,
+            };
+            let parts = source::chunks(&file, threads);
+            opened.push(Opened { file, format, plan: formats::Plan::new(format, headers), parts });
+        }
+        let checksum = checksum
+            .join()
+            .map_err(|_| ImportError::Query("internal: the checksum thread panicked".into()))?;
+        Ok((checksum, opened))
+    })
 }
 
 /// Sub account id -> tenant id, from the `tenants` table (also the OTLP mapping rules' table).

@@ -198,6 +198,13 @@ pub(crate) struct Chunk {
     first_line: u64,
 }
 
+impl Chunk {
+    /// The whole file.
+    pub(crate) fn whole(file: &Loaded) -> Chunk {
+        Chunk { start: 0, end: file.bytes.len(), first_line: 0 }
+    }
+}
+
 /// Splits a file into at most `n` chunks of about equal size that can be converted in
 /// parallel. CSV is split only at newlines outside quoted fields (one quote-counting pass).
 pub(crate) fn chunks(file: &Loaded, n: usize) -> Vec<Chunk> {
@@ -205,7 +212,7 @@ pub(crate) fn chunks(file: &Loaded, n: usize) -> Vec<Chunk> {
 }
 
 fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
-    let whole = vec![Chunk { start: 0, end: file.bytes.len(), first_line: 0 }];
+    let whole = vec![Chunk::whole(file)];
     if file.kind != FileKind::Csv || n <= 1 {
         return whole;
     }
@@ -279,21 +286,14 @@ pub(crate) fn for_each_row(
 ) -> Result<(), ImportError> {
     match file.kind {
         FileKind::Csv => {
-            let mut reader = if chunk.first_line == 0 {
-                csv_reader(&file.bytes)
-            } else {
-                csv::ReaderBuilder::new()
-                    .flexible(true)
-                    .has_headers(false)
-                    .from_reader(&file.bytes[chunk.start..chunk.end])
-            };
-            // A chunk's reader counts lines from 1; shift to the file's numbering.
+            let (mut reader, base, mut lines) = chunk_reader(file, chunk);
             let shift = chunk.first_line.saturating_sub(1);
             let mut record = csv::StringRecord::new();
             loop {
                 match reader.read_record(&mut record) {
                     Ok(true) => {
-                        let line = record.position().map_or(0, csv::Position::line) + shift;
+                        let Some(position) = record.position() else { continue };
+                        let line = lines.at(base + position.byte() as usize);
                         // A blank trailing line reads as one empty field.
                         if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
                             continue;
@@ -345,6 +345,162 @@ pub(crate) fn for_each_row(
             }
             Ok(())
         }
+    }
+}
+
+/// Calls `f` on every record of a chunk of a CSV file with the byte offset in the file where the
+/// record starts (for [`CsvRecordReader::read_at`]). Fields are not checked for UTF-8 here: a
+/// field that is not reads as absent; reading the record again checks it.
+pub(crate) fn for_each_csv_record(
+    file: &Loaded,
+    chunk: Chunk,
+    mut f: impl FnMut(usize, &dyn Row) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let (mut reader, base, mut lines) = chunk_reader(file, chunk);
+    let shift = chunk.first_line.saturating_sub(1);
+    let mut record = csv::ByteRecord::new();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {
+                let Some(position) = record.position() else { continue };
+                if record.len() == 1 && record.get(0).is_some_and(<[u8]>::is_empty) {
+                    continue;
+                }
+                let offset = base + position.byte() as usize;
+                f(offset, &ByteRow { record: &record, line: lines.at(offset) })?;
+            }
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                let line = e.position().map_or(0, csv::Position::line) + shift;
+                return Err(ImportError::file(&file.name, format!("line {line}: malformed CSV: {e}")));
+            }
+        }
+    }
+}
+
+/// A CSV reader over a chunk (the first with the header), the file offset its positions count
+/// from, and the line numbers of its records.
+fn chunk_reader(file: &Loaded, chunk: Chunk) -> (csv::Reader<&[u8]>, usize, Lines<'_>) {
+    if chunk.first_line == 0 {
+        let bom = if file.bytes.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+        (csv_reader(&file.bytes), bom, Lines { bytes: &file.bytes, pos: bom, line: 1 })
+    } else {
+        let reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .from_reader(&file.bytes[chunk.start..chunk.end]);
+        (reader, chunk.start, Lines { bytes: &file.bytes, pos: chunk.start, line: chunk.first_line })
+    }
+}
+
+/// Line numbers of records, counted in the file's bytes: the CSV reader's own count leaves out
+/// blank lines, and a chunk's reader starts its count again.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: u64,
+}
+
+impl Lines<'_> {
+    /// The line of the record the reader started at `offset` (after any blank lines there).
+    fn at(&mut self, offset: usize) -> u64 {
+        let start = offset
+            + self
+                .bytes
+                .get(offset..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+        if start > self.pos {
+            self.line += self.bytes[self.pos..start].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.pos = start;
+        }
+        self.line
+    }
+}
+
+struct ByteRow<'a> {
+    record: &'a csv::ByteRecord,
+    line: u64,
+}
+
+impl Row for ByteRow<'_> {
+    fn get(&self, col: usize) -> Option<&str> {
+        std::str::from_utf8(self.record.get(col)?).ok()
+    }
+    fn line(&self) -> u64 {
+        self.line
+    }
+}
+
+/// Reads single CSV records at known offsets of a file (rows taken in another order than the
+/// file's), with the same dialect as the file-order reader: `csv_core`'s parser over the file's
+/// bytes, fields copied once into a reused buffer.
+pub(crate) struct CsvRecordReader {
+    core: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl CsvRecordReader {
+    pub(crate) fn new() -> Self {
+        Self {
+            core: csv_core::ReaderBuilder::new().terminator(csv_core::Terminator::CRLF).build(),
+            out: vec![0; 4096],
+            ends: vec![0; 128],
+        }
+    }
+
+    /// The record starting at byte `offset` of `file` (on `line`, for messages).
+    pub(crate) fn read_at<'s>(
+        &'s mut self,
+        file: &Loaded,
+        offset: usize,
+        line: u64,
+    ) -> Result<TextRecord<'s>, ImportError> {
+        let input = file.bytes.get(offset..).unwrap_or_default();
+        self.core.reset();
+        let (mut read, mut written, mut fields) = (0, 0, 0);
+        // Each call consumes input or grows a buffer; an empty input ends the record.
+        loop {
+            let (result, nin, nout, nend) =
+                self.core.read_record(&input[read..], &mut self.out[written..], &mut self.ends[fields..]);
+            read += nin;
+            written += nout;
+            fields += nend;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => self.out.resize(self.out.len() * 2, 0),
+                csv_core::ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
+            }
+        }
+        let invalid = || ImportError::file(&file.name, format!("line {line}: malformed CSV: invalid UTF-8"));
+        let text = std::str::from_utf8(&self.out[..written]).map_err(|_| invalid())?;
+        let ends = &self.ends[..fields];
+        if !text.is_ascii() && !ends.iter().all(|&e| text.is_char_boundary(e)) {
+            return Err(invalid());
+        }
+        Ok(TextRecord { text, ends, line })
+    }
+}
+
+/// A record read by [`CsvRecordReader`].
+pub(crate) struct TextRecord<'a> {
+    text: &'a str,
+    ends: &'a [usize],
+    line: u64,
+}
+
+impl Row for TextRecord<'_> {
+    fn get(&self, col: usize) -> Option<&str> {
+        let end = *self.ends.get(col)?;
+        let start = if col == 0 { 0 } else { self.ends[col - 1] };
+        self.text.get(start..end)
+    }
+    fn line(&self) -> u64 {
+        self.line
     }
 }
 
@@ -466,7 +622,7 @@ mod tests {
             }
         }
         let file = load("t.csv", Bytes::from(text)).unwrap();
-        let one = rows(&file, &[Chunk { start: 0, end: file.bytes.len(), first_line: 0 }]);
+        let one = rows(&file, &[Chunk::whole(&file)]);
         assert_eq!(one.len(), 200);
         for n in [2, 3, 8] {
             let parts = chunks_of_at_least(&file, n, 1);
@@ -475,5 +631,51 @@ mod tests {
         }
         // Line numbers count the newlines inside quoted fields, as the CSV reader does.
         assert_eq!(one[1].0, 4);
+    }
+
+    #[test]
+    fn records_read_at_their_offsets_are_the_rows_read_in_order() {
+        // BOM, CRLF and LF endings, quoted newlines and quotes, a short row, a blank line, and no
+        // newline at the end.
+        let mut text = String::from("\u{feff}a,b,c\r\n");
+        for i in 0..300 {
+            match i % 5 {
+                0 => text.push_str(&format!("{i},\"multi\r\nline, \"\"quoted\"\"\",x\r\n")),
+                1 => text.push_str(&format!("{i},short\n")),
+                2 => text.push_str(&format!("{i},caf\u{e9} \u{2603},y\n\n")),
+                _ => text.push_str(&format!("{i},plain,\"\"\r\n")),
+            }
+        }
+        text.push_str("last,row,z");
+        let file = load("t.csv", Bytes::from(text)).unwrap();
+        let all =
+            |row: &dyn Row| (row.line(), (0..4).map(|i| row.get(i).map(str::to_string)).collect::<Vec<_>>());
+        let mut expected = Vec::new();
+        for_each_row(&file, Chunk::whole(&file), |row| {
+            expected.push(all(row));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(expected.len(), 301);
+        // Physical lines: the header, then 7 lines per 5 rows (a quoted newline, a blank line).
+        assert_eq!(expected[3].0, 7);
+        assert_eq!(expected[155].0, 219);
+        assert_eq!(expected[300].0, 2 + 60 * 7);
+        for n in [1, 2, 3] {
+            let mut located = Vec::new();
+            for chunk in chunks_of_at_least(&file, n, 1) {
+                for_each_csv_record(&file, chunk, |offset, row| {
+                    located.push((offset, row.line()));
+                    Ok(())
+                })
+                .unwrap();
+            }
+            let mut reader = CsvRecordReader::new();
+            // Read back to front: each read stands alone.
+            let mut got: Vec<_> =
+                located.iter().rev().map(|&(o, l)| all(&reader.read_at(&file, o, l).unwrap())).collect();
+            got.reverse();
+            assert_eq!(got, expected, "{n} chunks");
+        }
     }
 }

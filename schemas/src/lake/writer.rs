@@ -1,10 +1,10 @@
 //! Turning Arrow batches into the files the lake wants: columns in the table's order and types,
 //! rows sorted by tenant then time, zstd, page-level statistics and a bloom filter on tenant_id.
 
-use std::sync::Arc;
+use std::{cmp::Ordering, sync::Arc};
 
 use arrow::{
-    array::{ArrayRef, RecordBatch, new_null_array},
+    array::{ArrayRef, RecordBatch, make_comparator, new_null_array},
     compute::{
         SortColumn, SortOptions, cast, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
     },
@@ -68,7 +68,21 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     keys.extend(table.sort_columns().iter().filter(|c| !table.partition_columns().contains(c)));
     let keys: Vec<usize> = keys.iter().filter_map(|name| schema.index_of(name).ok()).collect();
     let total: usize = conformed.iter().map(RecordBatch::num_rows).sum();
-    if total > ROW_GROUP_ROWS && !keys.is_empty() {
+    if keys.is_empty() || in_order(&conformed, &keys).map_err(arrow_err)? {
+        // Nothing to reorder (a billing import converts rows in the lake's order): only batches
+        // larger than a row group are cut, zero-copy.
+        return Ok(Some(
+            conformed
+                .iter()
+                .flat_map(|b| {
+                    (0..b.num_rows())
+                        .step_by(ROW_GROUP_ROWS)
+                        .map(move |o| b.slice(o, ROW_GROUP_ROWS.min(b.num_rows() - o)))
+                })
+                .collect(),
+        ));
+    }
+    if total > ROW_GROUP_ROWS {
         conformed = sort_runs(table, conformed, &keys)?;
     }
     // (batch, row) of every row, in input order; then in sorted order.
@@ -76,7 +90,7 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     for (b, batch) in conformed.iter().enumerate() {
         order.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
-    if !keys.is_empty() {
+    {
         let mut sort = Vec::with_capacity(keys.len());
         for &index in &keys {
             let parts: Vec<&dyn arrow::array::Array> =
@@ -89,6 +103,47 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     let sources: Vec<&RecordBatch> = conformed.iter().collect();
     let groups: Vec<&[(usize, usize)]> = order.chunks(ROW_GROUP_ROWS).collect();
     par_map(table, &groups, |g| interleave_record_batch(&sources, g)).map(Some)
+}
+
+/// Whether the rows of `batches`, one after the other, are already in the lake's order by
+/// `keys` (one comparison per row: far cheaper than sorting).
+fn in_order(batches: &[RecordBatch], keys: &[usize]) -> std::result::Result<bool, arrow::error::ArrowError> {
+    let options = SortOptions { descending: false, nulls_first: true };
+    let mut previous: Option<&RecordBatch> = None;
+    for batch in batches {
+        let n = batch.num_rows();
+        let comparators = keys
+            .iter()
+            .map(|&k| make_comparator(batch.column(k).as_ref(), batch.column(k).as_ref(), options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let greater = |a: usize, b: usize| {
+            for cmp in &comparators {
+                match cmp(a, b) {
+                    Ordering::Equal => continue,
+                    other => return other == Ordering::Greater,
+                }
+            }
+            false
+        };
+        if (1..n).any(|i| greater(i - 1, i)) {
+            return Ok(false);
+        }
+        if let Some(prev) = previous.filter(|_| n > 0) {
+            let last = prev.num_rows() - 1;
+            for &k in keys {
+                let cmp = make_comparator(prev.column(k).as_ref(), batch.column(k).as_ref(), options)?;
+                match cmp(last, 0) {
+                    Ordering::Equal => continue,
+                    Ordering::Greater => return Ok(false),
+                    Ordering::Less => break,
+                }
+            }
+        }
+        if n > 0 {
+            previous = Some(batch);
+        }
+    }
+    Ok(true)
 }
 
 /// The lake's sort order on one key: ascending, NULLs (unattributed rows) first.
@@ -229,6 +284,25 @@ mod tests {
         assert_eq!(got, vec![None, Some("a"), Some("a"), Some("b")]);
         let hours = out.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
         assert_eq!(hours.values().to_vec(), vec![9, 3, 7, 5]);
+    }
+
+    #[test]
+    fn rows_already_in_order_are_not_copied_and_order_across_batches_counts() {
+        let a = usage_batch(&[None, Some("a"), Some("a")], &[9, 1, 2]);
+        let b = usage_batch(&[Some("a"), Some("b")], &[2, 0]);
+        let out = prepare(Table::Usage, &[a.clone(), b.clone()]).unwrap().unwrap();
+        assert_eq!(out, vec![a.clone(), b.clone()]);
+        let buffer = |batch: &RecordBatch| batch.column(1).to_data().buffers()[1].as_ptr();
+        assert_eq!(buffer(&out[0]), buffer(&a), "rows in order are passed on, not gathered");
+
+        // Each batch in order, but not the two together: sorted.
+        let c = usage_batch(&[Some("a")], &[1]);
+        let out = prepare(Table::Usage, &[b, c]).unwrap().unwrap();
+        let all = arrow::compute::concat_batches(&out[0].schema(), &out).unwrap();
+        let tenants = all.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let hours = all.column(0).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let got: Vec<_> = (0..all.num_rows()).map(|i| (tenants.value(i), hours.value(i))).collect();
+        assert_eq!(got, vec![("a", 1), ("a", 2), ("b", 0)]);
     }
 
     #[test]
