@@ -234,7 +234,8 @@ pub(crate) fn sort_key<'a>(
     row: &dyn Row,
     tags: &'a mut Vec<(String, String)>,
 ) -> (i32, Option<&'a str>, i64) {
-    let k = KeyColumns::new();
+    static KEYS: std::sync::LazyLock<KeyColumns> = std::sync::LazyLock::new(KeyColumns::new);
+    let k = *KEYS;
     let time = |i: usize| field(plan, i, row).ok().flatten().and_then(|t| value::parse_timestamp(&t).ok());
     let start = time(k.charge_start);
     let period_us = time(k.billing_period_start).or(start).unwrap_or(0);
@@ -249,6 +250,28 @@ pub(crate) fn sort_key<'a>(
     let tags: &'a [(String, String)] = tags;
     let sub = field(plan, k.sub_account, row).ok().flatten();
     (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
+}
+
+/// The source columns [`sort_key`] reads (`None`: it may read any, through a computed value).
+pub(crate) fn key_columns(plan: &Plan, attribution: &Attribution) -> Option<Vec<usize>> {
+    let k = KeyColumns::new();
+    let mut focus = vec![k.charge_start, k.billing_period_start];
+    let mut sources = Vec::new();
+    if !attribution.is_empty() {
+        focus.push(k.sub_account);
+        if !attribution.tag_keys.is_empty() {
+            sources.extend(plan.tags.iter().copied());
+            sources.extend(plan.tag_columns.iter().map(|(_, i)| *i));
+        }
+    }
+    for i in focus {
+        match &plan.focus[i] {
+            Extract::Column(c) => sources.push(*c),
+            Extract::Null | Extract::Const(_) => {}
+            Extract::Computed(..) => return None,
+        }
+    }
+    Some(sources)
 }
 
 /// The text of FOCUS column `i` in `row` (untrimmed), `None` when null or absent.

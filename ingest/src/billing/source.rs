@@ -349,32 +349,154 @@ pub(crate) fn for_each_row(
 }
 
 /// Calls `f` on every record of a chunk of a CSV file with the byte offset in the file where the
-/// record starts (for [`CsvRecordReader::read_at`]). Fields are not checked for UTF-8 here: a
+/// record starts (for [`CsvRecordReader::read_at`]) and the fields `wanted` names by index (all
+/// when `None`; the others read as absent): the first pass of an import needs a few columns for
+/// each line's sort key and where each record ends, so the other fields are skipped, not
+/// unescaped and copied (`csv_core` reading every field was most of that pass). The grammar is
+/// the one `csv_core` parses (see [`scan_record`]). Fields are not checked for UTF-8 here: a
 /// field that is not reads as absent; reading the record again checks it.
+///
+/// Returns `false` when the chunk did not end where a record ends: [`chunks`] counts quotes to
+/// split outside quoted fields, and a quote inside an unquoted field (`5" screen`) fools that
+/// count; the chunk then ends inside a record (which this exact reading sees) and the caller
+/// reads the file again as one chunk.
 pub(crate) fn for_each_csv_record(
     file: &Loaded,
     chunk: Chunk,
+    wanted: Option<&[usize]>,
     mut f: impl FnMut(usize, &dyn Row) -> Result<(), ImportError>,
-) -> Result<(), ImportError> {
-    let (mut reader, base, mut lines) = chunk_reader(file, chunk);
-    let shift = chunk.first_line.saturating_sub(1);
-    let mut record = csv::ByteRecord::new();
+) -> Result<bool, ImportError> {
+    let last_chunk = chunk.end >= file.bytes.len();
+    let bytes = &file.bytes[..chunk.end];
+    let mut mask = vec![false; wanted.map_or(0, |w| w.iter().max().map_or(0, |m| m + 1))];
+    for &i in wanted.unwrap_or_default() {
+        mask[i] = true;
+    }
+    let want = |i: usize| wanted.is_none() || mask.get(i).copied().unwrap_or(false);
+    let mut pos = chunk.start;
+    let mut lines = Lines { bytes: &file.bytes, pos, line: chunk.first_line.max(1) };
+    let (mut out, mut spans) = (Vec::with_capacity(1024), Vec::new());
+    if chunk.first_line == 0 {
+        pos += if file.bytes.starts_with(b"\xef\xbb\xbf") { 3 } else { 0 };
+        lines.pos = pos;
+        // The header.
+        pos = skip_blank(bytes, pos);
+        pos = scan_record(bytes, pos, |_| false, &mut out, &mut spans).next;
+    }
     loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {
-                let Some(position) = record.position() else { continue };
-                if record.len() == 1 && record.get(0).is_some_and(<[u8]>::is_empty) {
-                    continue;
+        pos = skip_blank(bytes, pos);
+        if pos >= bytes.len() {
+            return Ok(true);
+        }
+        let start = pos;
+        let record = scan_record(bytes, pos, want, &mut out, &mut spans);
+        pos = record.next;
+        if !record.terminated && !last_chunk {
+            return Ok(false);
+        }
+        // A record of one empty field (`""`) is skipped, as the CSV reader does.
+        if record.fields == 1 && matches!(&bytes[start..record.end], b"" | b"\"\"") {
+            continue;
+        }
+        f(start, &SpanRow { bytes: &out, spans: &spans, line: lines.at(start) })?;
+    }
+}
+
+/// Skips blank lines (`csv_core` does too).
+fn skip_blank(bytes: &[u8], mut pos: usize) -> usize {
+    while matches!(bytes.get(pos), Some(b'\r' | b'\n')) {
+        pos += 1;
+    }
+    pos
+}
+
+/// Where [`scan_record`] left a record.
+struct Scanned {
+    /// The end of its last field.
+    end: usize,
+    /// The start of what follows its terminator.
+    next: usize,
+    /// It ended with a terminator, not with the input.
+    terminated: bool,
+    /// Its number of fields.
+    fields: usize,
+}
+
+/// Reads one CSV record from `pos`, copying the fields `want` asks for, unescaped, into `out`
+/// (their ranges in `spans`, by field index) and skipping the others with `memchr`. The grammar
+/// of `csv_core` with the csv crate's defaults: a field is quoted when it starts with `"`, runs
+/// to a `"` not followed by another (`""` is a quote; newlines and commas are data), and any
+/// text after the closing quote up to the delimiter is appended; in an unquoted field quotes are
+/// literal; `,` ends a field, `\r` or `\n` the record.
+fn scan_record(
+    bytes: &[u8],
+    mut pos: usize,
+    want: impl Fn(usize) -> bool,
+    out: &mut Vec<u8>,
+    spans: &mut Vec<Option<(usize, usize)>>,
+) -> Scanned {
+    out.clear();
+    spans.clear();
+    let mut field = 0;
+    loop {
+        let wanted = want(field);
+        let start = out.len();
+        if bytes.get(pos) == Some(&b'"') {
+            pos += 1;
+            loop {
+                let Some(i) = memchr::memchr(b'"', &bytes[pos..]) else {
+                    // The input ends inside the quotes: the rest is the field.
+                    if wanted {
+                        out.extend_from_slice(&bytes[pos..]);
+                    }
+                    pos = bytes.len();
+                    break;
+                };
+                if wanted {
+                    out.extend_from_slice(&bytes[pos..pos + i]);
                 }
-                let offset = base + position.byte() as usize;
-                f(offset, &ByteRow { record: &record, line: lines.at(offset) })?;
-            }
-            Ok(false) => return Ok(()),
-            Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line) + shift;
-                return Err(ImportError::file(&file.name, format!("line {line}: malformed CSV: {e}")));
+                pos += i + 1;
+                if bytes.get(pos) != Some(&b'"') {
+                    break;
+                }
+                if wanted {
+                    out.push(b'"');
+                }
+                pos += 1;
             }
         }
+        let (end, stop) = match memchr::memchr3(b',', b'\n', b'\r', &bytes[pos..]) {
+            Some(i) => (pos + i, Some(bytes[pos + i])),
+            None => (bytes.len(), None),
+        };
+        if wanted {
+            out.extend_from_slice(&bytes[pos..end]);
+            spans.resize(field, None);
+            spans.push(Some((start, out.len())));
+        }
+        field += 1;
+        match stop {
+            Some(b',') => pos = end + 1,
+            Some(_) => return Scanned { end, next: end + 1, terminated: true, fields: field },
+            None => return Scanned { end, next: end, terminated: false, fields: field },
+        }
+    }
+}
+
+/// The fields of a record [`scan_record`] copied.
+struct SpanRow<'a> {
+    bytes: &'a [u8],
+    spans: &'a [Option<(usize, usize)>],
+    line: u64,
+}
+
+impl Row for SpanRow<'_> {
+    fn get(&self, col: usize) -> Option<&str> {
+        let (start, end) = (*self.spans.get(col)?)?;
+        std::str::from_utf8(&self.bytes[start..end]).ok()
+    }
+    fn line(&self) -> u64 {
+        self.line
     }
 }
 
@@ -416,20 +538,6 @@ impl Lines<'_> {
             self.line += self.bytes[self.pos..start].iter().filter(|&&b| b == b'\n').count() as u64;
             self.pos = start;
         }
-        self.line
-    }
-}
-
-struct ByteRow<'a> {
-    record: &'a csv::ByteRecord,
-    line: u64,
-}
-
-impl Row for ByteRow<'_> {
-    fn get(&self, col: usize) -> Option<&str> {
-        std::str::from_utf8(self.record.get(col)?).ok()
-    }
-    fn line(&self) -> u64 {
         self.line
     }
 }
@@ -635,47 +743,92 @@ mod tests {
 
     #[test]
     fn records_read_at_their_offsets_are_the_rows_read_in_order() {
-        // BOM, CRLF and LF endings, quoted newlines and quotes, a short row, a blank line, and no
-        // newline at the end.
-        let mut text = String::from("\u{feff}a,b,c\r\n");
-        for i in 0..300 {
-            match i % 5 {
-                0 => text.push_str(&format!("{i},\"multi\r\nline, \"\"quoted\"\"\",x\r\n")),
-                1 => text.push_str(&format!("{i},short\n")),
-                2 => text.push_str(&format!("{i},caf\u{e9} \u{2603},y\n\n")),
-                _ => text.push_str(&format!("{i},plain,\"\"\r\n")),
+        // BOM, CRLF and LF endings, quoted newlines and quotes, a short row, a blank line, no
+        // newline at the end; and, in the second file, quotes inside unquoted fields.
+        let mut fooled = Vec::new();
+        for literal_quotes in [false, true] {
+            let mut text = String::from("\u{feff}a,b,c\r\n");
+            for i in 0..300 {
+                match i % 5 {
+                    0 => text.push_str(&format!("{i},\"multi\r\nline, \"\"quoted\"\"\",x\r\n")),
+                    1 => text.push_str(&format!("{i},short\n")),
+                    2 => text.push_str(&format!("{i},caf\u{e9} \u{2603},y\n\n")),
+                    3 if literal_quotes => text.push_str(&format!("{i},5\" screen,\"a\"b,c\r\n")),
+                    _ => text.push_str(&format!("{i},plain,\"\"\r\n")),
+                }
+            }
+            text.push_str("last,row,z");
+            let file = load("t.csv", Bytes::from(text)).unwrap();
+            let all = |row: &dyn Row| {
+                (row.line(), (0..4).map(|i| row.get(i).map(str::to_string)).collect::<Vec<_>>())
+            };
+            let mut expected = Vec::new();
+            for_each_row(&file, Chunk::whole(&file), |row| {
+                expected.push(all(row));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(expected.len(), 301);
+            if literal_quotes {
+                assert_eq!(expected[3].1[1].as_deref(), Some("5\" screen"));
+                assert_eq!(expected[3].1[2].as_deref(), Some("ab"));
+                assert_eq!(expected[3].1[3].as_deref(), Some("c"));
+            }
+            // Physical lines: the header, then 7 lines per 5 rows (a quoted newline, a blank line).
+            assert_eq!(expected[3].0, 7);
+            assert_eq!(expected[155].0, 219);
+            assert_eq!(expected[300].0, 2 + 60 * 7);
+            'chunkings: for n in [1, 2, 3] {
+                let mut located = Vec::new();
+                for chunk in chunks_of_at_least(&file, n, 1) {
+                    let whole = for_each_csv_record(&file, chunk, None, |offset, row| {
+                        located.push((offset, row.line()));
+                        Ok(())
+                    })
+                    .unwrap();
+                    if !whole {
+                        // A chunk ending inside a record says so (the caller reads it whole).
+                        assert!(n > 1);
+                        fooled.push((literal_quotes, n));
+                        continue 'chunkings;
+                    }
+                }
+                // The first pass reads the fields it wants, the same as the whole record's,
+                // and skips the others to the same next record.
+                for wanted in [&[0][..], &[1], &[0, 2], &[2, 3], &[3]] {
+                    let mut some = Vec::new();
+                    for chunk in chunks_of_at_least(&file, n, 1) {
+                        let whole = for_each_csv_record(&file, chunk, Some(wanted), |offset, row| {
+                            some.push((offset, all(row)));
+                            Ok(())
+                        })
+                        .unwrap();
+                        assert!(whole);
+                    }
+                    let cut: Vec<_> = expected
+                        .iter()
+                        .zip(&located)
+                        .map(|((line, values), (offset, _))| {
+                            let mut values = values.clone();
+                            for (i, v) in values.iter_mut().enumerate() {
+                                if !wanted.contains(&i) {
+                                    *v = None;
+                                }
+                            }
+                            (*offset, (*line, values))
+                        })
+                        .collect();
+                    assert_eq!(some, cut, "{n} chunks, fields {wanted:?}");
+                }
+                let mut reader = CsvRecordReader::new();
+                // Read back to front: each read stands alone.
+                let mut got: Vec<_> =
+                    located.iter().rev().map(|&(o, l)| all(&reader.read_at(&file, o, l).unwrap())).collect();
+                got.reverse();
+                assert_eq!(got, expected, "{n} chunks");
             }
         }
-        text.push_str("last,row,z");
-        let file = load("t.csv", Bytes::from(text)).unwrap();
-        let all =
-            |row: &dyn Row| (row.line(), (0..4).map(|i| row.get(i).map(str::to_string)).collect::<Vec<_>>());
-        let mut expected = Vec::new();
-        for_each_row(&file, Chunk::whole(&file), |row| {
-            expected.push(all(row));
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(expected.len(), 301);
-        // Physical lines: the header, then 7 lines per 5 rows (a quoted newline, a blank line).
-        assert_eq!(expected[3].0, 7);
-        assert_eq!(expected[155].0, 219);
-        assert_eq!(expected[300].0, 2 + 60 * 7);
-        for n in [1, 2, 3] {
-            let mut located = Vec::new();
-            for chunk in chunks_of_at_least(&file, n, 1) {
-                for_each_csv_record(&file, chunk, |offset, row| {
-                    located.push((offset, row.line()));
-                    Ok(())
-                })
-                .unwrap();
-            }
-            let mut reader = CsvRecordReader::new();
-            // Read back to front: each read stands alone.
-            let mut got: Vec<_> =
-                located.iter().rev().map(|&(o, l)| all(&reader.read_at(&file, o, l).unwrap())).collect();
-            got.reverse();
-            assert_eq!(got, expected, "{n} chunks");
-        }
+        // Only the file with quotes inside unquoted fields fools the splitter, and it does.
+        assert!(!fooled.is_empty() && fooled.iter().all(|(literal_quotes, _)| *literal_quotes), "{fooled:?}");
     }
 }
