@@ -246,7 +246,8 @@ pub(crate) fn sort_key<'a>(
         return (period, None, start.unwrap_or(i64::MIN));
     }
     // Tags only where a tag can name the tenant.
-    *tags = if attribution.tag_keys.is_empty() { Vec::new() } else { tags_of(plan, row, |_, _, _| {}) };
+    *tags =
+        if attribution.tag_keys.is_empty() { Vec::new() } else { key_tags(plan, row, &attribution.tag_keys) };
     let tags: &'a [(String, String)] = tags;
     let sub = field(plan, k.sub_account, row).ok().flatten();
     (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
@@ -283,6 +284,32 @@ fn field<'r>(plan: &Plan, i: usize, row: &'r dyn Row) -> Result<Option<Cow<'r, s
         Extract::Computed(_, f) => f(row)?.map(Cow::Owned),
     };
     Ok(text.filter(|t| !value::is_null(t)))
+}
+
+/// The tags of a line that [`Attribution::tenant`] may look at: as [`tags_of`], but a tag
+/// column whose text names none of `keys` (compared as the tags are, without case) and holds no
+/// JSON escape is not parsed. Pass 1 of an import asks this of every line, most of whose tags
+/// name no tenant.
+fn key_tags(plan: &Plan, row: &dyn Row, keys: &[String]) -> Vec<(String, String)> {
+    let may_name = |raw: &str| {
+        raw.contains('\\')
+            || keys.iter().any(|k| {
+                let k = k.as_bytes();
+                k.is_empty() || raw.as_bytes().windows(k.len()).any(|w| w.eq_ignore_ascii_case(k))
+            })
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for &t in &plan.tags {
+        let raw = row.get(t).filter(|r| !value::is_null(r) && may_name(r)).unwrap_or("");
+        if let Ok(p) = value::parse_tags(raw) {
+            merge(&mut pairs, p);
+        }
+    }
+    let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
+        row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
+    });
+    merge(&mut pairs, flattened.collect());
+    pairs
 }
 
 /// A line's tags: from every tag column (JSON objects, braceless objects, label arrays), then
@@ -536,4 +563,59 @@ fn merge(pairs: &mut Vec<(String, String)>, more: Vec<(String, String)>) {
 
 fn days_since_epoch(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::Format;
+
+    struct Fields(Vec<&'static str>);
+
+    impl Row for Fields {
+        fn get(&self, col: usize) -> Option<&str> {
+            self.0.get(col).copied()
+        }
+        fn line(&self) -> u64 {
+            2
+        }
+    }
+
+    #[test]
+    fn the_first_pass_finds_the_tenant_tag_wherever_the_full_parse_does() {
+        let plan = Plan::new(Format::Focus, vec!["ChargePeriodStart".into(), "Tags".into()]);
+        let attribution =
+            Attribution { tag_keys: vec!["Tenant".into(), "team".into()], accounts: HashMap::new() };
+        let mut found = Vec::new();
+        for tags in [
+            r#"{"env":"prod"}"#,
+            r#"{"tenant":"acme"}"#,
+            r#"{" TENANT ":"acme","team":"b"}"#,
+            r#"{"team":"b"}"#,
+            r#"{"ten\u0061nt":"escaped"}"#,
+            r#""tenant": "braceless""#,
+            "tenant=kv, env=prod",
+            r#"[{"key":"tenant","value":"label"}]"#,
+            "not tags at all",
+        ] {
+            let row = Fields(vec!["2026-11-01T00:00:00Z", tags]);
+            let full = tags_of(&plan, &row, |_, _, _| {});
+            let mut first = Vec::new();
+            let (_, tenant, _) = sort_key(&plan, &attribution, &row, &mut first);
+            assert_eq!(tenant, attribution.tenant(&full, None), "{tags}");
+            found.push(tenant.map(str::to_string));
+        }
+        let expected = [
+            None,
+            Some("acme"),
+            Some("acme"),
+            Some("b"),
+            Some("escaped"),
+            Some("braceless"),
+            Some("kv"),
+            Some("label"),
+            None,
+        ];
+        assert_eq!(found, expected.map(|t| t.map(str::to_string)));
+    }
 }

@@ -543,21 +543,16 @@ impl Lines<'_> {
 }
 
 /// Reads single CSV records at known offsets of a file (rows taken in another order than the
-/// file's), with the same dialect as the file-order reader: `csv_core`'s parser over the file's
-/// bytes, fields copied once into a reused buffer.
+/// file's), with the grammar of the file-order reader ([`scan_record`]), fields copied once into
+/// a reused buffer.
 pub(crate) struct CsvRecordReader {
-    core: csv_core::Reader,
     out: Vec<u8>,
-    ends: Vec<usize>,
+    spans: Vec<Option<(usize, usize)>>,
 }
 
 impl CsvRecordReader {
     pub(crate) fn new() -> Self {
-        Self {
-            core: csv_core::ReaderBuilder::new().terminator(csv_core::Terminator::CRLF).build(),
-            out: vec![0; 4096],
-            ends: vec![0; 128],
-        }
+        Self { out: Vec::with_capacity(4096), spans: Vec::with_capacity(128) }
     }
 
     /// The record starting at byte `offset` of `file` (on `line`, for messages).
@@ -567,44 +562,27 @@ impl CsvRecordReader {
         offset: usize,
         line: u64,
     ) -> Result<TextRecord<'s>, ImportError> {
-        let input = file.bytes.get(offset..).unwrap_or_default();
-        self.core.reset();
-        let (mut read, mut written, mut fields) = (0, 0, 0);
-        // Each call consumes input or grows a buffer; an empty input ends the record.
-        loop {
-            let (result, nin, nout, nend) =
-                self.core.read_record(&input[read..], &mut self.out[written..], &mut self.ends[fields..]);
-            read += nin;
-            written += nout;
-            fields += nend;
-            match result {
-                csv_core::ReadRecordResult::InputEmpty => {}
-                csv_core::ReadRecordResult::OutputFull => self.out.resize(self.out.len() * 2, 0),
-                csv_core::ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
-                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
-            }
-        }
+        let bytes = &file.bytes[..];
+        scan_record(bytes, offset.min(bytes.len()), |_| true, &mut self.out, &mut self.spans);
         let invalid = || ImportError::file(&file.name, format!("line {line}: malformed CSV: invalid UTF-8"));
-        let text = std::str::from_utf8(&self.out[..written]).map_err(|_| invalid())?;
-        let ends = &self.ends[..fields];
-        if !text.is_ascii() && !ends.iter().all(|&e| text.is_char_boundary(e)) {
+        let text = std::str::from_utf8(&self.out).map_err(|_| invalid())?;
+        if !text.is_ascii() && !self.spans.iter().flatten().all(|&(_, e)| text.is_char_boundary(e)) {
             return Err(invalid());
         }
-        Ok(TextRecord { text, ends, line })
+        Ok(TextRecord { text, spans: &self.spans, line })
     }
 }
 
 /// A record read by [`CsvRecordReader`].
 pub(crate) struct TextRecord<'a> {
     text: &'a str,
-    ends: &'a [usize],
+    spans: &'a [Option<(usize, usize)>],
     line: u64,
 }
 
 impl Row for TextRecord<'_> {
     fn get(&self, col: usize) -> Option<&str> {
-        let end = *self.ends.get(col)?;
-        let start = if col == 0 { 0 } else { self.ends[col - 1] };
+        let (start, end) = (*self.spans.get(col)?)?;
         self.text.get(start..end)
     }
     fn line(&self) -> u64 {
