@@ -215,12 +215,14 @@ struct KeyColumns {
 }
 
 impl KeyColumns {
-    fn new() -> Self {
-        Self {
+    /// Their indexes in [`FOCUS_COLUMNS`] (looked up by name once).
+    fn get() -> Self {
+        static KEYS: std::sync::LazyLock<KeyColumns> = std::sync::LazyLock::new(|| KeyColumns {
             charge_start: index_of(CHARGE_PERIOD_START),
             billing_period_start: index_of(BILLING_PERIOD_START),
             sub_account: index_of(SUB_ACCOUNT_ID),
-        }
+        });
+        *KEYS
     }
 }
 
@@ -234,28 +236,46 @@ pub(crate) fn sort_key<'a>(
     row: &dyn Row,
     tags: &'a mut Vec<(String, String)>,
 ) -> (i32, Option<&'a str>, i64) {
-    static KEYS: std::sync::LazyLock<KeyColumns> = std::sync::LazyLock::new(KeyColumns::new);
-    let k = *KEYS;
+    let k = KeyColumns::get();
     let time = |i: usize| field(plan, i, row).ok().flatten().and_then(|t| value::parse_timestamp(&t).ok());
     let start = time(k.charge_start);
-    let period_us = time(k.billing_period_start).or(start).unwrap_or(0);
-    let period = DateTime::from_timestamp_micros(period_us)
-        .map(|d| d.date_naive())
-        .map_or(0, |day| days_since_epoch(day.with_day(1).unwrap_or(day)));
+    let period = billing_period(time(k.billing_period_start), start).map_or(0, days_since_epoch);
     if attribution.is_empty() {
         return (period, None, start.unwrap_or(i64::MIN));
     }
     // Tags only where a tag can name the tenant.
-    *tags =
-        if attribution.tag_keys.is_empty() { Vec::new() } else { key_tags(plan, row, &attribution.tag_keys) };
+    *tags = if attribution.tag_keys.is_empty() {
+        Vec::new()
+    } else {
+        tags_of(plan, row, |raw| may_name(raw, &attribution.tag_keys), |_, _, _| {})
+    };
     let tags: &'a [(String, String)] = tags;
     let sub = field(plan, k.sub_account, row).ok().flatten();
     (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
 }
 
+/// Whether tag text `raw` may hold one of `keys` (compared as tags are, without case): it names
+/// one, or holds a JSON escape. Pass 1 of an import asks for the tenant of every line, and most
+/// lines' tags name no tenant: those are not parsed.
+fn may_name(raw: &str, keys: &[String]) -> bool {
+    raw.contains('\\')
+        || keys.iter().any(|k| {
+            let k = k.as_bytes();
+            k.is_empty() || raw.as_bytes().windows(k.len()).any(|w| w.eq_ignore_ascii_case(k))
+        })
+}
+
+/// A line's billing period (its first day), from its billing period start, else its charge
+/// period start (microseconds); `None` for a date out of range.
+fn billing_period(billing_period_start: Option<i64>, charge_start: Option<i64>) -> Option<NaiveDate> {
+    let day =
+        DateTime::from_timestamp_micros(billing_period_start.or(charge_start).unwrap_or(0))?.date_naive();
+    Some(day.with_day(1).unwrap_or(day))
+}
+
 /// The source columns [`sort_key`] reads (`None`: it may read any, through a computed value).
 pub(crate) fn key_columns(plan: &Plan, attribution: &Attribution) -> Option<Vec<usize>> {
-    let k = KeyColumns::new();
+    let k = KeyColumns::get();
     let mut focus = vec![k.charge_start, k.billing_period_start];
     let mut sources = Vec::new();
     if !attribution.is_empty() {
@@ -286,39 +306,18 @@ fn field<'r>(plan: &Plan, i: usize, row: &'r dyn Row) -> Result<Option<Cow<'r, s
     Ok(text.filter(|t| !value::is_null(t)))
 }
 
-/// The tags of a line that [`Attribution::tenant`] may look at: as [`tags_of`], but a tag
-/// column whose text names none of `keys` (compared as the tags are, without case) and holds no
-/// JSON escape is not parsed. Pass 1 of an import asks this of every line, most of whose tags
-/// name no tenant.
-fn key_tags(plan: &Plan, row: &dyn Row, keys: &[String]) -> Vec<(String, String)> {
-    let may_name = |raw: &str| {
-        raw.contains('\\')
-            || keys.iter().any(|k| {
-                let k = k.as_bytes();
-                k.is_empty() || raw.as_bytes().windows(k.len()).any(|w| w.eq_ignore_ascii_case(k))
-            })
-    };
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for &t in &plan.tags {
-        let raw = row.get(t).filter(|r| !value::is_null(r) && may_name(r)).unwrap_or("");
-        if let Ok(p) = value::parse_tags(raw) {
-            merge(&mut pairs, p);
-        }
-    }
-    let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
-        row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
-    });
-    merge(&mut pairs, flattened.collect());
-    pairs
-}
-
 /// A line's tags: from every tag column (JSON objects, braceless objects, label arrays), then
-/// flattened tag columns; the first source of a key wins. `bad(column, raw, reason)` hears of
-/// tag values that do not parse.
-fn tags_of(plan: &Plan, row: &dyn Row, mut bad: impl FnMut(&str, &str, String)) -> Vec<(String, String)> {
+/// flattened tag columns; the first source of a key wins. A tag column's text that `wanted`
+/// turns down is not parsed. `bad(column, raw, reason)` hears of tag values that do not parse.
+fn tags_of(
+    plan: &Plan,
+    row: &dyn Row,
+    wanted: impl Fn(&str) -> bool,
+    mut bad: impl FnMut(&str, &str, String),
+) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
     for &t in &plan.tags {
-        let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
+        let raw = row.get(t).filter(|r| !value::is_null(r) && wanted(r)).unwrap_or("");
         match value::parse_tags(raw) {
             Ok(p) => merge(&mut pairs, p),
             Err(reason) => bad(&plan.headers[t], raw, reason),
@@ -365,7 +364,7 @@ impl<'a> Converter<'a> {
             import_id,
             attribution,
             batch_rows,
-            keys: KeyColumns::new(),
+            keys: KeyColumns::get(),
             billed: index_of(BILLED_COST),
             account: index_of(BILLING_ACCOUNT_ID),
             tags: FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0),
@@ -385,6 +384,11 @@ impl<'a> Converter<'a> {
         });
     }
 
+    /// Records a line that cannot be read at all as a bad line.
+    pub(crate) fn reject(&mut self, line: u64, column: &str, raw: &str, reason: &str) {
+        self.fail(line, column.to_string(), raw, reason.to_string());
+    }
+
     /// Converts one row: appended to the current batch, or its bad values recorded.
     pub(crate) fn row(&mut self, row: &dyn Row) -> Result<(), ImportError> {
         let plan = self.plan;
@@ -395,9 +399,14 @@ impl<'a> Converter<'a> {
         for (i, col) in FOCUS_COLUMNS.iter().enumerate() {
             if col.kind == FocusKind::Tags {
                 let mut tag_errors = Vec::new();
-                let pairs = tags_of(plan, row, |column, raw, reason| {
-                    tag_errors.push((column.to_string(), raw.to_string(), reason));
-                });
+                let pairs = tags_of(
+                    plan,
+                    row,
+                    |_| true,
+                    |column, raw, reason| {
+                        tag_errors.push((column.to_string(), raw.to_string(), reason));
+                    },
+                );
                 for (column, raw, reason) in tag_errors {
                     self.fail(line, column, &raw, reason);
                     bad = true;
@@ -451,15 +460,15 @@ impl<'a> Converter<'a> {
         if bad {
             return Ok(());
         }
-        let period_us = match (&parsed[self.keys.billing_period_start], &parsed[self.keys.charge_start]) {
-            (Parsed::Time(t), _) | (Parsed::Null, Parsed::Time(t)) => *t,
-            _ => 0,
+        let time = |i: usize| match parsed[i] {
+            Parsed::Time(t) => Some(t),
+            _ => None,
         };
-        let Some(day) = DateTime::from_timestamp_micros(period_us).map(|d| d.date_naive()) else {
+        let Some(period) = billing_period(time(self.keys.billing_period_start), time(self.keys.charge_start))
+        else {
             self.fail(line, plan.label(self.keys.charge_start), "", "date out of range".to_string());
             return Ok(());
         };
-        let period = day.with_day(1).unwrap_or(day);
         let out = &mut self.out;
         out.periods.insert(period);
         let account = match &parsed[self.account] {
@@ -599,7 +608,7 @@ mod tests {
             "not tags at all",
         ] {
             let row = Fields(vec!["2026-11-01T00:00:00Z", tags]);
-            let full = tags_of(&plan, &row, |_, _, _| {});
+            let full = tags_of(&plan, &row, |_| true, |_, _, _| {});
             let mut first = Vec::new();
             let (_, tenant, _) = sort_key(&plan, &attribution, &row, &mut first);
             assert_eq!(tenant, attribution.tenant(&full, None), "{tags}");

@@ -180,8 +180,12 @@ fn convert_group(
 ) -> Result<Converted, ImportError> {
     let mut converter = Converter::new(&file.name, plan, source, import_id, attribution, group.len());
     for r in group {
-        let record = reader.read_at(file, r.offset, r.line)?;
-        converter.row(&record)?;
+        match reader.read_at(file, r.offset, r.line) {
+            Ok(record) => converter.row(&record)?,
+            // A bad line like any other: the file is rejected with it named, or (skipping
+            // invalid rows) the rest is imported.
+            Err(text) => converter.reject(r.line, "(line)", &text, "not UTF-8 text (exports must be UTF-8)"),
+        }
     }
     converter.finish()
 }
@@ -217,6 +221,36 @@ mod tests {
     #[test]
     fn a_quote_inside_an_unquoted_field_does_not_misplace_rows() {
         check_against_file_order(true);
+    }
+
+    #[test]
+
+    fn a_line_that_is_not_utf8_is_a_bad_line_named_and_the_others_are_kept() {
+        let sample =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/focus/focus_sample.csv"))
+                .unwrap();
+        let mut lines: Vec<Vec<u8>> =
+            sample.split_inclusive(|b| *b == b'\n').take(50).map(<[u8]>::to_vec).collect();
+        // Line 10: a Latin-1 byte inside a quoted description.
+        let at = lines[9].iter().position(|b| *b == b'"').unwrap() + 1;
+        lines[9][at] = 0xe9;
+        let file = load("latin1.csv", Bytes::from(lines.concat())).unwrap();
+        let plan = Plan::new(Format::Focus, source::headers(&file).unwrap());
+        let parts = source::chunks(&file, 2);
+        let attribution = Attribution::default();
+        let converted = convert_in_lake_order(&file, &parts, &plan, "focus", "imp", &attribution, 2).unwrap();
+        // The other 48 lines are kept; line 10 is reported (the file is rejected with it unless
+        // invalid rows are skipped).
+        assert_eq!(converted.rows, 48);
+        let errors: Vec<String> = converted.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("latin1.csv:10: column (line): ")
+                && errors[0].ends_with(": not UTF-8 text (exports must be UTF-8)"),
+            "{}",
+            errors[0]
+        );
+        assert!(errors[0].contains('\u{fffd}'), "{}", errors[0]);
     }
 
     fn check_against_file_order(literal_quotes: bool) {

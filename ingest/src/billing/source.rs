@@ -555,21 +555,24 @@ impl CsvRecordReader {
         Self { out: Vec::with_capacity(4096), spans: Vec::with_capacity(128) }
     }
 
-    /// The record starting at byte `offset` of `file` (on `line`, for messages).
+    /// The record starting at byte `offset` of `file` (on `line`, for messages); `Err` with the
+    /// record's text (invalid bytes replaced) when it is not UTF-8.
     pub(crate) fn read_at<'s>(
         &'s mut self,
         file: &Loaded,
         offset: usize,
         line: u64,
-    ) -> Result<TextRecord<'s>, ImportError> {
+    ) -> Result<TextRecord<'s>, String> {
         let bytes = &file.bytes[..];
         scan_record(bytes, offset.min(bytes.len()), |_| true, &mut self.out, &mut self.spans);
-        let invalid = || ImportError::file(&file.name, format!("line {line}: malformed CSV: invalid UTF-8"));
-        let text = std::str::from_utf8(&self.out).map_err(|_| invalid())?;
-        if !text.is_ascii() && !self.spans.iter().flatten().all(|&(_, e)| text.is_char_boundary(e)) {
-            return Err(invalid());
+        match std::str::from_utf8(&self.out) {
+            Ok(text)
+                if text.is_ascii() || self.spans.iter().flatten().all(|&(_, e)| text.is_char_boundary(e)) =>
+            {
+                Ok(TextRecord { text, spans: &self.spans, line })
+            }
+            _ => Err(String::from_utf8_lossy(&self.out).into_owned()),
         }
-        Ok(TextRecord { text, spans: &self.spans, line })
     }
 }
 
