@@ -315,10 +315,15 @@ impl Audited {
     }
 
     /// The response with its rows counted into this event, and cancellable while it streams.
-    fn count(self: &Arc<Self>, response: Response, cancel: Option<oneshot::Receiver<()>>) -> Response {
+    fn count(
+        self: &Arc<Self>,
+        response: Response,
+        cancel: Option<oneshot::Receiver<()>>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Response {
         let Response::Query(q) = response else { return response };
         let me = Arc::clone(self);
-        let rows = cancellable(q.data_rows, cancel).inspect(move |r| match r {
+        let rows = cancellable(q.data_rows, cancel, deadline).inspect(move |r| match r {
             Ok(_) => {
                 me.rows.fetch_add(1, Ordering::Relaxed);
             }
@@ -335,25 +340,72 @@ async fn streaming_cancel<C: ClientInfo + ?Sized>(client: &C) -> Option<oneshot:
     Some(handle.start_query().await)
 }
 
-/// The rows until a cancel arrives, then the query-canceled error (57014) and the end.
-fn cancellable(rows: SendableRowStream, cancel: Option<oneshot::Receiver<()>>) -> SendableRowStream {
-    let Some(cancel) = cancel else { return rows };
-    futures::stream::unfold((rows, Some(cancel), false), |(mut rows, mut cancel, done)| async move {
-        if done {
-            return None;
-        }
-        let Some(rx) = cancel.as_mut() else {
-            return rows.next().await.map(|r| (r, (rows, None, false)));
-        };
-        tokio::select! {
-            r = rows.next() => r.map(|r| (r, (rows, cancel, false))),
-            c = rx => match c {
-                Ok(()) => Some((Err(PgWireError::QueryCanceled), (rows, None, true))),
-                // The connection started another query or closed: no cancel for this one.
-                Err(_) => rows.next().await.map(|r| (r, (rows, None, false))),
-            },
-        }
-    })
+/// The client's `statement_timeout` (`SET statement_timeout = '5s'`), which datafusion-postgres's
+/// SET hook keeps in the connection's metadata. It bounds only the planning there (the plan runs
+/// while its rows stream out, after that); here it bounds the streaming too, see [`cancellable`].
+fn statement_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<std::time::Duration> {
+    client
+        .metadata()
+        .get("statement_timeout_ms")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(std::time::Duration::from_millis)
+}
+
+/// When the rows of a statement starting now must have been sent, by the client's timeout.
+fn deadline<C: ClientInfo + ?Sized>(client: &C) -> Option<tokio::time::Instant> {
+    statement_timeout(client).map(|t| tokio::time::Instant::now() + t)
+}
+
+/// The rows until a cancel arrives or the deadline passes, then the query-canceled error
+/// (57014, with PostgreSQL's message for a timeout) and the end. Dropping the rows stops the
+/// plan's tasks.
+fn cancellable(
+    rows: SendableRowStream,
+    cancel: Option<oneshot::Receiver<()>>,
+    deadline: Option<tokio::time::Instant>,
+) -> SendableRowStream {
+    if cancel.is_none() && deadline.is_none() {
+        return rows;
+    }
+    futures::stream::unfold(
+        (rows, cancel, deadline, false),
+        |(mut rows, mut cancel, deadline, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                tokio::select! {
+                    r = rows.next() => return r.map(|r| (r, (rows, cancel, deadline, false))),
+                    sent = async {
+                        match cancel.as_mut() {
+                            Some(rx) => rx.await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        if sent {
+                            return Some((Err(PgWireError::QueryCanceled), (rows, None, None, true)));
+                        }
+                        // The connection started another query or closed: no cancel for this one.
+                        cancel = None;
+                    }
+                    () = async {
+                        match deadline {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let timeout = PgWireError::UserError(Box::new(ErrorInfo::new(
+                            "ERROR".into(),
+                            "57014".into(),
+                            "canceling statement due to statement timeout".into(),
+                        )));
+                        return Some((Err(timeout), (rows, None, None, true)));
+                    }
+                }
+            }
+        },
+    )
     .boxed()
 }
 
@@ -387,8 +439,10 @@ impl SimpleQueryHandler for Service {
         match result {
             Ok(responses) => {
                 let mut out = Vec::with_capacity(responses.len());
+                // Read after the statements ran: `SET statement_timeout` in the same string counts.
+                let deadline = deadline(client);
                 for r in responses {
-                    out.push(audited.count(r, streaming_cancel(client).await));
+                    out.push(audited.count(r, streaming_cancel(client).await, deadline));
                 }
                 Ok(out)
             }
@@ -486,7 +540,7 @@ impl ExtendedQueryHandler for Service {
             (result, _) => result,
         };
         match result {
-            Ok(r) => Ok(audited.count(r, streaming_cancel(client).await)),
+            Ok(r) => Ok(audited.count(r, streaming_cancel(client).await, deadline(client))),
             Err(e) => {
                 audited.error(&e);
                 Err(e)

@@ -106,3 +106,24 @@ def test_maps_arrive_as_json_over_both_protocols_and_http(demo_lake, tmp_path_fa
         assert [dict(zip(("tenant_id", "tags"), r)) for r in body["rows"]] == expected
     finally:
         s.stop()
+
+
+def test_statement_timeout_stops_a_running_query_over_both_protocols(pg):
+    """`SET statement_timeout` bounds a statement's whole run, not only its planning: the plan
+    runs while its rows stream out. Uncancelled, this count takes minutes and returns a row, so
+    the query-canceled error (57014) says the timeout stopped it (no timing bound needed)."""
+    import subprocess
+    endless = "SELECT count(*) FROM generate_series(1, 20000000000)"
+    with connect(pg) as conn:  # psycopg: the extended protocol
+        conn.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            conn.execute(endless).fetchall()
+        # The connection goes on; a quick statement is within the timeout, and 0 turns it off.
+        assert conn.execute("SELECT count(*) FROM billing WHERE tenant_id = %s", ("acme",)).fetchone()[0] > 0
+        conn.execute("SET statement_timeout = 0")
+        assert conn.execute("SHOW statement_timeout").fetchone() is not None
+    # psql: the simple protocol, the SET and the query as two statements of one session.
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg), "-U", "tenantscope", "-d", "tenantscope", "-X",
+                          "-c", "SET statement_timeout = '300ms'", "-c", endless],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "canceling statement due to statement timeout" in out.stderr, (out.stdout, out.stderr)
