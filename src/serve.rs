@@ -42,6 +42,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve(args, lake, config).await
 }
 
+/// Reads the principals file again on each SIGHUP (`kill -HUP`), so that a token can be added
+/// or revoked without a restart; a file that does not check out leaves the principals as they
+/// were, and says why in the log.
+fn reload_on_hangup(principals: Principals, path: std::path::PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match principals.reload(&path) {
+                Ok(n) => tracing::info!(file = %path.display(), principals = n, "Principals file reloaded."),
+                Err(e) => tracing::error!("Principals file not reloaded, the previous principals stay: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Serves an opened lake until Ctrl-C or SIGTERM: the OTLP receivers (gRPC and HTTP), the HTTP
 /// API and the PostgreSQL wire. On the way out, everything acknowledged is flushed to the lake.
 pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> anyhow::Result<()> {
@@ -55,6 +72,7 @@ pub(crate) async fn serve(args: ServeArgs, lake: Lake, mut config: Config) -> an
         (Some(path), _) => {
             let principals = Principals::load(path)?;
             tracing::info!(file = %path.display(), "Authentication on: every listener asks for a token.");
+            reload_on_hangup(principals.clone(), path.clone())?;
             Auth::On(principals)
         }
         (None, true) => {

@@ -23,7 +23,12 @@
 //! A token is looked up by its SHA-256, so the file holds nothing that would let a reader of it
 //! authenticate.
 
-use std::{collections::HashMap, fmt, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -128,11 +133,17 @@ struct File {
     principals: Vec<Principal>,
 }
 
-/// The principals of a principals file, looked up by token.
+/// The principals of a principals file, looked up by token. Clones share one set, which
+/// [`Principals::reload`] replaces for all of them at once.
 #[derive(Debug, Clone)]
 pub struct Principals {
-    by_digest: Arc<HashMap<[u8; 32], Arc<Principal>>>,
-    by_name: Arc<HashMap<String, Arc<Principal>>>,
+    current: Arc<RwLock<Arc<Set>>>,
+}
+
+#[derive(Debug)]
+struct Set {
+    by_digest: HashMap<[u8; 32], Arc<Principal>>,
+    by_name: HashMap<String, Arc<Principal>>,
     ops_can_read_finance: bool,
 }
 
@@ -189,17 +200,29 @@ impl Principals {
         if by_name.is_empty() {
             return Err(err("no principals: nobody could connect".into()));
         }
-        Ok(Self {
-            by_digest: Arc::new(by_digest),
-            by_name: Arc::new(by_name),
-            ops_can_read_finance: parsed.ops_can_read_finance,
-        })
+        let set = Set { by_digest, by_name, ops_can_read_finance: parsed.ops_can_read_finance };
+        Ok(Self { current: Arc::new(RwLock::new(Arc::new(set))) })
+    }
+
+    fn set(&self) -> Arc<Set> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the principals file again and, when it is valid, puts its principals in place of
+    /// the current ones for every clone (new tokens work, removed ones stop working, for each
+    /// request and login from now on); when it is not, changes nothing and says why. Returns
+    /// the number of principals now in force.
+    pub fn reload(&self, path: &Path) -> Result<usize, AuthFileError> {
+        let fresh = Self::load(path)?.set();
+        let count = fresh.by_name.len();
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(count)
     }
 
     /// The principal whose token this is.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Principal>> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.by_digest.get(&digest).cloned()
+        self.set().by_digest.get(&digest).cloned()
     }
 
     /// The principal named `name`, if `token` is its token (the PostgreSQL wire, where the user
@@ -211,12 +234,13 @@ impl Principals {
 
     /// A principal by name.
     pub fn get(&self, name: &str) -> Option<Arc<Principal>> {
-        self.by_name.get(name).cloned()
+        self.set().by_name.get(name).cloned()
     }
 
-    /// Whether ops may read the finance tables.
+    /// Whether ops may read the finance tables (as the file said when the server started:
+    /// the query engine's scopes are set up from it once).
     pub fn ops_can_read_finance(&self) -> bool {
-        self.ops_can_read_finance
+        self.set().ops_can_read_finance
     }
 }
 
@@ -300,6 +324,25 @@ mod tests {
             token_sha256("root-token"),
             token_sha256("acme-token")
         )
+    }
+
+    #[test]
+    fn a_reload_reaches_every_clone_and_a_bad_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.yaml");
+        std::fs::write(&path, file("")).unwrap();
+        let p = Principals::load(&path).unwrap();
+        let held = p.clone();
+        let more = format!("  - {{name: ops, role: ops, token_sha256: {}}}\n", token_sha256("ops-token"));
+        std::fs::write(&path, file(&more).replace("acme", "globex")).unwrap();
+        assert_eq!(p.reload(&path).unwrap(), 3);
+        assert_eq!(held.authenticate("ops-token").unwrap().role, Role::Ops);
+        // The same token, now given to another principal of another tenant.
+        assert!(held.get("acme").is_none());
+        assert_eq!(held.authenticate("acme-token").unwrap().tenant.as_deref(), Some("globex"));
+        std::fs::write(&path, "principals: [").unwrap();
+        assert!(p.reload(&path).unwrap_err().to_string().starts_with(&path.display().to_string()));
+        assert_eq!(held.authenticate("ops-token").unwrap().role, Role::Ops);
     }
 
     #[test]

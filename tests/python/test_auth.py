@@ -454,3 +454,51 @@ def test_the_same_sql_text_from_two_tenants_answers_each_its_own(secured):
     assert seen["reader"] == [[tenant], [tenant]]
     assert seen["other"] == [[other], [other]]
     assert {tenant, other} <= set(seen["root"][0])
+
+
+def test_the_principals_file_is_read_again_on_sighup(demo_lake, tmp_path_factory):
+    """`kill -HUP` makes the server read its principals file again: a new token works and a
+    removed one stops working, over HTTP and the PG wire, without a restart; a broken file
+    leaves the principals as they were and says why in the log."""
+    import signal
+    import time
+    root = str(tmp_path_factory.mktemp("reload"))
+    data = os.path.join(root, "lake")
+    shutil.copytree(demo_lake, data)
+    auth = os.path.join(root, "auth.yaml")
+
+    def write(names):
+        with open(auth, "w") as f:
+            f.write("principals:\n" + "".join(
+                f"  - name: {n}\n    role: {role}\n    token_sha256: {sha(token)}\n" for n, role, token in names))
+
+    root_p = ("root", "admin", TOKENS["root"])
+    write([root_p, ("fin", "finance", TOKENS["fin"])])
+    server = Server(root, data=data, auth=auth, token=TOKENS["root"])
+    try:
+        assert http_sql(server, TOKENS["fin"], "SELECT 1")[0] == 200
+        assert http_sql(server, "new-token", "SELECT 1")[0] == 401
+        write([root_p, ("newcomer", "finance", "new-token")])
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 60
+        while http_sql(server, "new-token", "SELECT 1")[0] != 200:
+            assert time.time() < deadline, server.logs()
+            time.sleep(0.2)
+        assert http_sql(server, TOKENS["fin"], "SELECT 1")[0] == 401
+        conn = psycopg.connect(host="127.0.0.1", port=server.ports["pg"], user="newcomer", password="new-token",
+                               dbname="tenantscope", connect_timeout=10, autocommit=True)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.close()
+        with pytest.raises(psycopg.OperationalError):
+            pg_connect(server, "fin")
+        # A file with a mistake: nothing changes, and the log says why.
+        with open(auth, "w") as f:
+            f.write("principals:\n  - name: broken\n    role: tenant\n    token_sha256: " + sha("x") + "\n")
+        server.proc.send_signal(signal.SIGHUP)
+        while "not reloaded" not in server.logs():
+            assert time.time() < deadline + 60, server.logs()
+            time.sleep(0.2)
+        assert "role tenant needs" in server.logs()
+        assert http_sql(server, "new-token", "SELECT 1")[0] == 200
+    finally:
+        server.stop()
