@@ -478,6 +478,8 @@ def test_the_principals_file_is_read_again_on_sighup(demo_lake, tmp_path_factory
     try:
         assert http_sql(server, TOKENS["fin"], "SELECT 1")[0] == 200
         assert http_sql(server, "new-token", "SELECT 1")[0] == 401
+        logged_in = pg_connect(server, "fin")
+        assert logged_in.execute("SELECT 1").fetchone() == (1,)
         write([root_p, ("newcomer", "finance", "new-token")])
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 60
@@ -491,6 +493,11 @@ def test_the_principals_file_is_read_again_on_sighup(demo_lake, tmp_path_factory
         conn.close()
         with pytest.raises(psycopg.OperationalError):
             pg_connect(server, "fin")
+        # A connection that logged in before is refused at its next statement: its principal
+        # is looked up by name for every statement, and the name is gone.
+        with pytest.raises(psycopg.Error, match="not logged in"):
+            logged_in.execute("SELECT 1")
+        logged_in.close()
         # A file with a mistake: nothing changes, and the log says why.
         with open(auth, "w") as f:
             f.write("principals:\n  - name: broken\n    role: tenant\n    token_sha256: " + sha("x") + "\n")
