@@ -5,7 +5,9 @@ use std::path::Path;
 
 use crate::support::{run, small_demo, stderr, stdout};
 
-const FOCUS_SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/focus/focus_sample.csv");
+fn focus_sample() -> String {
+    crate::support::manifest_dir().join("testdata/focus/focus_sample.csv").display().to_string()
+}
 
 fn sql(lake: &Path, q: &str) -> String {
     let out = run(&["sql", "--data", lake.to_str().unwrap(), "--format", "csv", q]);
@@ -37,11 +39,11 @@ fn focus_csv(path: &Path, lines: &[(&str, &str, &str, &str)]) {
 fn the_same_file_twice_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let first = import(&lake, &[FOCUS_SAMPLE]);
+    let first = import(&lake, &[&focus_sample()]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(stdout(&first).starts_with("Imported 1000 billing lines"), "{}", stdout(&first));
     let before = sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing");
-    let second = import(&lake, &[FOCUS_SAMPLE]);
+    let second = import(&lake, &[&focus_sample()]);
     assert!(second.status.success(), "{}", stderr(&second));
     assert!(stdout(&second).starts_with("Already imported"), "{}", stdout(&second));
     assert_eq!(

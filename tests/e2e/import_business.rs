@@ -5,7 +5,9 @@ use std::path::Path;
 
 use crate::support::{run, stderr, stdout};
 
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+fn examples() -> String {
+    crate::support::manifest_dir().join("examples").display().to_string()
+}
 
 fn import(lake: &Path, kind: &str, file: &str) -> std::process::Output {
     run(&["import", kind, "--data", lake.to_str().unwrap(), file])
@@ -19,7 +21,7 @@ fn sql(lake: &Path, q: &str) -> String {
 
 fn load_examples(lake: &Path) {
     for (kind, file) in [("tenants", "tenants.yaml"), ("plans", "plans.yaml"), ("invoices", "invoices.csv")] {
-        let out = import(lake, kind, &format!("{EXAMPLES}/{file}"));
+        let out = import(lake, kind, &format!("{}/{file}", examples()));
         assert!(out.status.success(), "{kind}: {}", stderr(&out));
     }
 }
@@ -56,7 +58,7 @@ fn the_example_files_load() {
 fn imports_upsert_and_repeat_as_no_ops() {
     let dir = tempfile::tempdir().unwrap();
     load_examples(dir.path());
-    let again = import(dir.path(), "tenants", &format!("{EXAMPLES}/tenants.yaml"));
+    let again = import(dir.path(), "tenants", &format!("{}/tenants.yaml", examples()));
     assert!(stdout(&again).starts_with("Already imported"), "{}", stdout(&again));
     // A file naming one tenant replaces that tenant only.
     let f = dir.path().join("acme.csv");

@@ -226,9 +226,7 @@ mod tests {
     #[test]
 
     fn a_line_that_is_not_utf8_is_a_bad_line_named_and_the_others_are_kept() {
-        let sample =
-            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/focus/focus_sample.csv"))
-                .unwrap();
+        let sample = std::fs::read(manifest_dir().join("../testdata/focus/focus_sample.csv")).unwrap();
         let mut lines: Vec<Vec<u8>> =
             sample.split_inclusive(|b| *b == b'\n').take(50).map(<[u8]>::to_vec).collect();
         // Line 10: a Latin-1 byte inside a quoted description.
@@ -253,16 +251,19 @@ mod tests {
         assert!(errors[0].contains('\u{fffd}'), "{}", errors[0]);
     }
 
+    /// The package's folder: from the environment `cargo test` runs with, so that a test binary built
+    /// in another checkout sharing this target dir reads this checkout's files; else as compiled.
+    fn manifest_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+    }
+
     fn check_against_file_order(literal_quotes: bool) {
         // The real FOCUS sample six times over (6,000 lines, 4.5 MB: three chunks on three
         // threads), with two bad values, tenants from a tag and from sub accounts; and with
         // `literal_quotes`, line 2's availability zone starting `X"` (a quote inside an
         // unquoted field, which the part splitter's quote count takes for an opening quote).
-        let sample = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testdata/focus/focus_sample.csv"
-        ))
-        .unwrap();
+        let sample =
+            std::fs::read_to_string(manifest_dir().join("../testdata/focus/focus_sample.csv")).unwrap();
         let (header, body) = sample.split_once('\n').unwrap();
         let mut text = format!("{header}\n");
         for _ in 0..6 {

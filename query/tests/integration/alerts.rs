@@ -17,7 +17,7 @@ use tenantscope_schemas::{
 };
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    crate::manifest_dir().join("..").join(path)
 }
 
 /// A series as promtool writes it: `name{a="b", c="d"}`.

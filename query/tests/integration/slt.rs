@@ -337,7 +337,7 @@ impl sqllogictest::AsyncDB for PgWire {
 
 /// The .slt files of `tests/slt` (main fixture) or `tests/slt/history` (history fixture).
 fn slt_files(sub: &str) -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/slt").join(sub);
+    let dir = crate::manifest_dir().join("tests/slt").join(sub);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
