@@ -227,6 +227,13 @@ impl QueryEngine {
         Scope::of(p, self.access.ops_can_read_finance)
     }
 
+    /// A session for one admin connection of the PostgreSQL wire: the engine's catalog, shared
+    /// (a view created there is everyone's), and a copy of its configuration, so that a `SET`
+    /// there changes that connection only.
+    pub(crate) fn connection_session(&self) -> SessionContext {
+        SessionContext::new_with_state(SessionStateBuilder::new_from_existing(self.ctx.state()).build())
+    }
+
     /// The session of `scope` (see [`crate::access`]).
     pub(crate) async fn session(&self, scope: &Scope) -> Result<SessionContext> {
         if *scope == Scope::Admin {

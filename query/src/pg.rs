@@ -233,6 +233,12 @@ impl Login {
 /// Runs each connection's statements in its principal's session.
 struct Service(Arc<Sessions>);
 
+/// An admin connection's own session: the engine's catalog (tables, and views an admin
+/// creates, are everyone's) with a copy of its configuration, so that the connection's `SET
+/// datafusion.…` changes that connection only, not the other connections or the HTTP API.
+/// (Other scopes may only `SET` the client settings datafusion-postgres keeps per connection.)
+struct ConnectionSession(Arc<DfSessionService>);
+
 /// The session of each scope, made when first used.
 struct Sessions {
     engine: QueryEngine,
@@ -250,7 +256,14 @@ impl Sessions {
         Ok(Caller { principal, remote_addr: Some(client.socket_addr().to_string()) })
     }
 
-    async fn session(&self, caller: &Caller) -> PgWireResult<Arc<DfSessionService>> {
+    /// The session `caller`'s statements on `client`'s connection run in: one per scope, shared
+    /// by its connections, except that each admin connection has its own (see
+    /// [`ConnectionSession`]).
+    async fn session<C: ClientInfo + ?Sized>(
+        &self,
+        caller: &Caller,
+        client: &C,
+    ) -> PgWireResult<Arc<DfSessionService>> {
         let p = &caller.principal;
         let Some(scope) = self.engine.scope(p) else {
             return Err(refuse(
@@ -258,21 +271,41 @@ impl Sessions {
                 format!("permission denied: {} ({}) may not run queries", p.name, p.role),
             ));
         };
+        if scope == Scope::Admin {
+            if let Some(own) = client.session_extensions().get::<ConnectionSession>() {
+                return Ok(Arc::clone(&own.0));
+            }
+            let ctx = self.engine.connection_session();
+            let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), Self::hooks(&scope)));
+            client.session_extensions().insert(ConnectionSession(Arc::clone(&service)));
+            // Kept by scope too, for `ScopedParser::any_parser`.
+            self.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(scope)
+                .or_insert_with(|| Arc::clone(&service));
+            return Ok(service);
+        }
         if let Some(s) = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&scope) {
             return Ok(Arc::clone(s));
         }
         let ctx = self.engine.session(&scope).await.map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+        let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), Self::hooks(&scope)));
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope, Arc::clone(&service));
+        Ok(service)
+    }
+
+    /// The statement hooks of a session of `scope`.
+    fn hooks(scope: &Scope) -> Vec<Arc<dyn QueryHook>> {
         let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
-        if scope != Scope::Admin {
+        if *scope != Scope::Admin {
             hooks.push(Arc::new(ReadOnly));
         }
         hooks.push(Arc::new(CursorStatementHook));
         hooks.push(Arc::new(SetShowHook));
         hooks.push(Arc::new(TransactionStatementHook));
         hooks.push(Arc::new(MapsAsJson));
-        let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(scope, Arc::clone(&service));
-        Ok(service)
+        hooks
     }
 
     /// The audit event of `sql` run by `caller`, with the tables it names.
@@ -432,7 +465,7 @@ impl SimpleQueryHandler for Service {
     {
         let caller = self.0.caller(client)?;
         let audited = Audited::new(&self.0.engine, self.0.event(&caller, query));
-        let result = match self.0.session(&caller).await {
+        let result = match self.0.session(&caller, client).await {
             Ok(s) => SimpleQueryHandler::do_query(s.as_ref(), client, query).await,
             Err(e) => Err(e),
         };
@@ -471,7 +504,7 @@ impl QueryParser for ScopedParser {
     {
         let service = &self.service;
         let caller = service.caller(client)?;
-        let session = service.session(&caller).await?;
+        let session = service.session(&caller, client).await?;
         let parsed = session.query_parser().parse_sql(client, sql, types).await;
         if let Err(e) = &parsed {
             let audited = Audited::new(&service.engine, service.event(&caller, sql));
@@ -529,7 +562,7 @@ impl ExtendedQueryHandler for Service {
     {
         let caller = self.0.caller(client)?;
         let audited = Audited::new(&self.0.engine, self.0.event(&caller, &portal.statement.statement.0));
-        let result = match self.0.session(&caller).await {
+        let result = match self.0.session(&caller, client).await {
             Ok(s) => ExtendedQueryHandler::do_query(s.as_ref(), client, portal, max_rows).await,
             Err(e) => Err(e),
         };

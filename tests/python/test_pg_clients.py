@@ -127,3 +127,25 @@ def test_statement_timeout_stops_a_running_query_over_both_protocols(pg):
                           "-c", "SET statement_timeout = '300ms'", "-c", endless],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and "canceling statement due to statement timeout" in out.stderr, (out.stdout, out.stderr)
+
+
+def test_a_connections_set_is_its_own_and_its_views_are_everyones(pg):
+    """Admin connections (here: no authentication) each have their own configuration: one
+    connection's `SET datafusion.…` does not change another's (nor the HTTP API's, which has
+    the engine's own); the catalog is shared, so a view one creates, the other reads."""
+    def batch_size(conn):
+        return conn.execute("SELECT value FROM information_schema.df_settings "
+                            "WHERE name = 'datafusion.execution.batch_size'").fetchone()[0]
+
+    with connect(pg) as a, connect(pg) as b:
+        default = batch_size(b)
+        a.execute("SET datafusion.execution.batch_size = 123")
+        assert batch_size(a) == "123"
+        assert batch_size(b) == default != "123"
+        with connect(pg) as c:  # a connection opened after the SET
+            assert batch_size(c) == default
+        a.execute("CREATE VIEW set_test_acme_lines AS SELECT * FROM billing WHERE tenant_id = 'acme'")
+        try:
+            assert b.execute("SELECT count(*) FROM set_test_acme_lines").fetchone()[0] > 0
+        finally:
+            a.execute("DROP VIEW set_test_acme_lines")
