@@ -47,7 +47,7 @@ use datafusion_postgres::{
             cancel::{CancelHandler, DefaultCancelHandler},
             portal::{Format, Portal},
             query::{ExtendedQueryHandler, SimpleQueryHandler},
-            results::{FieldInfo, QueryResponse, Response, SendableRowStream},
+            results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, SendableRowStream},
             stmt::QueryParser,
             store::PortalStore,
         },
@@ -302,6 +302,7 @@ impl Sessions {
             hooks.push(Arc::new(ReadOnly));
         }
         hooks.push(Arc::new(CursorStatementHook));
+        hooks.push(Arc::new(ShowSetting));
         hooks.push(Arc::new(SetShowHook));
         hooks.push(Arc::new(TransactionStatementHook));
         hooks.push(Arc::new(MapsAsJson));
@@ -661,6 +662,85 @@ impl QueryHook for ReadOnly {
         _: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         Self::check(statement).map(Err)
+    }
+}
+
+/// `SHOW datafusion.execution.batch_size` and the other DataFusion options: their value in the
+/// connection's session, as a one-column, one-row answer named after the option (PostgreSQL's
+/// shape). datafusion-postgres's SHOW hook, after it, answers these with an empty string.
+struct ShowSetting;
+
+impl ShowSetting {
+    /// The option `statement` shows and its value, when it is a DataFusion option.
+    fn of(statement: &Statement, ctx: &SessionContext) -> Option<(String, String)> {
+        let Statement::ShowVariable { variable } = statement else { return None };
+        let name = variable.iter().map(|v| v.value.to_lowercase()).collect::<Vec<_>>().join(".");
+        if !name.starts_with("datafusion.") {
+            return None;
+        }
+        let state = ctx.state();
+        let entry = state.config_options().entries().into_iter().find(|e| e.key == name)?;
+        Some((name, entry.value.unwrap_or_default()))
+    }
+
+    fn schema(name: &str) -> datafusion::arrow::datatypes::Schema {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        Schema::new(vec![Field::new(name, DataType::Utf8, true)])
+    }
+
+    fn respond(name: &str, value: &str) -> PgWireResult<Response> {
+        let fields =
+            Arc::new(vec![FieldInfo::new(name.to_string(), None, None, Type::VARCHAR, FieldFormat::Text)]);
+        let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
+        encoder.encode_field(&Some(value))?;
+        let row = encoder.take_row();
+        Ok(Response::Query(QueryResponse::new(fields, futures::stream::iter([Ok(row)]).boxed())))
+    }
+}
+
+#[async_trait]
+impl QueryHook for ShowSetting {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let (name, value) = Self::of(statement, ctx)?;
+        Some(Self::respond(&name, &value))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        use datafusion::common::ToDFSchema;
+        let (name, _) = Self::of(statement, ctx)?;
+        Some(
+            Self::schema(&name)
+                .to_dfschema()
+                .map(|schema| {
+                    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                        produce_one_row: true,
+                        schema: Arc::new(schema),
+                    })
+                })
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _: &LogicalPlan,
+        _: &ParamValues,
+        ctx: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let (name, value) = Self::of(statement, ctx)?;
+        Some(Self::respond(&name, &value))
     }
 }
 

@@ -142,6 +142,14 @@ def test_a_connections_set_is_its_own_and_its_views_are_everyones(pg):
         a.execute("SET datafusion.execution.batch_size = 123")
         assert batch_size(a) == "123"
         assert batch_size(b) == default != "123"
+        # SHOW answers as PostgreSQL does, over both protocols (psycopg's extended, psql's simple).
+        assert a.execute("SHOW datafusion.execution.batch_size").fetchone() == ("123",)
+        assert b.execute("SHOW datafusion.execution.batch_size").fetchone() == (default,)
+        import subprocess
+        out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(pg), "-U", "tenantscope", "-d", "tenantscope", "-X",
+                              "-q", "-A", "-t", "-c", "SET datafusion.execution.batch_size = 77",
+                              "-c", "SHOW datafusion.execution.batch_size"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.split() == ["77"], (out.stdout, out.stderr)
         with connect(pg) as c:  # a connection opened after the SET
             assert batch_size(c) == default
         a.execute("CREATE VIEW set_test_acme_lines AS SELECT * FROM billing WHERE tenant_id = 'acme'")
