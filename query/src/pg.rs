@@ -402,15 +402,17 @@ fn cancellable(
     if cancel.is_none() && deadline.is_none() {
         return rows;
     }
+    // One timer for the whole statement, not one per row.
+    let timer = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
     futures::stream::unfold(
-        (rows, cancel, deadline, false),
-        |(mut rows, mut cancel, deadline, done)| async move {
+        (rows, cancel, timer, false),
+        |(mut rows, mut cancel, mut timer, done)| async move {
             if done {
                 return None;
             }
             loop {
                 tokio::select! {
-                    r = rows.next() => return r.map(|r| (r, (rows, cancel, deadline, false))),
+                    r = rows.next() => return r.map(|r| (r, (rows, cancel, timer, false))),
                     sent = async {
                         match cancel.as_mut() {
                             Some(rx) => rx.await.is_ok(),
@@ -424,8 +426,8 @@ fn cancellable(
                         cancel = None;
                     }
                     () = async {
-                        match deadline {
-                            Some(at) => tokio::time::sleep_until(at).await,
+                        match timer.as_mut() {
+                            Some(sleep) => sleep.as_mut().await,
                             None => std::future::pending().await,
                         }
                     } => {
