@@ -690,6 +690,12 @@ impl ShowSetting {
         Schema::new(vec![Field::new(name, DataType::Utf8, true)])
     }
 
+    /// The answer to `statement` when it shows a DataFusion option (either protocol).
+    fn answer(statement: &Statement, ctx: &SessionContext) -> Option<PgWireResult<Response>> {
+        let (name, value) = Self::of(statement, ctx)?;
+        Some(Self::respond(&name, &value))
+    }
+
     fn respond(name: &str, value: &str) -> PgWireResult<Response> {
         let fields =
             Arc::new(vec![FieldInfo::new(name.to_string(), None, None, Type::VARCHAR, FieldFormat::Text)]);
@@ -708,8 +714,7 @@ impl QueryHook for ShowSetting {
         ctx: &SessionContext,
         _: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let (name, value) = Self::of(statement, ctx)?;
-        Some(Self::respond(&name, &value))
+        Self::answer(statement, ctx)
     }
 
     async fn handle_extended_parse_query(
@@ -741,8 +746,7 @@ impl QueryHook for ShowSetting {
         ctx: &SessionContext,
         _: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let (name, value) = Self::of(statement, ctx)?;
-        Some(Self::respond(&name, &value))
+        Self::answer(statement, ctx)
     }
 }
 

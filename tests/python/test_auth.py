@@ -458,8 +458,9 @@ def test_the_same_sql_text_from_two_tenants_answers_each_its_own(secured):
 
 def test_the_principals_file_is_read_again_on_sighup(demo_lake, tmp_path_factory):
     """`kill -HUP` makes the server read its principals file again: a new token works and a
-    removed one stops working, over HTTP and the PG wire, without a restart; a broken file
-    leaves the principals as they were and says why in the log."""
+    removed one stops working, over HTTP and the PG wire, without a restart; a tenant reader
+    bound to another tenant sees that tenant's rows only, even on a connection opened before;
+    a broken file leaves the principals as they were and says why in the log."""
     import signal
     import time
     root = str(tmp_path_factory.mktemp("reload"))
@@ -470,23 +471,33 @@ def test_the_principals_file_is_read_again_on_sighup(demo_lake, tmp_path_factory
     def write(names):
         with open(auth, "w") as f:
             f.write("principals:\n" + "".join(
-                f"  - name: {n}\n    role: {role}\n    token_sha256: {sha(token)}\n" for n, role, token in names))
+                f"  - name: {n}\n    role: {role}\n    token_sha256: {sha(token)}\n"
+                + (f"    tenant: {tenant}\n" if tenant else "") for n, role, token, tenant in names))
 
-    root_p = ("root", "admin", TOKENS["root"])
-    write([root_p, ("fin", "finance", TOKENS["fin"])])
+    seen = "SELECT DISTINCT tenant_id FROM billing WHERE tenant_id IS NOT NULL ORDER BY 1"
+    first, second = [r["tenant_id"] for r in sql_json(data, seen)][:2]
+    root_p = ("root", "admin", TOKENS["root"], None)
+    write([root_p, ("fin", "finance", TOKENS["fin"], None), ("reader", "tenant", TOKENS["reader"], first)])
     server = Server(root, data=data, auth=auth, token=TOKENS["root"])
     try:
+        reader = pg_connect(server, "reader")
+        assert reader.execute(seen).fetchall() == [(first,)]
         assert http_sql(server, TOKENS["fin"], "SELECT 1")[0] == 200
         assert http_sql(server, "new-token", "SELECT 1")[0] == 401
         logged_in = pg_connect(server, "fin")
         assert logged_in.execute("SELECT 1").fetchone() == (1,)
-        write([root_p, ("newcomer", "finance", "new-token")])
+        write([root_p, ("newcomer", "finance", "new-token", None), ("reader", "tenant", TOKENS["reader"], second)])
         server.proc.send_signal(signal.SIGHUP)
         deadline = time.time() + 60
         while http_sql(server, "new-token", "SELECT 1")[0] != 200:
             assert time.time() < deadline, server.logs()
             time.sleep(0.2)
         assert http_sql(server, TOKENS["fin"], "SELECT 1")[0] == 401
+        # Rebound to another tenant: that tenant's rows only, over HTTP and on the connection
+        # opened before the reload.
+        assert reader.execute(seen).fetchall() == [(second,)]
+        assert http_sql(server, TOKENS["reader"], seen)[1]["rows"] == [[second]]
+        reader.close()
         conn = psycopg.connect(host="127.0.0.1", port=server.ports["pg"], user="newcomer", password="new-token",
                                dbname="tenantscope", connect_timeout=10, autocommit=True)
         assert conn.execute("SELECT 1").fetchone() == (1,)
