@@ -23,8 +23,8 @@ use crate::error::{ImportError, RowError};
 
 use super::{
     formats::{Extract, Plan},
-    source::{Chunk, Loaded, Row, for_each_row},
-    value,
+    source::{Block, Chunk, Loaded, Row, for_each_row},
+    value::{self, LastTimestamp},
 };
 
 /// Rows per batch handed to the lake writer.
@@ -73,14 +73,6 @@ pub(crate) struct Converted {
     pub(crate) accounts: BTreeSet<Option<String>>,
     /// Lines attributed to a tenant.
     pub(crate) attributed: usize,
-}
-
-enum Parsed<'r> {
-    Null,
-    Text(Cow<'r, str>),
-    Money(i128),
-    Time(i64),
-    Pairs(Vec<(String, String)>),
 }
 
 enum Col {
@@ -202,7 +194,15 @@ pub(crate) fn convert(
     attribution: &Attribution,
 ) -> Result<Converted, ImportError> {
     let mut converter = Converter::new(&file.name, plan, source, import_id, attribution, BATCH_ROWS);
-    for_each_row(file, chunk, |row| converter.row(row))?;
+    let mut block = Block::new(plan.headers.len());
+    for_each_row(file, chunk, |row| {
+        block.push_row(row);
+        if block.is_full() {
+            converter.block(&mut block)?;
+        }
+        Ok(())
+    })?;
+    converter.block(&mut block)?;
     converter.finish()
 }
 
@@ -234,12 +234,16 @@ pub(crate) fn sort_key<'a>(
     plan: &Plan,
     attribution: &'a Attribution,
     row: &dyn Row,
-    tags: &'a mut Vec<(String, String)>,
+    scratch: &'a mut KeyScratch,
 ) -> (i32, Option<&'a str>, i64) {
     let k = KeyColumns::get();
-    let time = |i: usize| field(plan, i, row).ok().flatten().and_then(|t| value::parse_timestamp(&t).ok());
-    let start = time(k.charge_start);
-    let period = billing_period(time(k.billing_period_start), start).map_or(0, days_since_epoch);
+    let time = |i: usize, last: &mut LastTimestamp| {
+        field(plan, i, row).ok().flatten().and_then(|t| last.parse(&t).ok())
+    };
+    let start = time(k.charge_start, &mut scratch.charge_start);
+    let billing_start = time(k.billing_period_start, &mut scratch.billing_period_start);
+    let period = billing_period(billing_start, start).map_or(0, days_since_epoch);
+    let tags = &mut scratch.tags;
     if attribution.is_empty() {
         return (period, None, start.unwrap_or(i64::MIN));
     }
@@ -252,6 +256,14 @@ pub(crate) fn sort_key<'a>(
     let tags: &'a [(String, String)] = tags;
     let sub = field(plan, k.sub_account, row).ok().flatten();
     (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
+}
+
+/// What [`sort_key`] keeps from one line to the next.
+#[derive(Debug, Default)]
+pub(crate) struct KeyScratch {
+    tags: Vec<(String, String)>,
+    charge_start: LastTimestamp,
+    billing_period_start: LastTimestamp,
 }
 
 /// Whether tag text `raw` may hold one of `keys` (compared as tags are, without case): it names
@@ -330,7 +342,10 @@ fn tags_of(
     pairs
 }
 
-/// Converts rows, one at a time in any order, into batches of the `billing` table.
+/// Converts blocks of rows, in any order, into batches of the `billing` table: a column at a
+/// time, each value parsed by its column's type straight into the column's builder. A row with
+/// a bad value is appended all the same (the value as null) and cut out of its batch when the
+/// batch is finished; bad rows are rare, and a file with any is usually rejected whole.
 pub(crate) struct Converter<'a> {
     file: &'a str,
     plan: &'a Plan,
@@ -341,10 +356,22 @@ pub(crate) struct Converter<'a> {
     keys: KeyColumns,
     billed: usize,
     account: usize,
-    tags: usize,
     b: Builders,
+    /// Per row of the current batch: it is kept (no bad value).
+    keep: Vec<bool>,
     out: Converted,
     last_account: Option<Option<String>>,
+    last_period: Option<NaiveDate>,
+}
+
+/// What the column pass learns of each row of a block, for the checks across columns.
+struct RowFacts {
+    bad: Vec<bool>,
+    rounded: Vec<u8>,
+    attributed: Vec<bool>,
+    billed_null: Vec<bool>,
+    charge_start: Vec<Option<i64>>,
+    billing_period_start: Vec<Option<i64>>,
 }
 
 impl<'a> Converter<'a> {
@@ -367,168 +394,246 @@ impl<'a> Converter<'a> {
             keys: KeyColumns::get(),
             billed: index_of(BILLED_COST),
             account: index_of(BILLING_ACCOUNT_ID),
-            tags: FOCUS_COLUMNS.iter().position(|c| c.kind == FocusKind::Tags).unwrap_or(0),
             b: Builders::new(batch_rows.min(1 << 20)),
+            keep: Vec::with_capacity(batch_rows.min(1 << 20)),
             out: Converted::default(),
             last_account: None,
+            last_period: None,
         }
-    }
-
-    fn fail(&mut self, line: u64, column: String, raw: &str, reason: String) {
-        self.out.errors.push(RowError {
-            file: self.file.to_string(),
-            line,
-            column,
-            value: raw.chars().take(200).collect(),
-            reason,
-        });
     }
 
     /// Records a line that cannot be read at all as a bad line.
-    pub(crate) fn reject(&mut self, line: u64, column: &str, raw: &str, reason: &str) {
-        self.fail(line, column.to_string(), raw, reason.to_string());
+    fn reject(&mut self, line: u64, column: &str, raw: &str, reason: &str) {
+        fail(&mut self.out.errors, self.file, line, column.to_string(), raw, reason.to_string());
     }
 
-    /// Converts one row: appended to the current batch, or its bad values recorded.
-    pub(crate) fn row(&mut self, row: &dyn Row) -> Result<(), ImportError> {
-        let plan = self.plan;
-        let line = row.line();
-        let mut parsed: Vec<Parsed<'_>> = Vec::with_capacity(FOCUS_COLUMNS.len());
-        let mut bad = false;
-        let mut rounded = 0;
-        for (i, col) in FOCUS_COLUMNS.iter().enumerate() {
-            if col.kind == FocusKind::Tags {
-                let mut tag_errors = Vec::new();
-                let pairs = tags_of(
-                    plan,
-                    row,
-                    |_| true,
-                    |column, raw, reason| {
-                        tag_errors.push((column.to_string(), raw.to_string(), reason));
-                    },
-                );
-                for (column, raw, reason) in tag_errors {
-                    self.fail(line, column, &raw, reason);
-                    bad = true;
+    /// Converts the rows of a block, which it then empties: appended to the current batch, their
+    /// bad values recorded (a record that is not UTF-8 is a bad line like any other: the file is
+    /// rejected with it named, or, skipping invalid rows, the rest is imported).
+    pub(crate) fn block(&mut self, block: &mut Block) -> Result<(), ImportError> {
+        for (line, text) in block.seal() {
+            self.reject(line, "(line)", &text, "not UTF-8 text (exports must be UTF-8)");
+        }
+        let converted = self.sealed_block(block);
+        block.clear();
+        converted
+    }
+
+    fn sealed_block(&mut self, block: &Block) -> Result<(), ImportError> {
+        let n = block.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let errors_before = self.out.errors.len();
+        let mut facts = RowFacts {
+            bad: vec![false; n],
+            rounded: vec![0; n],
+            attributed: vec![false; n],
+            billed_null: vec![false; n],
+            charge_start: vec![None; n],
+            billing_period_start: vec![None; n],
+        };
+        for i in 0..FOCUS_COLUMNS.len() {
+            self.column(block, i, &mut facts);
+        }
+        self.extras(block);
+        self.finish_rows(block, &facts);
+        // Errors line by line, in column order within a line (the column pass found them a
+        // column at a time).
+        self.out.errors[errors_before..].sort_by_key(|e| e.line);
+        if self.b.len >= self.batch_rows {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    /// FOCUS column `i` of every row of `block`, into its builder.
+    fn column(&mut self, block: &Block, i: usize, facts: &mut RowFacts) {
+        let (plan, file) = (self.plan, self.file);
+        let errors = &mut self.out.errors;
+        let label = || plan.label(i);
+        match &mut self.b.focus[i] {
+            Col::Map(b) => {
+                let attribution = self.attribution;
+                let tenant = &mut self.b.tenant;
+                for r in 0..block.len() {
+                    let row = block.row(r);
+                    let pairs = tags_of(
+                        plan,
+                        &row,
+                        |_| true,
+                        |column, raw, reason| {
+                            fail(errors, file, row.line(), column.to_string(), raw, reason);
+                            facts.bad[r] = true;
+                        },
+                    );
+                    push_pairs(b, &pairs);
+                    let who = if attribution.is_empty() {
+                        None
+                    } else {
+                        let sub = field(plan, self.keys.sub_account, &row).ok().flatten();
+                        attribution.tenant(&pairs, sub.as_deref())
+                    };
+                    facts.attributed[r] = who.is_some();
+                    tenant.append_option(who);
                 }
-                parsed.push(Parsed::Pairs(pairs));
-                continue;
             }
-            let text = match field(plan, i, row) {
-                Ok(t) => t,
+            Col::Text(b) => values(plan, i, block, |r, got| match got {
+                Ok(Some(text)) => b.append_value(value::trim(&text)),
+                Ok(None) => b.append_null(),
                 Err(reason) => {
-                    self.fail(line, plan.label(i), "", reason);
-                    bad = true;
+                    fail(errors, file, block.line(r), label(), "", reason);
+                    facts.bad[r] = true;
+                    b.append_null();
+                }
+            }),
+            Col::Money(b) => {
+                let billed = i == self.billed;
+                values(plan, i, block, |r, got| {
+                    let parsed = match got {
+                        Ok(Some(text)) => {
+                            value::parse_decimal(&text).map(Some).map_err(|e| (text.into_owned(), e))
+                        }
+                        Ok(None) => Ok(None),
+                        Err(reason) => Err((String::new(), reason)),
+                    };
+                    match parsed {
+                        Ok(Some(m)) => {
+                            facts.rounded[r] += u8::from(m.rounded);
+                            b.append_value(m.units);
+                        }
+                        Ok(None) => {
+                            facts.billed_null[r] |= billed;
+                            b.append_null();
+                        }
+                        Err((raw, reason)) => {
+                            fail(errors, file, block.line(r), label(), &raw, reason);
+                            facts.bad[r] = true;
+                            b.append_null();
+                        }
+                    }
+                })
+            }
+            Col::Time(b) => {
+                let keep = if i == self.keys.charge_start {
+                    Some(&mut facts.charge_start)
+                } else if i == self.keys.billing_period_start {
+                    Some(&mut facts.billing_period_start)
+                } else {
                     None
-                }
-            };
-            let Some(text) = text else {
-                parsed.push(Parsed::Null);
-                continue;
-            };
-            if matches!(col.kind, FocusKind::String | FocusKind::Json) {
-                parsed.push(Parsed::Text(match text {
-                    Cow::Borrowed(s) => Cow::Borrowed(value::trim(s)),
-                    Cow::Owned(s) => Cow::Owned(value::trim(&s).to_string()),
-                }));
-                continue;
-            }
-            let result = match col.kind {
-                FocusKind::String | FocusKind::Json => unreachable_kind(),
-                FocusKind::Decimal => value::parse_decimal(&text).map(|m| {
-                    rounded += usize::from(m.rounded);
-                    Parsed::Money(m.units)
-                }),
-                FocusKind::DateTime => value::parse_timestamp(&text).map(Parsed::Time),
-                FocusKind::Tags => unreachable_kind(),
-            };
-            match result {
-                Ok(p) => parsed.push(p),
-                Err(reason) => {
-                    self.fail(line, plan.label(i), &text, reason);
-                    bad = true;
-                    parsed.push(Parsed::Null);
-                }
+                };
+                let mut kept = keep;
+                let mut last = LastTimestamp::default();
+                let bad = &mut facts.bad;
+                values(plan, i, block, |r, got| {
+                    let parsed = match got {
+                        Ok(Some(text)) => last.parse(&text).map(Some).map_err(|e| (text.into_owned(), e)),
+                        Ok(None) => Ok(None),
+                        Err(reason) => Err((String::new(), reason)),
+                    };
+                    match parsed {
+                        Ok(us) => {
+                            b.append_option(us);
+                            if let Some(k) = kept.as_deref_mut() {
+                                k[r] = us;
+                            }
+                        }
+                        Err((raw, reason)) => {
+                            fail(errors, file, block.line(r), label(), &raw, reason);
+                            bad[r] = true;
+                            b.append_null();
+                        }
+                    }
+                })
             }
         }
-        for (i, name) in [(self.billed, BILLED_COST), (self.keys.charge_start, CHARGE_PERIOD_START)] {
-            if matches!(parsed[i], Parsed::Null) && !bad {
-                self.fail(line, plan.label(i), "", format!("{name} is required by FOCUS and is empty"));
+    }
+
+    /// The export's own extra columns and maps, into `x_extra`.
+    fn extras(&mut self, block: &Block) {
+        let plan = self.plan;
+        let mut extras: Vec<(String, String)> = Vec::new();
+        for r in 0..block.len() {
+            extras.clear();
+            extras.extend(plan.extras.iter().filter_map(|(k, i)| {
+                block.get(r, *i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string()))
+            }));
+            for (prefix, i) in &plan.extra_maps {
+                // A map the export carries (CUR 2.0 `product`, `cost_category`): its entries,
+                // not its JSON text, so `x_extra['product.instance_type']` works.
+                let raw = block.get(r, *i).filter(|v| !value::is_null(v)).unwrap_or("");
+                match value::parse_tags(raw) {
+                    Ok(p) => extras.extend(p.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v))),
+                    Err(_) => extras.push((prefix.clone(), raw.to_string())),
+                }
+            }
+            push_pairs(&mut self.b.extra, &extras);
+        }
+    }
+
+    /// The checks across columns (required values, the billing period), the columns of our
+    /// own, and what the import reports of its good rows.
+    fn finish_rows(&mut self, block: &Block, facts: &RowFacts) {
+        let plan = self.plan;
+        let out = &mut self.out;
+        let b = &mut self.b;
+        for r in 0..block.len() {
+            let line = block.line(r);
+            let mut bad = facts.bad[r];
+            for (i, name, missing) in [
+                (self.billed, BILLED_COST, facts.billed_null[r]),
+                (self.keys.charge_start, CHARGE_PERIOD_START, facts.charge_start[r].is_none()),
+            ] {
+                if missing && !bad {
+                    let reason = format!("{name} is required by FOCUS and is empty");
+                    fail(&mut out.errors, self.file, line, plan.label(i), "", reason);
+                    bad = true;
+                }
+            }
+            let period =
+                if bad { None } else { billing_period(facts.billing_period_start[r], facts.charge_start[r]) };
+            if period.is_none() && !bad {
+                let label = plan.label(self.keys.charge_start);
+                fail(&mut out.errors, self.file, line, label, "", "date out of range".to_string());
                 bad = true;
             }
-        }
-        if bad {
-            return Ok(());
-        }
-        let time = |i: usize| match parsed[i] {
-            Parsed::Time(t) => Some(t),
-            _ => None,
-        };
-        let Some(period) = billing_period(time(self.keys.billing_period_start), time(self.keys.charge_start))
-        else {
-            self.fail(line, plan.label(self.keys.charge_start), "", "date out of range".to_string());
-            return Ok(());
-        };
-        let out = &mut self.out;
-        out.periods.insert(period);
-        let account = match &parsed[self.account] {
-            Parsed::Text(t) => Some(t.as_ref()),
-            _ => None,
-        };
-        // Lines come in runs of one account: a set lookup (and a copy) only when it changes.
-        if self.last_account.as_ref().map(Option::as_deref) != Some(account) {
-            out.accounts.insert(account.map(str::to_string));
-            self.last_account = Some(account.map(str::to_string));
-        }
-        let tags: &[(String, String)] = match &parsed[self.tags] {
-            Parsed::Pairs(p) => p,
-            _ => &[],
-        };
-        let sub_account = match &parsed[self.keys.sub_account] {
-            Parsed::Text(t) => Some(t.as_ref()),
-            _ => None,
-        };
-        let tenant = self.attribution.tenant(tags, sub_account);
-        out.attributed += usize::from(tenant.is_some());
-        out.rounded += rounded;
-        let b = &mut self.b;
-        for (p, c) in parsed.iter().zip(b.focus.iter_mut()) {
-            match (c, p) {
-                (Col::Text(bl), Parsed::Text(t)) => bl.append_value(t),
-                (Col::Text(bl), _) => bl.append_null(),
-                (Col::Money(bl), Parsed::Money(v)) => bl.append_value(*v),
-                (Col::Money(bl), _) => bl.append_null(),
-                (Col::Time(bl), Parsed::Time(v)) => bl.append_value(*v),
-                (Col::Time(bl), _) => bl.append_null(),
-                (Col::Map(bl), Parsed::Pairs(pairs)) => push_pairs(bl, pairs),
-                (Col::Map(bl), _) => push_pairs(bl, &[]),
+            b.period.append_value(period.map_or(0, days_since_epoch));
+            b.source.append_value(self.source);
+            b.import_id.append_value(self.import_id);
+            b.len += 1;
+            self.keep.push(!bad);
+            let Some(period) = period else { continue };
+            if self.last_period != Some(period) {
+                out.periods.insert(period);
+                self.last_period = Some(period);
             }
-        }
-        let mut extras: Vec<(String, String)> = plan
-            .extras
-            .iter()
-            .filter_map(|(k, i)| {
-                row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.to_string()))
-            })
-            .collect();
-        for (prefix, i) in &plan.extra_maps {
-            // A map the export carries (CUR 2.0 `product`, `cost_category`): its entries, not
-            // its JSON text, so `x_extra['product.instance_type']` works.
-            let raw = row.get(*i).filter(|v| !value::is_null(v)).unwrap_or("");
-            match value::parse_tags(raw) {
-                Ok(p) => extras.extend(p.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v))),
-                Err(_) => extras.push((prefix.clone(), raw.to_string())),
+            let row = block.row(r);
+            let account = field(plan, self.account, &row).ok().flatten();
+            let account = account.as_deref().map(value::trim);
+            // Lines come in runs of one account: a set lookup (and a copy) only when it changes.
+            if self.last_account.as_ref().map(Option::as_deref) != Some(account) {
+                out.accounts.insert(account.map(str::to_string));
+                self.last_account = Some(account.map(str::to_string));
             }
+            out.attributed += usize::from(facts.attributed[r]);
+            out.rounded += usize::from(facts.rounded[r]);
+            out.rows += 1;
         }
-        push_pairs(&mut b.extra, &extras);
-        b.tenant.append_option(tenant);
-        b.source.append_value(self.source);
-        b.import_id.append_value(self.import_id);
-        b.period.append_value(days_since_epoch(period));
-        b.len += 1;
-        out.rows += 1;
-        if b.len >= self.batch_rows {
-            out.batches.push(b.finish()?);
+    }
+
+    /// Ends the current batch, without its bad rows.
+    fn cut(&mut self) -> Result<(), ImportError> {
+        let batch = self.b.finish()?;
+        let batch = if self.keep.iter().all(|k| *k) {
+            batch
+        } else {
+            let keep = arrow::array::BooleanArray::from(std::mem::take(&mut self.keep));
+            arrow::compute::filter_record_batch(&batch, &keep)
+                .map_err(|e| ImportError::Query(format!("internal: dropping bad rows: {e}")))?
+        };
+        self.keep.clear();
+        if batch.num_rows() > 0 {
+            self.out.batches.push(batch);
         }
         Ok(())
     }
@@ -536,13 +641,47 @@ impl<'a> Converter<'a> {
     /// The batches and what was found.
     pub(crate) fn finish(mut self) -> Result<Converted, ImportError> {
         if self.b.len > 0 {
-            self.out.batches.push(self.b.finish()?);
+            self.cut()?;
         }
         Ok(self.out)
     }
 }
 
-/// Text and tags are handled before the typed parsers.
+/// Calls `f` with each row's value of FOCUS column `i` (`None` for null), deciding where the
+/// value comes from once for the whole block.
+fn values<'b>(
+    plan: &Plan,
+    i: usize,
+    block: &'b Block,
+    mut f: impl FnMut(usize, Result<Option<Cow<'b, str>>, String>),
+) {
+    let not_null = |t: &&str| !value::is_null(t);
+    match &plan.focus[i] {
+        Extract::Null => (0..block.len()).for_each(|r| f(r, Ok(None))),
+        Extract::Column(c) => {
+            (0..block.len()).for_each(|r| f(r, Ok(block.get(r, *c).filter(not_null).map(Cow::Borrowed))))
+        }
+        Extract::Const(v) => {
+            let v = Some(*v).filter(not_null);
+            (0..block.len()).for_each(|r| f(r, Ok(v.map(Cow::Borrowed))));
+        }
+        Extract::Computed(_, compute) => (0..block.len()).for_each(|r| {
+            let got = compute(&block.row(r)).map(|v| v.filter(|t| !value::is_null(t)).map(Cow::Owned));
+            f(r, got);
+        }),
+    }
+}
+
+fn fail(errors: &mut Vec<RowError>, file: &str, line: u64, column: String, raw: &str, reason: String) {
+    errors.push(RowError {
+        file: file.to_string(),
+        line,
+        column,
+        value: raw.chars().take(200).collect(),
+        reason,
+    });
+}
+
 impl Converted {
     /// Appends the result of the next chunk.
     pub(crate) fn extend(&mut self, other: Converted) {
@@ -554,10 +693,6 @@ impl Converted {
         self.accounts.extend(other.accounts);
         self.attributed += other.attributed;
     }
-}
-
-fn unreachable_kind() -> Result<Parsed<'static>, String> {
-    Err("internal: text and tags are parsed apart".to_string())
 }
 
 /// Adds `more` to `pairs` where the key is new (the first source of a key wins), keeping keys
@@ -609,8 +744,8 @@ mod tests {
         ] {
             let row = Fields(vec!["2026-11-01T00:00:00Z", tags]);
             let full = tags_of(&plan, &row, |_| true, |_, _, _| {});
-            let mut first = Vec::new();
-            let (_, tenant, _) = sort_key(&plan, &attribution, &row, &mut first);
+            let mut scratch = KeyScratch::default();
+            let (_, tenant, _) = sort_key(&plan, &attribution, &row, &mut scratch);
             assert_eq!(tenant, attribution.tenant(&full, None), "{tags}");
             found.push(tenant.map(str::to_string));
         }

@@ -15,18 +15,20 @@ use std::{
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use tenantscope_schemas::lake::ROW_GROUP_ROWS;
-
 use super::{
     convert::{self, Attribution, Converted, Converter},
     formats::Plan,
-    source::{self, CsvRecordReader, Loaded},
+    source::{self, Block, Loaded},
 };
 use crate::error::ImportError;
 
+/// Records converted as one unit of pass 2, into one batch: a quarter of a row group (the lake's
+/// writer joins batches into row groups), so that the last units leave no core idle for long.
+const UNIT_ROWS: usize = 32 * 1024;
+
 /// One record: its sort key and where it is.
 #[derive(Debug, Clone, Copy)]
-struct Located {
+pub(crate) struct Located {
     period: i32,
     /// 0 for no tenant (shared cost: first, as NULLs sort first in the lake), else an index into
     /// the chunk's tenants (pass 1) or the rank of the tenant's id (after merging).
@@ -43,8 +45,9 @@ struct ChunkKeys {
     tenants: Vec<String>,
 }
 
-/// Converts a CSV file into batches of at most [`ROW_GROUP_ROWS`] rows in the lake's order, on
+/// Converts a CSV file into batches of at most [`UNIT_ROWS`] rows in the lake's order, on
 /// `threads` threads. Bad values are collected as [`convert::convert`] does, sorted by line.
+#[cfg(test)]
 pub(crate) fn convert_in_lake_order(
     file: &Loaded,
     parts: &[source::Chunk],
@@ -54,6 +57,18 @@ pub(crate) fn convert_in_lake_order(
     attribution: &Attribution,
     threads: usize,
 ) -> Result<Converted, ImportError> {
+    let records = lake_order(file, parts, plan, attribution)?;
+    convert_in_order(file, &records, plan, source, import_id, attribution, threads)
+}
+
+/// Pass 1: every record's place in the lake's order and where it starts, read one part of the
+/// file per core (see [`convert_in_order`] for pass 2).
+pub(crate) fn lake_order(
+    file: &Loaded,
+    parts: &[source::Chunk],
+    plan: &Plan,
+    attribution: &Attribution,
+) -> Result<Vec<Located>, ImportError> {
     // Pass 1: every record's key and offset, one part of the file per core.
     let keyed: Vec<Result<Option<ChunkKeys>, ImportError>> = std::thread::scope(|scope| {
         let handles: Vec<_> =
@@ -89,24 +104,38 @@ pub(crate) fn convert_in_lake_order(
     }
     drop(keyed);
     records.sort_unstable_by_key(|r| (r.period, r.tenant, r.start, r.line));
+    Ok(records)
+}
 
-    // Pass 2: each row group's records converted in order, groups dealt to the cores as they
-    // come free.
-    let groups: Vec<&[Located]> = records.chunks(ROW_GROUP_ROWS).collect();
+/// Pass 2: the records, in the order [`lake_order`] gave them, converted into batches of at most
+/// [`UNIT_ROWS`] rows, on `threads` threads. Bad values are collected as
+/// [`convert::convert`] does, sorted by line.
+pub(crate) fn convert_in_order(
+    file: &Loaded,
+    records: &[Located],
+    plan: &Plan,
+    source: &str,
+    import_id: &str,
+    attribution: &Attribution,
+    threads: usize,
+) -> Result<Converted, ImportError> {
+    // Pass 2: each unit of records converted in order, units dealt to the cores as they come
+    // free.
+    let groups: Vec<&[Located]> = records.chunks(UNIT_ROWS).collect();
     let next = AtomicUsize::new(0);
     let done: Vec<Vec<(usize, Result<Converted, ImportError>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads.min(groups.len()).max(1))
             .map(|_| {
                 let (groups, next) = (&groups, &next);
                 scope.spawn(move || {
-                    let mut reader = CsvRecordReader::new();
+                    let mut block = Block::new(plan.headers.len());
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(group) = groups.get(i) else { break };
                         out.push((
                             i,
-                            convert_group(file, group, &mut reader, plan, source, import_id, attribution),
+                            convert_group(file, group, &mut block, plan, source, import_id, attribution),
                         ));
                     }
                     out
@@ -141,10 +170,10 @@ fn keys_of(
 ) -> Result<Option<ChunkKeys>, ImportError> {
     let mut out = ChunkKeys::default();
     let mut ids: HashMap<String, u32> = HashMap::new();
-    let mut tags = Vec::new();
+    let mut scratch = convert::KeyScratch::default();
     let columns = convert::key_columns(plan, attribution);
     let whole = source::for_each_csv_record(file, chunk, columns.as_deref(), |offset, row| {
-        let (period, tenant, start) = convert::sort_key(plan, attribution, row, &mut tags);
+        let (period, tenant, start) = convert::sort_key(plan, attribution, row, &mut scratch);
         let tenant = match tenant {
             None => 0,
             Some(t) => match ids.get(t) {
@@ -172,21 +201,21 @@ fn keys_of(
 fn convert_group(
     file: &Loaded,
     group: &[Located],
-    reader: &mut CsvRecordReader,
+    block: &mut Block,
     plan: &Plan,
     source: &str,
     import_id: &str,
     attribution: &Attribution,
 ) -> Result<Converted, ImportError> {
     let mut converter = Converter::new(&file.name, plan, source, import_id, attribution, group.len());
+    block.clear();
     for r in group {
-        match reader.read_at(file, r.offset, r.line) {
-            Ok(record) => converter.row(&record)?,
-            // A bad line like any other: the file is rejected with it named, or (skipping
-            // invalid rows) the rest is imported.
-            Err(text) => converter.reject(r.line, "(line)", &text, "not UTF-8 text (exports must be UTF-8)"),
+        block.push_csv(file, r.offset, r.line);
+        if block.is_full() {
+            converter.block(block)?;
         }
     }
+    converter.block(block)?;
     converter.finish()
 }
 

@@ -240,7 +240,7 @@ fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
     // quotes and newlines in the skipped bytes (loops the compiler vectorizes), then walk to the
     // next newline outside quotes. A byte-at-a-time state machine over the whole file was a
     // tenth of a million-line import.
-    let count = |s: &[u8], c: u8| s.iter().filter(|&&b| b == c).count();
+    let count = |s: &[u8]| quotes_and_newlines(s);
     let mut out = Vec::with_capacity(n);
     let (mut start, mut start_line) = (body_start, 2_u64);
     let (mut pos, mut line) = (body_start, 2_u64);
@@ -251,8 +251,9 @@ fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
             break;
         }
         if candidate > pos {
-            in_quotes ^= count(&bytes[pos..candidate], b'"') % 2 == 1;
-            line += count(&bytes[pos..candidate], b'\n') as u64;
+            let (quotes, newlines) = count(&bytes[pos..candidate]);
+            in_quotes ^= quotes % 2 == 1;
+            line += newlines as u64;
             pos = candidate;
         }
         let mut split = None;
@@ -276,6 +277,22 @@ fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
     }
     out.push(Chunk { start, end: bytes.len(), first_line: start_line });
     out
+}
+
+/// The quotes and newlines in `s`, counted in one pass of byte-wide counters (255 bytes at a
+/// time, so that they cannot overflow), which the compiler turns into vector compares and adds.
+fn quotes_and_newlines(s: &[u8]) -> (usize, usize) {
+    let (mut quotes, mut newlines) = (0, 0);
+    for part in s.chunks(255) {
+        let (mut q, mut n) = (0_u8, 0_u8);
+        for &b in part {
+            q += u8::from(b == b'"');
+            n += u8::from(b == b'\n');
+        }
+        quotes += usize::from(q);
+        newlines += usize::from(n);
+    }
+    (quotes, newlines)
 }
 
 /// Calls `f` on every row of a chunk of the file (see [`chunks`]), in order.
@@ -349,7 +366,7 @@ pub(crate) fn for_each_row(
 }
 
 /// Calls `f` on every record of a chunk of a CSV file with the byte offset in the file where the
-/// record starts (for [`CsvRecordReader::read_at`]) and the fields `wanted` names by index (all
+/// record starts (for [`Block::push_csv`]) and the fields `wanted` names by index (all
 /// when `None`; the others read as absent): the first pass of an import needs a few columns for
 /// each line's sort key and where each record ends, so the other fields are skipped, not
 /// unescaped and copied (`csv_core` reading every field was most of that pass). The grammar is
@@ -381,6 +398,7 @@ pub(crate) fn for_each_csv_record(
         lines.pos = pos;
         // The header.
         pos = skip_blank(bytes, pos);
+        out.clear();
         pos = scan_record(bytes, pos, |_| false, &mut out, &mut spans).next;
     }
     loop {
@@ -389,6 +407,7 @@ pub(crate) fn for_each_csv_record(
             return Ok(true);
         }
         let start = pos;
+        out.clear();
         let record = scan_record(bytes, pos, want, &mut out, &mut spans);
         pos = record.next;
         if !record.terminated && !last_chunk {
@@ -422,8 +441,8 @@ struct Scanned {
     fields: usize,
 }
 
-/// Reads one CSV record from `pos`, copying the fields `want` asks for, unescaped, into `out`
-/// (their ranges in `spans`, by field index) and skipping the others with `memchr`. The grammar
+/// Reads one CSV record from `pos`, appending the fields `want` asks for, unescaped, to `out`
+/// (their ranges in `out` in `spans`, by field index) and skipping the others with `memchr`. The grammar
 /// of `csv_core` with the csv crate's defaults: a field is quoted when it starts with `"`, runs
 /// to a `"` not followed by another (`""` is a quote; newlines and commas are data), and any
 /// text after the closing quote up to the delimiter is appended; in an unquoted field quotes are
@@ -435,7 +454,6 @@ fn scan_record(
     out: &mut Vec<u8>,
     spans: &mut Vec<Option<(usize, usize)>>,
 ) -> Scanned {
-    out.clear();
     spans.clear();
     let mut field = 0;
     loop {
@@ -444,7 +462,7 @@ fn scan_record(
         if bytes.get(pos) == Some(&b'"') {
             pos += 1;
             loop {
-                let Some(i) = memchr::memchr(b'"', &bytes[pos..]) else {
+                let Some(i) = find_short(&bytes[pos..], |b| b == b'"', |s| memchr::memchr(b'"', s)) else {
                     // The input ends inside the quotes: the rest is the field.
                     if wanted {
                         out.extend_from_slice(&bytes[pos..]);
@@ -465,12 +483,14 @@ fn scan_record(
                 pos += 1;
             }
         }
-        let (end, stop) = match memchr::memchr3(b',', b'\n', b'\r', &bytes[pos..]) {
+        let (end, stop) = match field_end(&bytes[pos..]) {
             Some(i) => (pos + i, Some(bytes[pos + i])),
             None => (bytes.len(), None),
         };
         if wanted {
-            out.extend_from_slice(&bytes[pos..end]);
+            if end > pos {
+                out.extend_from_slice(&bytes[pos..end]);
+            }
             spans.resize(field, None);
             spans.push(Some((start, out.len())));
         }
@@ -481,6 +501,25 @@ fn scan_record(
             None => return Scanned { end, next: end, terminated: false, fields: field },
         }
     }
+}
+
+/// Where the rest of a field ends in `rest`: the first `,`, `\n` or `\r`.
+fn field_end(rest: &[u8]) -> Option<usize> {
+    find_short(rest, |b| matches!(b, b',' | b'\n' | b'\r'), |s| memchr::memchr3(b',', b'\n', b'\r', s))
+}
+
+/// The first byte of `rest` that `is` picks: most fields are short (and the rest of a quoted
+/// field after its closing quote is usually empty), and a plain loop over the first bytes costs
+/// less than setting up a vectorized search (`long`), which takes over past them.
+fn find_short(rest: &[u8], is: impl Fn(u8) -> bool, long: impl Fn(&[u8]) -> Option<usize>) -> Option<usize> {
+    const SHORT: usize = 24;
+    if let Some(i) = rest[..rest.len().min(SHORT)].iter().position(|&b| is(b)) {
+        return Some(i);
+    }
+    if rest.len() <= SHORT {
+        return None;
+    }
+    long(&rest[SHORT..]).map(|i| i + SHORT)
 }
 
 /// The fields of a record [`scan_record`] copied.
@@ -542,54 +581,184 @@ impl Lines<'_> {
     }
 }
 
-/// Reads single CSV records at known offsets of a file (rows taken in another order than the
-/// file's), with the grammar of the file-order reader ([`scan_record`]), fields copied once into
-/// a reused buffer.
-pub(crate) struct CsvRecordReader {
-    out: Vec<u8>,
-    spans: Vec<Option<(usize, usize)>>,
+/// Records read as text into one buffer, a few thousand at a time, for a converter that reads
+/// them a column at a time (each column's parser and builder stay hot, and the per-value
+/// dispatch on where the value comes from is made once per column, not per row). Records are
+/// appended as bytes; [`Block::seal`] checks the whole block is UTF-8 once and makes it text.
+pub(crate) struct Block {
+    /// The records' fields while the block fills.
+    raw: Vec<u8>,
+    /// The same, sealed.
+    text: String,
+    sealed: bool,
+    /// `width` entries a record: each field's range in the buffer, `None` when absent.
+    spans: Vec<Option<(u32, u32)>>,
+    /// Where each record's fields start in the buffer.
+    starts: Vec<u32>,
+    lines: Vec<u64>,
+    width: usize,
+    scratch_spans: Vec<Option<(usize, usize)>>,
 }
 
-impl CsvRecordReader {
-    pub(crate) fn new() -> Self {
-        Self { out: Vec::with_capacity(4096), spans: Vec::with_capacity(128) }
-    }
+impl Block {
+    /// Records a block holds before it is converted.
+    const ROWS: usize = 2048;
 
-    /// The record starting at byte `offset` of `file` (on `line`, for messages); `Err` with the
-    /// record's text (invalid bytes replaced) when it is not UTF-8.
-    pub(crate) fn read_at<'s>(
-        &'s mut self,
-        file: &Loaded,
-        offset: usize,
-        line: u64,
-    ) -> Result<TextRecord<'s>, String> {
-        let bytes = &file.bytes[..];
-        scan_record(bytes, offset.min(bytes.len()), |_| true, &mut self.out, &mut self.spans);
-        match std::str::from_utf8(&self.out) {
-            Ok(text)
-                if text.is_ascii() || self.spans.iter().flatten().all(|&(_, e)| text.is_char_boundary(e)) =>
-            {
-                Ok(TextRecord { text, spans: &self.spans, line })
-            }
-            _ => Err(String::from_utf8_lossy(&self.out).into_owned()),
+    /// An empty block of records of `width` fields (the header's; fields past it are not read).
+    pub(crate) fn new(width: usize) -> Self {
+        Self {
+            raw: Vec::with_capacity(Self::ROWS * 1024),
+            text: String::new(),
+            sealed: false,
+            spans: Vec::with_capacity(Self::ROWS * width),
+            starts: Vec::with_capacity(Self::ROWS),
+            lines: Vec::with_capacity(Self::ROWS),
+            width,
+            scratch_spans: Vec::with_capacity(width + 1),
         }
     }
+
+    /// Empties the block for the next records (keeping its buffers).
+    pub(crate) fn clear(&mut self) {
+        if self.sealed {
+            self.raw = std::mem::take(&mut self.text).into_bytes();
+            self.sealed = false;
+        }
+        self.raw.clear();
+        self.spans.clear();
+        self.starts.clear();
+        self.lines.clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether it is time to convert what the block holds (its offsets are 32-bit).
+    pub(crate) fn is_full(&self) -> bool {
+        self.len() >= Self::ROWS || self.raw.len() >= (u32::MAX / 2) as usize
+    }
+
+    /// The text of field `col` of record `row` (untrimmed) of a sealed block, `None` when absent.
+    pub(crate) fn get(&self, row: usize, col: usize) -> Option<&str> {
+        debug_assert!(self.sealed, "a block is read once sealed");
+        if col >= self.width {
+            return None;
+        }
+        let (start, end) = self.spans[row * self.width + col]?;
+        self.text.get(start as usize..end as usize)
+    }
+
+    pub(crate) fn line(&self, row: usize) -> u64 {
+        self.lines[row]
+    }
+
+    /// Record `row` as a [`Row`].
+    pub(crate) fn row(&self, row: usize) -> BlockRow<'_> {
+        BlockRow { block: self, row }
+    }
+
+    /// Appends a row of any source, its fields copied.
+    pub(crate) fn push_row(&mut self, row: &dyn Row) {
+        debug_assert!(!self.sealed, "a sealed block is cleared before it is filled again");
+        self.starts.push(self.raw.len() as u32);
+        for col in 0..self.width {
+            let span = row.get(col).map(|v| {
+                let start = self.raw.len() as u32;
+                self.raw.extend_from_slice(v.as_bytes());
+                (start, self.raw.len() as u32)
+            });
+            self.spans.push(span);
+        }
+        self.lines.push(row.line());
+    }
+
+    /// Appends the CSV record starting at byte `offset` of `file` (on `line`), read with the
+    /// grammar of the file-order reader ([`scan_record`]).
+    pub(crate) fn push_csv(&mut self, file: &Loaded, offset: usize, line: u64) {
+        debug_assert!(!self.sealed, "a sealed block is cleared before it is filled again");
+        let bytes = &file.bytes[..];
+        self.starts.push(self.raw.len() as u32);
+        scan_record(bytes, offset.min(bytes.len()), |_| true, &mut self.raw, &mut self.scratch_spans);
+        let spans = self.scratch_spans.iter().copied().chain(std::iter::repeat(None)).take(self.width);
+        self.spans.extend(spans.map(|s| s.map(|(s, e)| (s as u32, e as u32))));
+        self.lines.push(line);
+    }
+
+    /// Makes the block readable: its bytes checked for UTF-8 once. A record that is not UTF-8
+    /// is taken out, and returned with its line and its text (invalid bytes replaced).
+    /// Fields are cut at ASCII delimiters and quotes, so a valid record's fields are valid text;
+    /// unescaping can join two halves of an invalid sequence into a valid one, which the
+    /// check of every field's bounds catches.
+    pub(crate) fn seal(&mut self) -> Vec<(u64, String)> {
+        if self.sealed {
+            return Vec::new();
+        }
+        let raw = std::mem::take(&mut self.raw);
+        let mut rejected = Vec::new();
+        self.text = match String::from_utf8(raw) {
+            Ok(text) if text.is_ascii() || self.bounds_ok(&text, 0..self.len()) => text,
+            Ok(text) => self.keep_valid(text.into_bytes(), &mut rejected),
+            Err(e) => self.keep_valid(e.into_bytes(), &mut rejected),
+        };
+        self.sealed = true;
+        rejected
+    }
+
+    /// Whether every field of records `rows` starts and ends on a character boundary.
+    fn bounds_ok(&self, text: &str, rows: std::ops::Range<usize>) -> bool {
+        self.spans[rows.start * self.width..rows.end * self.width]
+            .iter()
+            .flatten()
+            .all(|&(s, e)| text.is_char_boundary(s as usize) && text.is_char_boundary(e as usize))
+    }
+
+    /// The records of `raw` that are text, as one text; the others into `rejected`.
+    fn keep_valid(&mut self, raw: Vec<u8>, rejected: &mut Vec<(u64, String)>) -> String {
+        let n = self.len();
+        let (spans, starts, lines) = (
+            std::mem::take(&mut self.spans),
+            std::mem::take(&mut self.starts),
+            std::mem::take(&mut self.lines),
+        );
+        let mut text = String::with_capacity(raw.len());
+        for r in 0..n {
+            let end = starts.get(r + 1).map_or(raw.len(), |&e| e as usize);
+            let bytes = &raw[starts[r] as usize..end];
+            let fields = &spans[r * self.width..(r + 1) * self.width];
+            let ok = std::str::from_utf8(bytes).ok().filter(|t| {
+                fields.iter().flatten().all(|&(s, e)| {
+                    t.is_char_boundary((s - starts[r]) as usize)
+                        && t.is_char_boundary((e - starts[r]) as usize)
+                })
+            });
+            let Some(record) = ok else {
+                rejected.push((lines[r], String::from_utf8_lossy(bytes).into_owned()));
+                continue;
+            };
+            let shift = text.len() as i64 - i64::from(starts[r]);
+            let moved = |p: u32| (i64::from(p) + shift) as u32;
+            self.starts.push(text.len() as u32);
+            self.spans.extend(fields.iter().map(|f| f.map(|(s, e)| (moved(s), moved(e)))));
+            self.lines.push(lines[r]);
+            text.push_str(record);
+        }
+        text
+    }
 }
 
-/// A record read by [`CsvRecordReader`].
-pub(crate) struct TextRecord<'a> {
-    text: &'a str,
-    spans: &'a [Option<(usize, usize)>],
-    line: u64,
+/// A record of a [`Block`].
+pub(crate) struct BlockRow<'a> {
+    block: &'a Block,
+    row: usize,
 }
 
-impl Row for TextRecord<'_> {
+impl Row for BlockRow<'_> {
     fn get(&self, col: usize) -> Option<&str> {
-        let (start, end) = (*self.spans.get(col)?)?;
-        self.text.get(start..end)
+        self.block.get(self.row, col)
     }
     fn line(&self) -> u64 {
-        self.line
+        self.block.line(self.row)
     }
 }
 
@@ -801,12 +970,27 @@ mod tests {
                         .collect();
                     assert_eq!(some, cut, "{n} chunks, fields {wanted:?}");
                 }
-                let mut reader = CsvRecordReader::new();
-                // Read back to front: each read stands alone.
-                let mut got: Vec<_> =
-                    located.iter().rev().map(|&(o, l)| all(&reader.read_at(&file, o, l).unwrap())).collect();
-                got.reverse();
-                assert_eq!(got, expected, "{n} chunks");
+                // Read back to front into blocks of four fields (one past the header's three:
+                // absent) and of two: each read stands alone.
+                for width in [4, 2] {
+                    let mut block = Block::new(width);
+                    for &(o, l) in located.iter().rev() {
+                        block.push_csv(&file, o, l);
+                    }
+                    assert!(block.seal().is_empty());
+                    let mut got: Vec<_> = (0..block.len()).rev().map(|r| all(&block.row(r))).collect();
+                    let want: Vec<_> = expected
+                        .iter()
+                        .map(|(line, values)| {
+                            let mut values = values.clone();
+                            values.truncate(width);
+                            values.resize(4, None);
+                            (*line, values)
+                        })
+                        .collect();
+                    got.iter_mut().for_each(|(_, v)| v.resize(4, None));
+                    assert_eq!(got, want, "{n} chunks, width {width}");
+                }
             }
         }
         // Only the file with quotes inside unquoted fields fools the splitter, and it does.

@@ -171,6 +171,30 @@ pub(crate) fn parse_timestamp(raw: &str) -> Result<i64, String> {
     }
 }
 
+/// [`parse_timestamp`] with a memory of the last text parsed: sorted or not, the rows of an
+/// export repeat their timestamps (a month's billing period on every line, an hour's charges
+/// together), and comparing a few bytes costs less than parsing them.
+#[derive(Debug, Default)]
+pub(crate) struct LastTimestamp {
+    text: String,
+    parsed: Option<Result<i64, String>>,
+}
+
+impl LastTimestamp {
+    pub(crate) fn parse(&mut self, text: &str) -> Result<i64, String> {
+        if let Some(parsed) = &self.parsed
+            && self.text == text
+        {
+            return parsed.clone();
+        }
+        let parsed = parse_timestamp(text);
+        self.text.clear();
+        self.text.push_str(text);
+        self.parsed = Some(parsed.clone());
+        parsed
+    }
+}
+
 /// Every layout [`parse_timestamp`] takes, through chrono's format parsers (`s` is `raw`
 /// trimmed).
 fn parse_timestamp_general(raw: &str, s: &str) -> Result<i64, String> {
