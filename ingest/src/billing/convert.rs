@@ -362,6 +362,7 @@ pub(crate) struct Converter<'a> {
     out: Converted,
     last_account: Option<Option<String>>,
     last_period: Option<NaiveDate>,
+    tag_cache: TagCache,
 }
 
 /// What the column pass learns of each row of a block, for the checks across columns.
@@ -399,6 +400,7 @@ impl<'a> Converter<'a> {
             out: Converted::default(),
             last_account: None,
             last_period: None,
+            tag_cache: TagCache::default(),
         }
     }
 
@@ -456,23 +458,47 @@ impl<'a> Converter<'a> {
             Col::Map(b) => {
                 let attribution = self.attribution;
                 let tenant = &mut self.b.tenant;
+                let cache = &mut self.tag_cache;
+                // One tag column (the common case): its parsed texts are remembered.
+                let single = match (plan.tags.as_slice(), plan.tag_columns.is_empty()) {
+                    ([t], true) => Some(*t),
+                    _ => None,
+                };
                 for r in 0..block.len() {
                     let row = block.row(r);
-                    let pairs = tags_of(
-                        plan,
-                        &row,
-                        |_| true,
-                        |column, raw, reason| {
-                            fail(errors, file, row.line(), column.to_string(), raw, reason);
-                            facts.bad[r] = true;
-                        },
-                    );
-                    push_pairs(b, &pairs);
+                    let owned;
+                    let pairs: &[(String, String)] = match single {
+                        Some(t) => {
+                            let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
+                            match cache.parse(raw) {
+                                Ok(pairs) => pairs,
+                                Err(reason) => {
+                                    let column = plan.headers[t].clone();
+                                    fail(errors, file, row.line(), column, raw, reason.clone());
+                                    facts.bad[r] = true;
+                                    &[]
+                                }
+                            }
+                        }
+                        None => {
+                            owned = tags_of(
+                                plan,
+                                &row,
+                                |_| true,
+                                |column, raw, reason| {
+                                    fail(errors, file, row.line(), column.to_string(), raw, reason);
+                                    facts.bad[r] = true;
+                                },
+                            );
+                            &owned
+                        }
+                    };
+                    push_pairs(b, pairs);
                     let who = if attribution.is_empty() {
                         None
                     } else {
                         let sub = field(plan, self.keys.sub_account, &row).ok().flatten();
-                        attribution.tenant(&pairs, sub.as_deref())
+                        attribution.tenant(pairs, sub.as_deref())
                     };
                     facts.attributed[r] = who.is_some();
                     tenant.append_option(who);
@@ -647,6 +673,34 @@ impl<'a> Converter<'a> {
     }
 }
 
+/// Parsed tag texts by their text: an export repeats a resource's tags on every line of it,
+/// and parsing the JSON into owned pairs was a large part of converting a line. Bounded: it
+/// starts again past [`TagCache::MAX`] texts.
+#[derive(Default)]
+struct TagCache {
+    /// By a hash of the text: the text and what it parsed to.
+    parsed: HashMap<u64, (String, Result<Vec<(String, String)>, String>)>,
+    hasher: std::hash::RandomState,
+}
+
+impl TagCache {
+    const MAX: usize = 4096;
+
+    fn parse(&mut self, raw: &str) -> &Result<Vec<(String, String)>, String> {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(raw);
+        let known = self.parsed.get(&hash).is_some_and(|(text, _)| text == raw);
+        if !known {
+            if self.parsed.len() >= Self::MAX {
+                self.parsed.clear();
+            }
+            // A different text of the same hash is replaced.
+            self.parsed.insert(hash, (raw.to_string(), value::parse_tags(raw)));
+        }
+        &self.parsed[&hash].1
+    }
+}
+
 /// Calls `f` with each row's value of FOCUS column `i` (`None` for null), deciding where the
 /// value comes from once for the whole block.
 fn values<'b>(
@@ -723,6 +777,21 @@ mod tests {
         fn line(&self) -> u64 {
             2
         }
+    }
+
+    #[test]
+    fn remembered_tags_are_the_tags_parsed_again() {
+        let mut cache = TagCache::default();
+        let texts: Vec<String> = (0..TagCache::MAX + 10)
+            .map(|i| format!(r#"{{"team":"t{}","env":"prod"}}"#, i % (TagCache::MAX + 3)))
+            .chain(["not tags at all".to_string(), String::new(), r#""a": "b""#.to_string()])
+            .collect();
+        // Twice over, past the bound (it starts again) and back.
+        for text in texts.iter().chain(texts.iter().rev()) {
+            assert_eq!(cache.parse(text), &value::parse_tags(text), "{text}");
+        }
+        assert!(cache.parsed.len() <= TagCache::MAX);
+        assert!(cache.parse("not tags at all").is_err());
     }
 
     #[test]
