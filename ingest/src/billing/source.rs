@@ -483,15 +483,21 @@ fn scan_record(
                 pos += 1;
             }
         }
-        let (end, stop) = match field_end(&bytes[pos..]) {
-            Some(i) => (pos + i, Some(bytes[pos + i])),
-            None => (bytes.len(), None),
+        // A quoted field usually ends at its closing quote.
+        let (end, stop) = match bytes.get(pos) {
+            Some(&b @ (b',' | b'\n' | b'\r')) => (pos, Some(b)),
+            _ => match field_end(&bytes[pos..]) {
+                Some(i) => (pos + i, Some(bytes[pos + i])),
+                None => (bytes.len(), None),
+            },
         };
         if wanted {
             if end > pos {
                 out.extend_from_slice(&bytes[pos..end]);
             }
-            spans.resize(field, None);
+            if spans.len() < field {
+                spans.resize(field, None);
+            }
             spans.push(Some((start, out.len())));
         }
         field += 1;
@@ -716,8 +722,9 @@ impl Block {
         let bytes = &file.bytes[..];
         self.starts.push(self.raw.len() as u32);
         scan_record(bytes, offset.min(bytes.len()), |_| true, &mut self.raw, &mut self.scratch_spans);
-        let spans = self.scratch_spans.iter().copied().chain(std::iter::repeat(None)).take(self.width);
-        self.spans.extend(spans.map(|s| s.map(|(s, e)| (s as u32, e as u32))));
+        let read = &self.scratch_spans[..self.scratch_spans.len().min(self.width)];
+        self.spans.extend(read.iter().map(|s| s.map(|(s, e)| (s as u32, e as u32))));
+        self.spans.resize(self.lines.len() * self.width + self.width, None);
         self.lines.push(line);
     }
 
