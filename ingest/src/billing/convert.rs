@@ -270,11 +270,15 @@ pub(crate) struct KeyScratch {
 /// one, or holds a JSON escape. Pass 1 of an import asks for the tenant of every line, and most
 /// lines' tags name no tenant: those are not parsed.
 fn may_name(raw: &str, keys: &[String]) -> bool {
-    raw.contains('\\')
-        || keys.iter().any(|k| {
-            let k = k.as_bytes();
-            k.is_empty() || raw.as_bytes().windows(k.len()).any(|w| w.eq_ignore_ascii_case(k))
-        })
+    raw.contains('\\') || keys.iter().any(|k| contains_ignoring_case(raw.as_bytes(), k.as_bytes()))
+}
+
+/// Whether `hay` holds `needle`, ASCII case aside: compared where `needle`'s first letter is (in
+/// either case), found by `memchr`, not at every offset.
+fn contains_ignoring_case(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else { return true };
+    memchr::memchr2_iter(first.to_ascii_lowercase(), first.to_ascii_uppercase(), hay)
+        .any(|i| hay.get(i..i + needle.len()).is_some_and(|w| w.eq_ignore_ascii_case(needle)))
 }
 
 /// A line's billing period (its first day), from its billing period start, else its charge
@@ -776,6 +780,22 @@ mod tests {
         }
         fn line(&self) -> u64 {
             2
+        }
+    }
+
+    #[test]
+    fn a_key_is_found_in_tag_text_in_any_case_and_anywhere() {
+        for (hay, needle, found) in [
+            ("", "tenant", false),
+            ("tenant", "", true),
+            (r#"{"Tenant":"a"}"#, "tenant", true),
+            (r#"{"env":"x","TENANT.ID":"a"}"#, "tenant.id", true),
+            ("tenan", "tenant", false),
+            ("ttenant", "tenant", true),
+            ("t", "t", true),
+            (r#"{"team":"tenancy"}"#, "tenant", false),
+        ] {
+            assert_eq!(contains_ignoring_case(hay.as_bytes(), needle.as_bytes()), found, "{hay} {needle}");
         }
     }
 
