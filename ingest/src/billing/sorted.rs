@@ -45,22 +45,6 @@ struct ChunkKeys {
     tenants: Vec<String>,
 }
 
-/// Converts a CSV file into batches of at most [`UNIT_ROWS`] rows in the lake's order, on
-/// `threads` threads. Bad values are collected as [`convert::convert`] does, sorted by line.
-#[cfg(test)]
-pub(crate) fn convert_in_lake_order(
-    file: &Loaded,
-    parts: &[source::Chunk],
-    plan: &Plan,
-    source: &str,
-    import_id: &str,
-    attribution: &Attribution,
-    threads: usize,
-) -> Result<Converted, ImportError> {
-    let records = lake_order(file, parts, plan, attribution)?;
-    convert_in_order(file, &records, plan, source, import_id, attribution, threads)
-}
-
 /// Pass 1: every record's place in the lake's order and where it starts, read one part of the
 /// file per core (see [`convert_in_order`] for pass 2).
 pub(crate) fn lake_order(
@@ -232,6 +216,18 @@ mod tests {
     use super::*;
     use crate::billing::{Format, source::load};
 
+    /// Pass 1 then pass 2, as an import of source `focus` does them.
+    fn both_passes(
+        file: &Loaded,
+        parts: &[source::Chunk],
+        plan: &Plan,
+        attribution: &Attribution,
+        threads: usize,
+    ) -> Result<Converted, ImportError> {
+        let records = lake_order(file, parts, plan, attribution)?;
+        convert_in_order(file, &records, plan, "focus", "imp", attribution, threads)
+    }
+
     fn rows_as_text(batches: &[RecordBatch]) -> Vec<String> {
         let all = concat_batches(&Table::Billing.schema(), batches).unwrap();
         let options = FormatOptions::default();
@@ -265,7 +261,7 @@ mod tests {
         let plan = Plan::new(Format::Focus, source::headers(&file).unwrap());
         let parts = source::chunks(&file, 2);
         let attribution = Attribution::default();
-        let converted = convert_in_lake_order(&file, &parts, &plan, "focus", "imp", &attribution, 2).unwrap();
+        let converted = both_passes(&file, &parts, &plan, &attribution, 2).unwrap();
         // The other 48 lines are kept; line 10 is reported (the file is rejected with it unless
         // invalid rows are skipped).
         assert_eq!(converted.rows, 48);
@@ -334,7 +330,7 @@ mod tests {
         // With the quotes, a part ends inside a record, and the file is read as one part.
         let fooled = parts.iter().any(|part| keys_of(&file, *part, &plan, &attribution).unwrap().is_none());
         assert_eq!(fooled, literal_quotes);
-        let sorted = convert_in_lake_order(&file, &parts, &plan, "focus", "imp", &attribution, 3).unwrap();
+        let sorted = both_passes(&file, &parts, &plan, &attribution, 3).unwrap();
         let whole = source::Chunk::whole(&file);
         let in_file_order = convert::convert(&file, whole, &plan, "focus", "imp", &attribution).unwrap();
 
