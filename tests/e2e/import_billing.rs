@@ -130,6 +130,15 @@ fn a_bad_file_changes_nothing_and_names_line_and_column() {
     assert!(rejected.starts_with("file,line,column,value,reason\n"), "{rejected}");
     assert_eq!(rejected.lines().count(), 1 + 4, "{rejected}");
     assert!(rejected.contains(",3,BilledCost,12.34.5x,"), "{rejected}");
+    // The kept line is the valid one, whole (the bad lines' rows were cut out beside it).
+    assert_eq!(
+        sql(
+            &lake,
+            "SELECT CAST(billed_cost AS VARCHAR) AS c, CAST(charge_period_start AS VARCHAR) AS s, \
+             cardinality(tags) AS t FROM billing WHERE source = 'other'"
+        ),
+        "c,s,t\n1.0000000000,2026-10-01T00:00:00Z,0\n"
+    );
 }
 
 #[test]
