@@ -616,7 +616,7 @@ impl Lines<'_> {
                 .take_while(|b| matches!(b, b'\r' | b'\n'))
                 .count();
         if start > self.pos {
-            self.line += self.bytes[self.pos..start].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.line += memchr::memchr_iter(b'\n', &self.bytes[self.pos..start]).count() as u64;
             self.pos = start;
         }
         self.line

@@ -108,49 +108,60 @@ fn any_decimal(raw: &str) -> Result<Money, String> {
 }
 
 /// The common case, exactly: an optional sign, digits and at most one point, with no non-zero
-/// digit beyond the lake's 10 decimal places (`12.5`, `-0.00000080000`), accumulated in a
-/// `u128` without per-digit overflow checks (at most 36 significant digits) and scaled once.
-/// Anything else (exponents, separators, currency signs, rounding, more digits) is `None`, for
-/// the general parser.
+/// digit beyond the lake's 10 decimal places (`12.5`, `-0.00000080000`): the digits before the
+/// point and the kept ones after it accumulated in a `u64` while they fit (a `u128` for up to 38
+/// digits), then scaled once. Anything else (exponents, separators, currency signs, rounding,
+/// more digits) is `None`, for the general parser.
 fn plain_decimal(s: &[u8]) -> Option<i128> {
-    let scale = MONEY_SCALE as u32;
+    let scale = MONEY_SCALE as usize;
     let (negative, digits) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
         _ => (false, s),
     };
-    let (mut value, mut significant, mut count) = (0_u128, 0_u32, 0_u32);
-    let mut places: Option<u32> = None;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                count += 1;
-                let d = b - b'0';
-                match places.as_mut() {
-                    // Beyond the scale: exact only while the digits are zeros.
-                    Some(p) if *p >= scale => {
-                        if d != 0 {
-                            return None;
-                        }
-                        continue;
-                    }
-                    Some(p) => *p += 1,
-                    None => {}
-                }
-                value = value * 10 + u128::from(d);
-                significant += u32::from(value != 0);
-                if significant > 36 {
-                    return None;
-                }
-            }
-            b'.' if places.is_none() => places = Some(0),
-            _ => return None,
-        }
-    }
-    if count == 0 {
+    let (whole, fraction) = match memchr::memchr(b'.', digits) {
+        Some(p) => (&digits[..p], &digits[p + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    let units = value.checked_mul(10_u128.pow(scale - places.unwrap_or(0)))?;
+    let (kept, beyond) = fraction.split_at(fraction.len().min(scale));
+    // Beyond the scale: exact only while the digits are zeros.
+    if beyond.iter().any(|&b| b != b'0') {
+        return None;
+    }
+    let count = whole.len() + kept.len();
+    let value: u128 = if count <= 19 {
+        let digits = |part: &[u8], start: u64| {
+            part.iter().try_fold(start, |v, &b| {
+                let d = b.wrapping_sub(b'0');
+                (d <= 9).then(|| v * 10 + u64::from(d))
+            })
+        };
+        u128::from(digits(kept, digits(whole, 0)?)?)
+    } else if count <= 38 {
+        whole.iter().chain(kept).try_fold(0_u128, |v, &b| {
+            let d = b.wrapping_sub(b'0');
+            (d <= 9).then(|| v * 10 + u128::from(d))
+        })?
+    } else {
+        return None;
+    };
+    const POWERS: [u64; 11] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+        1_000_000_000,
+        10_000_000_000,
+    ];
+    let units = value.checked_mul(u128::from(*POWERS.get(scale - kept.len())?))?;
     // Larger than DECIMAL(38, 10) holds: the general parser says so.
     let units = i128::try_from(units).ok().filter(|u| *u < 10_i128.pow(38))?;
     Some(if negative { -units } else { units })
