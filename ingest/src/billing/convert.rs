@@ -243,17 +243,22 @@ pub(crate) fn sort_key<'a>(
     let start = time(k.charge_start, &mut scratch.charge_start);
     let billing_start = time(k.billing_period_start, &mut scratch.billing_period_start);
     let period = billing_period(billing_start, start).map_or(0, days_since_epoch);
-    let tags = &mut scratch.tags;
     if attribution.is_empty() {
         return (period, None, start.unwrap_or(i64::MIN));
     }
     // Tags only where a tag can name the tenant.
-    *tags = if attribution.tag_keys.is_empty() {
-        Vec::new()
+    let tags: &'a [(String, String)] = if attribution.tag_keys.is_empty() {
+        &[]
     } else {
-        tags_of(plan, row, |raw| may_name(raw, &attribution.tag_keys), |_, _, _| {})
+        let wanted = |raw: &str| may_name(raw, &attribution.tag_keys);
+        match tags_of(plan, row, wanted, &mut scratch.tag_cache, |_, _, _| {}) {
+            Cow::Borrowed(tags) => tags,
+            Cow::Owned(tags) => {
+                scratch.tags = tags;
+                &scratch.tags
+            }
+        }
     };
-    let tags: &'a [(String, String)] = tags;
     let sub = field(plan, k.sub_account, row).ok().flatten();
     (period, attribution.tenant(tags, sub.as_deref()), start.unwrap_or(i64::MIN))
 }
@@ -262,6 +267,7 @@ pub(crate) fn sort_key<'a>(
 #[derive(Debug, Default)]
 pub(crate) struct KeyScratch {
     tags: Vec<(String, String)>,
+    tag_cache: TagCache,
     charge_start: LastTimestamp,
     billing_period_start: LastTimestamp,
 }
@@ -325,25 +331,37 @@ fn field<'r>(plan: &Plan, i: usize, row: &'r dyn Row) -> Result<Option<Cow<'r, s
 /// A line's tags: from every tag column (JSON objects, braceless objects, label arrays), then
 /// flattened tag columns; the first source of a key wins. A tag column's text that `wanted`
 /// turns down is not parsed. `bad(column, raw, reason)` hears of tag values that do not parse.
-fn tags_of(
+/// Texts are parsed through `cache`; with one tag column and no flattened ones (the common
+/// case) the answer is the cache's own, uncopied.
+fn tags_of<'c>(
     plan: &Plan,
     row: &dyn Row,
     wanted: impl Fn(&str) -> bool,
+    cache: &'c mut TagCache,
     mut bad: impl FnMut(&str, &str, String),
-) -> Vec<(String, String)> {
+) -> Cow<'c, [(String, String)]> {
+    let raw = |t: usize| row.get(t).filter(|r| !value::is_null(r) && wanted(r)).unwrap_or("");
+    if let ([t], true) = (plan.tags.as_slice(), plan.tag_columns.is_empty()) {
+        return match cache.parse(raw(*t)) {
+            Ok(pairs) => Cow::Borrowed(pairs),
+            Err(reason) => {
+                bad(&plan.headers[*t], raw(*t), reason.clone());
+                Cow::Borrowed(&[])
+            }
+        };
+    }
     let mut pairs: Vec<(String, String)> = Vec::new();
     for &t in &plan.tags {
-        let raw = row.get(t).filter(|r| !value::is_null(r) && wanted(r)).unwrap_or("");
-        match value::parse_tags(raw) {
-            Ok(p) => merge(&mut pairs, p),
-            Err(reason) => bad(&plan.headers[t], raw, reason),
+        match cache.parse(raw(t)) {
+            Ok(p) => merge(&mut pairs, p.clone()),
+            Err(reason) => bad(&plan.headers[t], raw(t), reason.clone()),
         }
     }
     let flattened = plan.tag_columns.iter().filter_map(|(k, i)| {
         row.get(*i).filter(|v| !value::is_null(v)).map(|v| (k.clone(), v.trim().to_string()))
     });
     merge(&mut pairs, flattened.collect());
-    pairs
+    Cow::Owned(pairs)
 }
 
 /// Converts blocks of rows, in any order, into batches of the `billing` table: a column at a
@@ -463,46 +481,24 @@ impl<'a> Converter<'a> {
                 let attribution = self.attribution;
                 let tenant = &mut self.b.tenant;
                 let cache = &mut self.tag_cache;
-                // One tag column (the common case): its parsed texts are remembered.
-                let single = match (plan.tags.as_slice(), plan.tag_columns.is_empty()) {
-                    ([t], true) => Some(*t),
-                    _ => None,
-                };
                 for r in 0..block.len() {
                     let row = block.row(r);
-                    let owned;
-                    let pairs: &[(String, String)] = match single {
-                        Some(t) => {
-                            let raw = row.get(t).filter(|r| !value::is_null(r)).unwrap_or("");
-                            match cache.parse(raw) {
-                                Ok(pairs) => pairs,
-                                Err(reason) => {
-                                    let column = plan.headers[t].clone();
-                                    fail(errors, file, row.line(), column, raw, reason.clone());
-                                    facts.bad[r] = true;
-                                    &[]
-                                }
-                            }
-                        }
-                        None => {
-                            owned = tags_of(
-                                plan,
-                                &row,
-                                |_| true,
-                                |column, raw, reason| {
-                                    fail(errors, file, row.line(), column.to_string(), raw, reason);
-                                    facts.bad[r] = true;
-                                },
-                            );
-                            &owned
-                        }
-                    };
-                    push_pairs(b, pairs);
+                    let pairs = tags_of(
+                        plan,
+                        &row,
+                        |_| true,
+                        cache,
+                        |column, raw, reason| {
+                            fail(errors, file, row.line(), column.to_string(), raw, reason);
+                            facts.bad[r] = true;
+                        },
+                    );
+                    push_pairs(b, &pairs);
                     let who = if attribution.is_empty() {
                         None
                     } else {
                         let sub = field(plan, self.keys.sub_account, &row).ok().flatten();
-                        attribution.tenant(pairs, sub.as_deref())
+                        attribution.tenant(&pairs, sub.as_deref())
                     };
                     facts.attributed[r] = who.is_some();
                     tenant.append_option(who);
@@ -545,14 +541,14 @@ impl<'a> Converter<'a> {
                 })
             }
             Col::Time(b) => {
-                let keep = if i == self.keys.charge_start {
+                // The two key columns' values are kept for the checks across columns.
+                let mut kept = if i == self.keys.charge_start {
                     Some(&mut facts.charge_start)
                 } else if i == self.keys.billing_period_start {
                     Some(&mut facts.billing_period_start)
                 } else {
                     None
                 };
-                let mut kept = keep;
                 let mut last = LastTimestamp::default();
                 let bad = &mut facts.bad;
                 values(plan, i, block, |r, got| {
@@ -680,7 +676,7 @@ impl<'a> Converter<'a> {
 /// Parsed tag texts by their text: an export repeats a resource's tags on every line of it,
 /// and parsing the JSON into owned pairs was a large part of converting a line. Bounded: it
 /// starts again past [`TagCache::MAX`] texts.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct TagCache {
     /// By a hash of the text: the text and what it parsed to.
     parsed: HashMap<u64, (String, Result<Vec<(String, String)>, String>)>,
@@ -692,6 +688,11 @@ impl TagCache {
 
     fn parse(&mut self, raw: &str) -> &Result<Vec<(String, String)>, String> {
         use std::hash::BuildHasher;
+        // No tags (most lines of pass 1, which reads tags only where they may name a tenant).
+        static NONE: Result<Vec<(String, String)>, String> = Ok(Vec::new());
+        if raw.is_empty() {
+            return &NONE;
+        }
         let hash = self.hasher.hash_one(raw);
         let known = self.parsed.get(&hash).is_some_and(|(text, _)| text == raw);
         if !known {
@@ -832,7 +833,7 @@ mod tests {
             "not tags at all",
         ] {
             let row = Fields(vec!["2026-11-01T00:00:00Z", tags]);
-            let full = tags_of(&plan, &row, |_| true, |_, _, _| {});
+            let full = tags_of(&plan, &row, |_| true, &mut TagCache::default(), |_, _, _| {}).into_owned();
             let mut scratch = KeyScratch::default();
             let (_, tenant, _) = sort_key(&plan, &attribution, &row, &mut scratch);
             assert_eq!(tenant, attribution.tenant(&full, None), "{tags}");
