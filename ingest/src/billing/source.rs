@@ -913,6 +913,52 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_block_takes_out_records_that_are_not_text_and_keeps_the_others_whole() {
+        // After the header: line 2 plain; line 3 with a multi-byte character; line 4 with `é`
+        // cut in two by a delimiter (the block's bytes join it into valid text, the fields'
+        // bounds do not); line 5 with `é`'s two bytes either side of a closing quote, one
+        // field (valid, as the CSV reader reads it); line 6 with a Latin-1 byte; line 7 plain.
+        let text = b"h1,h2\na,b\ncaf\xc3\xa9,x\nq\xc3,\xa9r\n\"\xc3\"\xa9,y\nbad\xe9,z\nlast,w\n".to_vec();
+        let file = load("t.csv", Bytes::from(text)).unwrap();
+        let mut located = Vec::new();
+        for_each_csv_record(&file, Chunk::whole(&file), None, |offset, row| {
+            located.push((offset, row.line()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(located.iter().map(|(_, line)| *line).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6, 7]);
+        let all_kept = vec![
+            (2, Some("a"), Some("b")),
+            (3, Some("caf\u{e9}"), Some("x")),
+            (5, Some("\u{e9}"), Some("y")),
+            (7, Some("last"), Some("w")),
+        ];
+        // With line 6 the block's bytes are not text (each record is then checked alone);
+        // without it they are, and only the fields' bounds find line 4. In file order and
+        // backwards, so that kept records move in the buffer.
+        for (without_6, backwards) in [(false, false), (false, true), (true, false), (true, true)] {
+            let mut records: Vec<_> =
+                located.iter().copied().filter(|(_, line)| !(without_6 && *line == 6)).collect();
+            if backwards {
+                records.reverse();
+            }
+            let mut block = Block::new(2);
+            for (offset, line) in records {
+                block.push_csv(&file, offset, line);
+            }
+            let mut rejected: Vec<u64> = block.seal().into_iter().map(|(line, _)| line).collect();
+            rejected.sort();
+            assert_eq!(rejected, if without_6 { vec![4] } else { vec![4, 6] });
+            let mut kept: Vec<(u64, Option<&str>, Option<&str>)> =
+                (0..block.len()).map(|r| (block.line(r), block.get(r, 0), block.get(r, 1))).collect();
+            kept.sort();
+            assert_eq!(kept, all_kept, "without line 6: {without_6}, backwards: {backwards}");
+            block.clear();
+            assert_eq!(block.len(), 0);
+        }
+    }
+
+    #[test]
     fn the_word_at_a_time_search_finds_the_first_delimiter_or_quote() {
         // Every length up to past the vectorized search's start, the byte at every place, with
         // other bytes (high ones, a byte one above a delimiter, which a borrow could confuse)
