@@ -21,7 +21,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use arrow::array::{Array, AsArray, RecordBatch};
 use bytes::Bytes;
 use chrono::NaiveDate;
-use tenantscope_schemas::{Lake, Table, columns};
+use tenantscope_schemas::{Lake, Table, columns, lake::WrittenFiles};
 
 use crate::imports::{self, sql_str};
 
@@ -115,12 +115,36 @@ pub async fn import_billing(
         });
     }
 
+    // One CSV file, put in the lake's order by pass 1, whose slice of the table is empty (a new
+    // source or billing period, the usual import): its rows are written as they are converted,
+    // not held until the end. Otherwise (several files, Parquet or JSON, a restatement) the
+    // converted batches go to `Lake::replace` together.
+    let slice = match single_sorted_file(&loaded) {
+        Some(records) => {
+            let covering = covering_predicate(&source, &sorted::periods(records));
+            lake.start_slice_write(Table::Billing, &covering).await?.map(Arc::new)
+        }
+        None => None,
+    };
+
     // Parsing is CPU work: off the async runtime, one chunk of each file per core.
-    let converted = {
+    let (converted, written) = {
         let (source, import_id) = (source.clone(), import_id.clone());
-        tokio::task::spawn_blocking(move || convert_all(&loaded, &source, &import_id, &attribution, threads))
-            .await
-            .map_err(|e| ImportError::Query(format!("internal: import task failed: {e}")))??
+        let (slice, skip_invalid) = (slice.clone(), options.skip_invalid);
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let sink = slice.as_deref().map(|write| sorted::Sink { write, runtime, skip_invalid });
+            convert_all(&loaded, &source, &import_id, &attribution, threads, sink.as_ref())
+        })
+        .await
+        .map_err(|e| ImportError::Query(format!("internal: import task failed: {e}")))??
+    };
+    let discard = async |written| {
+        if let Some(slice) = &slice
+            && let Err(e) = slice.discard(written).await
+        {
+            tracing::warn!(error = %e, "Could not delete the files of an import that wrote nothing.");
+        }
     };
     let mut batches: Vec<RecordBatch> = Vec::new();
     let (mut rows, mut rounded, mut attributed) = (0, 0, 0);
@@ -129,6 +153,7 @@ pub async fn import_billing(
     let mut accounts = BTreeSet::new();
     for (name, c) in converted {
         if !c.errors.is_empty() && !options.skip_invalid {
+            discard(written).await;
             let total = c.errors.len();
             let mut errors = c.errors;
             errors.truncate(MAX_LISTED_ROW_ERRORS);
@@ -143,9 +168,16 @@ pub async fn import_billing(
         accounts.extend(c.accounts);
     }
 
-    if rows > 0 {
+    if rows == 0 {
+        discard(written).await;
+    } else {
         let predicate = slice_predicate(&source, &periods, &accounts);
-        lake.replace(Table::Billing, &batches, &predicate).await?;
+        match &slice {
+            // Every row's source, period and billing account is in the predicate, which is
+            // made of them: the check `Lake::replace` makes is true by construction.
+            Some(slice) => lake.commit_slice(slice, written, &predicate).await?,
+            None => lake.replace(Table::Billing, &batches, &predicate).await?,
+        };
     }
     let periods: Vec<NaiveDate> = periods.into_iter().collect();
     let record = imports::Record {
@@ -180,13 +212,28 @@ pub async fn import_billing(
     })
 }
 
+/// The records of the import's one file, a CSV file put in the lake's order by pass 1 (`None`
+/// for several files or another kind).
+fn single_sorted_file(files: &[Opened]) -> Option<&[sorted::Located]> {
+    match files {
+        [only] => only.order.as_deref(),
+        _ => None,
+    }
+}
+
+/// The slices of `billing` with this source and these billing periods: the slice an import
+/// replaces ([`slice_predicate`]) is within them.
+fn covering_predicate(source: &str, periods: &BTreeSet<NaiveDate>) -> String {
+    let periods: Vec<String> = periods.iter().map(|p| format!("DATE '{p}'")).collect();
+    format!("{} = {} AND {} IN ({})", columns::SOURCE, sql_str(source), columns::BILLING_PERIOD, periods.join(", "))
+}
+
 /// The slice of `billing` an import replaces: its source, periods and billing accounts.
 fn slice_predicate(
     source: &str,
     periods: &BTreeSet<NaiveDate>,
     accounts: &BTreeSet<Option<String>>,
 ) -> String {
-    let periods: Vec<String> = periods.iter().map(|p| format!("DATE '{p}'")).collect();
     let named: Vec<String> = accounts.iter().flatten().map(|a| sql_str(a)).collect();
     let mut account_terms = Vec::new();
     if !named.is_empty() {
@@ -195,26 +242,28 @@ fn slice_predicate(
     if accounts.contains(&None) {
         account_terms.push("billing_account_id IS NULL".to_string());
     }
-    format!(
-        "{} = {} AND {} IN ({}) AND ({})",
-        columns::SOURCE,
-        sql_str(source),
-        columns::BILLING_PERIOD,
-        periods.join(", "),
-        account_terms.join(" OR ")
-    )
+    format!("{} AND ({})", covering_predicate(source, periods), account_terms.join(" OR "))
 }
 
 /// Converts every file on every core: a CSV file in the lake's row order (see [`sorted`]),
-/// others in chunks in file order.
+/// others in chunks in file order. With a `sink` (one CSV file), the rows are written as they
+/// are converted and the files written are returned.
 fn convert_all(
     files: &[Opened],
     source: &str,
     import_id: &str,
     attribution: &Attribution,
     threads: usize,
-) -> Result<Vec<(String, convert::Converted)>, ImportError> {
+    sink: Option<&sorted::Sink<'_>>,
+) -> Result<(Vec<(String, convert::Converted)>, Vec<WrittenFiles>), ImportError> {
     let mut out = Vec::with_capacity(files.len());
+    if let (Some(sink), Some(records)) = (sink, single_sorted_file(files)) {
+        let Opened { file, plan, .. } = &files[0];
+        let (converted, written) =
+            sorted::convert_and_write(file, records, plan, source, import_id, attribution, threads, sink)?;
+        out.push((file.name.clone(), converted));
+        return Ok((out, written));
+    }
     for Opened { file, plan, parts, order, .. } in files {
         if let Some(order) = order {
             let converted =
@@ -244,7 +293,7 @@ fn convert_all(
         }
         out.push((file.name.clone(), whole));
     }
-    Ok(out)
+    Ok((out, Vec::new()))
 }
 
 /// A file ready to convert.

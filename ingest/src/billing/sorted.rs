@@ -14,8 +14,11 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
 };
+
+use chrono::NaiveDate;
+use tenantscope_schemas::lake::{SliceWrite, WrittenFiles};
 
 use super::{
     convert::{self, Attribution, Converted, Converter},
@@ -141,6 +144,123 @@ pub(crate) fn convert_in_order(
     }
     whole.errors.sort_by_key(|e| e.line);
     Ok(whole)
+}
+
+/// The billing periods (first days) of the records, by their sort keys: the periods of the valid
+/// ones among them (an invalid line's key may name another, never fewer).
+pub(crate) fn periods(records: &[Located]) -> BTreeSet<NaiveDate> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let days: BTreeSet<i32> = records.iter().map(|r| r.period).collect();
+    days.into_iter().filter_map(|d| epoch.checked_add_signed(chrono::TimeDelta::days(d.into()))).collect()
+}
+
+/// Where pass 2 writes the batches it makes, when it writes them as it goes
+/// ([`convert_and_write`]).
+pub(crate) struct Sink<'a> {
+    pub(crate) write: &'a SliceWrite,
+    /// The runtime the writers' uploads run on (pass 2's threads are not its own).
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Whether a bad value drops its row (the others are written) rather than the whole file.
+    pub(crate) skip_invalid: bool,
+}
+
+/// Pass 2 as [`convert_in_order`], but each unit's batch written at once by its thread's
+/// [`FileWriter`](tenantscope_schemas::lake::FileWriter) instead of kept: the converted rows of
+/// a large file are never all in memory (a million-line import held ~0.9 GB of them until the
+/// end, and first touches of that much fresh memory cost more than a tenth of its time). Each
+/// thread takes a contiguous run of the records, so its files hold one range of the lake's
+/// order. Once a bad value is found and `skip_invalid` is off, the file is going to be rejected:
+/// writing stops, converting goes on for the report. Returns what was converted (without
+/// batches) and the files written, for the caller to commit or discard; on an error they are
+/// discarded here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn convert_and_write(
+    file: &Loaded,
+    records: &[Located],
+    plan: &Plan,
+    source: &str,
+    import_id: &str,
+    attribution: &Attribution,
+    threads: usize,
+    sink: &Sink<'_>,
+) -> Result<(Converted, Vec<WrittenFiles>), ImportError> {
+    let groups: Vec<&[Located]> = records.chunks(UNIT_ROWS).collect();
+    let threads = threads.min(groups.len()).max(1);
+    let stop = AtomicBool::new(false);
+    let done: Vec<Result<(Vec<Converted>, WrittenFiles), ImportError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let run = &groups[groups.len() * t / threads..groups.len() * (t + 1) / threads];
+                let stop = &stop;
+                scope.spawn(move || write_run(file, run, plan, source, import_id, attribution, sink, stop))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(panicked()))).collect()
+    });
+    let mut whole = Converted::default();
+    let mut files = Vec::with_capacity(threads);
+    let mut failed = None;
+    for run in done {
+        match run {
+            Ok((converted, written)) => {
+                converted.into_iter().for_each(|c| whole.extend(c));
+                files.push(written);
+            }
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        if let Err(discard) = sink.runtime.block_on(sink.write.discard(files)) {
+            tracing::warn!(error = %discard, "Could not delete the files of a failed import.");
+        }
+        return Err(e);
+    }
+    whole.errors.sort_by_key(|e| e.line);
+    Ok((whole, files))
+}
+
+/// One thread's run of units for [`convert_and_write`].
+#[allow(clippy::too_many_arguments)]
+fn write_run(
+    file: &Loaded,
+    run: &[&[Located]],
+    plan: &Plan,
+    source: &str,
+    import_id: &str,
+    attribution: &Attribution,
+    sink: &Sink<'_>,
+    stop: &AtomicBool,
+) -> Result<(Vec<Converted>, WrittenFiles), ImportError> {
+    let mut writer = sink.write.writer();
+    let mut block = Block::new(plan.headers.len());
+    let mut out = Vec::with_capacity(run.len());
+    for group in run {
+        let written = convert_group(file, group, &mut block, plan, source, import_id, attribution).and_then(
+            |mut converted| {
+                if !converted.errors.is_empty() && !sink.skip_invalid {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                let batches = std::mem::take(&mut converted.batches);
+                if !stop.load(Ordering::Relaxed) {
+                    for batch in &batches {
+                        sink.runtime.block_on(writer.write(batch))?;
+                    }
+                }
+                Ok(converted)
+            },
+        );
+        match written {
+            Ok(converted) => out.push(converted),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                sink.runtime.block_on(writer.abort());
+                return Err(e);
+            }
+        }
+    }
+    Ok((out, sink.runtime.block_on(writer.close())?))
 }
 
 fn panicked() -> ImportError {

@@ -7,28 +7,85 @@
 //! deltalake [`DeltaWriter`] per core (its `write_partition` takes pre-partitioned rows), and the
 //! files they write (with deltalake's own statistics) are committed in one transaction with
 //! deltalake's [`CommitBuilder`], conflict checks and checkpoints included.
+//!
+//! A caller that produces rows already in the lake's order, a part of them per thread (the
+//! billing import), writes them as they come instead, one [`FileWriter`] a thread, and commits
+//! the files at the end (see [`super::SliceWrite`]).
 
-use std::num::NonZeroU64;
+use std::{num::NonZeroU64, sync::Arc};
 
-use arrow::{array::RecordBatch, compute::partition};
+use arrow::{array::RecordBatch, compute::partition, datatypes::SchemaRef};
 use deltalake::{
     DeltaTable,
     datafile::writer::{DeltaWriter, WriterConfig},
     kernel::{
-        Action,
+        Action, Add,
         scalars::ScalarExt,
         transaction::{CommitBuilder, CommitProperties, TableReference},
     },
+    logstore::ObjectStoreRef,
     operations::write::WriterStatsConfig,
     protocol::{DeltaOperation, SaveMode},
 };
 use indexmap::IndexMap;
+use object_store::{ObjectStoreExt, path::Path};
 
 use super::{
     error::{LakeError, Result},
-    writer::{ROW_GROUP_ROWS, TARGET_FILE_BYTES, cores, writer_properties},
+    writer::{ROW_GROUP_ROWS, TARGET_FILE_BYTES, conform, cores, in_order, order_keys, writer_properties},
 };
 use crate::tables::Table;
+
+/// The settings of the data files written for `table` against its snapshot `dt` (deltalake's
+/// statistics columns as the table configures them).
+pub(super) fn writer_config(table: Table, dt: &DeltaTable) -> Result<WriterConfig> {
+    let snapshot = dt.snapshot().map_err(|e| LakeError::delta(table, e))?;
+    let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
+    Ok(WriterConfig::new(
+        table.schema(),
+        table.partition_columns().iter().map(|c| c.to_string()).collect(),
+        Some(writer_properties(table)),
+        NonZeroU64::new(TARGET_FILE_BYTES),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    ))
+}
+
+/// `batch` (sorted partition first) cut at its partitions' boundaries (zero-copy slices), each
+/// with its Delta partition values (`ScalarExt::from_array`, passed in: deltalake does not export
+/// the kernel's scalar type for a signature to name).
+fn cut_at_partitions<S>(
+    table: Table,
+    batch: &RecordBatch,
+    value: impl Fn(&dyn arrow::array::Array, usize) -> Option<S>,
+) -> Result<Vec<(IndexMap<String, S>, RecordBatch)>> {
+    let partition_columns = table.partition_columns();
+    if partition_columns.is_empty() {
+        return Ok(vec![(IndexMap::new(), batch.clone())]);
+    }
+    let schema = batch.schema();
+    let keys: Vec<_> = partition_columns
+        .iter()
+        .map(|c| schema.index_of(c).map(|i| Arc::clone(batch.column(i))))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|source| LakeError::Arrow { table, source })?;
+    let ranges = partition(&keys).map_err(|source| LakeError::Arrow { table, source })?.ranges();
+    let mut slices = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let values: Option<IndexMap<String, S>> = partition_columns
+            .iter()
+            .zip(&keys)
+            .map(|(name, col)| value(col.as_ref(), range.start).map(|v| (name.to_string(), v)))
+            .collect();
+        let values = values.ok_or_else(|| LakeError::Schema {
+            table,
+            detail: "a partition value cannot be written as a Delta partition value".into(),
+        })?;
+        slices.push((values, batch.slice(range.start, range.end - range.start)));
+    }
+    Ok(slices)
+}
 
 /// Writes `batches` (sorted by [`super::prepare`]) as data files of `dt` and commits them in one
 /// transaction of `operation` (an append, or a replace whose predicate matched no row of the
@@ -42,51 +99,13 @@ pub(super) async fn write_and_commit(
     properties: CommitProperties,
 ) -> Result<(DeltaTable, u64)> {
     let delta = |e| LakeError::delta(table, e);
-    let Some(first) = batches.first() else {
+    if batches.is_empty() {
         return Err(LakeError::Schema { table, detail: "internal: nothing to write".into() });
-    };
-    let schema = first.schema();
-    let partition_columns: Vec<String> = table.partition_columns().iter().map(|c| c.to_string()).collect();
-    let snapshot = dt.snapshot().map_err(delta)?;
-    let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-    let config = WriterConfig::new(
-        schema.clone(),
-        partition_columns.clone(),
-        Some(writer_properties(table)),
-        NonZeroU64::new(TARGET_FILE_BYTES),
-        None,
-        stats.num_indexed_cols,
-        stats.stats_columns,
-    );
-
-    // Cut at partition boundaries.
-    let key_indices: Vec<usize> = partition_columns
-        .iter()
-        .map(|c| schema.index_of(c))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|source| LakeError::Arrow { table, source })?;
+    }
+    let config = writer_config(table, dt)?;
     let mut slices = Vec::new();
     for batch in &batches {
-        if key_indices.is_empty() {
-            slices.push((IndexMap::new(), batch.clone()));
-            continue;
-        }
-        let keys: Vec<_> = key_indices.iter().map(|&i| batch.column(i).clone()).collect();
-        let ranges = partition(&keys).map_err(|source| LakeError::Arrow { table, source })?.ranges();
-        for range in ranges {
-            let values: Option<IndexMap<String, _>> = partition_columns
-                .iter()
-                .zip(&keys)
-                .map(|(name, col)| {
-                    ScalarExt::from_array(col.as_ref(), range.start).map(|v| (name.clone(), v))
-                })
-                .collect();
-            let values = values.ok_or_else(|| LakeError::Schema {
-                table,
-                detail: "a partition value cannot be written as a Delta partition value".into(),
-            })?;
-            slices.push((values, batch.slice(range.start, range.end - range.start)));
-        }
+        slices.extend(cut_at_partitions(table, batch, ScalarExt::from_array)?);
     }
 
     // Deal the slices out in order, about equal rows per writer.
@@ -131,7 +150,22 @@ pub(super) async fn write_and_commit(
             .map_err(delta)?,
         );
     }
-    // Files in a deterministic order in the log (the tasks finish in any order).
+    commit(table, dt, adds, operation, properties).await
+}
+
+/// Commits the data files `adds` to `dt` in one transaction of `operation`, conflict checks
+/// and checkpoints included (deltalake's [`CommitBuilder`]). Returns the table at the commit,
+/// and the version committed.
+pub(super) async fn commit(
+    table: Table,
+    dt: &DeltaTable,
+    mut adds: Vec<Add>,
+    operation: DeltaOperation,
+    properties: CommitProperties,
+) -> Result<(DeltaTable, u64)> {
+    let delta = |e| LakeError::delta(table, e);
+    let snapshot = dt.snapshot().map_err(delta)?;
+    // Files in a deterministic order in the log (writers finish in any order).
     adds.sort_by(|a, b| a.path.cmp(&b.path));
     let committed = CommitBuilder::from(properties)
         .with_actions(adds.into_iter().map(Action::Add).collect())
@@ -143,6 +177,101 @@ pub(super) async fn write_and_commit(
     let mut next = DeltaTable::new(dt.log_store());
     next.state = Some(committed.snapshot());
     Ok((next, u64::try_from(committed.version()).unwrap_or_default()))
+}
+
+/// Data files written by a [`FileWriter`], not committed yet.
+#[derive(Debug, Default)]
+pub struct WrittenFiles {
+    pub(super) adds: Vec<Add>,
+    pub(super) rows: usize,
+}
+
+impl WrittenFiles {
+    /// Rows in the files.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Writes rows that come in the lake's order, batch after batch, as data files of a table, for
+/// one commit later (see [`super::SliceWrite`]): one writer a thread, each writing its own files.
+/// A batch is encoded as it comes, so the rows of a large import need not all be held in memory.
+pub struct FileWriter {
+    table: Table,
+    schema: SchemaRef,
+    writer: DeltaWriter,
+    /// The lake's order columns ([`order_keys`]).
+    keys: Vec<usize>,
+    /// The order columns of the last row written.
+    last: Option<RecordBatch>,
+    rows: usize,
+}
+
+impl FileWriter {
+    pub(super) fn new(table: Table, store: ObjectStoreRef, config: WriterConfig) -> Self {
+        let schema = table.schema();
+        let keys = order_keys(table, &schema);
+        Self { table, schema, writer: DeltaWriter::new(store, config), keys, last: None, rows: 0 }
+    }
+
+    /// Writes `batch`, whose rows must follow the rows written before in the lake's order
+    /// (partition columns, then sort columns; an error otherwise). Columns are conformed to the
+    /// table as [`super::prepare`] does.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let table = self.table;
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let batch = conform(table, &self.schema, batch)?;
+        let arrow_err = |source| LakeError::Arrow { table, source };
+        let keys = batch.project(&self.keys).map_err(arrow_err)?;
+        let mut runs: Vec<RecordBatch> = self.last.take().into_iter().collect();
+        runs.push(keys.clone());
+        let all_keys: Vec<usize> = (0..self.keys.len()).collect();
+        if !in_order(&runs, &all_keys).map_err(arrow_err)? {
+            return Err(LakeError::Schema {
+                table,
+                detail: "internal: rows to write are not in the lake's order".into(),
+            });
+        }
+        self.last = Some(keys.slice(n - 1, 1));
+        for (values, slice) in cut_at_partitions(table, &batch, ScalarExt::from_array)? {
+            self.writer.write_partition(slice, &values).await.map_err(|e| LakeError::delta(table, e))?;
+        }
+        self.rows += n;
+        Ok(())
+    }
+
+    /// Finishes the files (their footers, their uploads).
+    pub async fn close(self) -> Result<WrittenFiles> {
+        let table = self.table;
+        let adds = self.writer.close().await.map_err(|e| LakeError::delta(table, e))?;
+        Ok(WrittenFiles { adds, rows: self.rows })
+    }
+
+    /// Gives up: the uploads in progress are aborted and the files finished so far are left to
+    /// vacuum (no commit names them, so no reader sees them).
+    pub async fn abort(self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(table = %self.table, error = %e, "Could not abort a data file upload.");
+        }
+    }
+}
+
+/// Deletes data files that were written but will not be committed.
+pub(super) async fn delete_files(table: Table, store: &ObjectStoreRef, files: Vec<WrittenFiles>) -> Result<()> {
+    for add in files.into_iter().flat_map(|f| f.adds) {
+        let path = Path::from_url_path(&add.path)
+            .map_err(|e| LakeError::Schema { table, detail: format!("data file path {:?}: {e}", add.path) })?;
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(LakeError::Schema { table, detail: format!("deleting data file {path}: {e}") });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Delta operation of an append to `table`.

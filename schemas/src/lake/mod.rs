@@ -27,6 +27,7 @@ use object_store::ObjectStore;
 
 pub use audit::{AuditEvent, Auditor, audit_batch};
 pub use error::{LakeError, Result};
+pub use files::{FileWriter, WrittenFiles};
 pub use location::{LakeLocation, register_cloud_stores};
 pub use maintenance::{CompactOrder, CompactReport, SORT_MAX_BYTES, TableFiles};
 pub use writer::{PAGE_ROWS, ROW_GROUP_ROWS, TARGET_FILE_BYTES, prepare, writer_properties};
@@ -240,6 +241,54 @@ impl Lake {
         Ok(Some(Commit { version, rows }))
     }
 
+    /// Starts a replace of the slice of `table` that `covering` (SQL) matches, when the table's
+    /// latest snapshot holds no row of it (a new source or period): the new rows can then be
+    /// written as they are made, by [`SliceWrite::writer`]s, and committed at the end by
+    /// [`Lake::commit_slice`], without holding them all in memory. `None` when the snapshot holds
+    /// rows `covering` matches: those must be replaced with [`Lake::replace`].
+    pub async fn start_slice_write(&self, table: Table, covering: &str) -> Result<Option<SliceWrite>> {
+        let dt = self.table(table).await?;
+        if self.any_row_matches(table, &dt, covering).await? {
+            return Ok(None);
+        }
+        let config = files::writer_config(table, &dt)?;
+        Ok(Some(SliceWrite { table, dt, config }))
+    }
+
+    /// Commits the files written for `write` as a replace of the rows `predicate` matches, in one
+    /// Delta transaction. `predicate` must match every row written and be narrower than the
+    /// `covering` predicate the write was started with; the snapshot the write started from is
+    /// checked again for rows it matches (none, unless it is not narrower: an error). A commit
+    /// that landed since and added rows `predicate` matches is a conflict. `None` when no rows
+    /// were written.
+    pub async fn commit_slice(
+        &self,
+        write: &SliceWrite,
+        files: Vec<WrittenFiles>,
+        predicate: &str,
+    ) -> Result<Option<Commit>> {
+        let table = write.table;
+        let rows: usize = files.iter().map(WrittenFiles::rows).sum();
+        if rows == 0 {
+            write.discard(files).await?;
+            return Ok(None);
+        }
+        if self.any_row_matches(table, &write.dt, predicate).await? {
+            write.discard(files).await?;
+            return Err(LakeError::Schema {
+                table,
+                detail: format!("internal: the slice {predicate} was not empty when its write started"),
+            });
+        }
+        let adds = files.into_iter().flat_map(|f| f.adds).collect();
+        let operation = files::replace_operation(table, predicate);
+        let (dt, version) =
+            files::commit(table, &write.dt, adds, operation, CommitProperties::default()).await?;
+        tracing::debug!(%table, rows, version, predicate, "Committed replace of an empty slice.");
+        self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
+        Ok(Some(Commit { version, rows }))
+    }
+
     /// Deletes the rows of `table` that match `predicate` (SQL) in one Delta commit. Returns the
     /// number of rows deleted, when Delta counted them (whole-file deletes may not).
     pub async fn delete(&self, table: Table, predicate: &str) -> Result<Option<usize>> {
@@ -345,6 +394,28 @@ impl Lake {
                 Ok(dt)
             }
         }
+    }
+}
+
+/// A replace of an empty slice of a table, its rows written as they come (see
+/// [`Lake::start_slice_write`]).
+pub struct SliceWrite {
+    table: Table,
+    dt: DeltaTable,
+    config: deltalake::datafile::writer::WriterConfig,
+}
+
+impl SliceWrite {
+    /// A writer of data files for this write: one a thread, each given its rows in the lake's
+    /// order (each writer's files are sorted on their own).
+    pub fn writer(&self) -> FileWriter {
+        FileWriter::new(self.table, self.dt.log_store().object_store(None), self.config.clone())
+    }
+
+    /// Deletes files written for this write that will not be committed (the import was
+    /// rejected, or failed).
+    pub async fn discard(&self, files: Vec<WrittenFiles>) -> Result<()> {
+        files::delete_files(self.table, &self.dt.log_store().object_store(None), files).await
     }
 }
 

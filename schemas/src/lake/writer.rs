@@ -64,9 +64,7 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
         return Ok(None);
     }
     let arrow_err = |source| LakeError::Arrow { table, source };
-    let mut keys: Vec<&str> = table.partition_columns().to_vec();
-    keys.extend(table.sort_columns().iter().filter(|c| !table.partition_columns().contains(c)));
-    let keys: Vec<usize> = keys.iter().filter_map(|name| schema.index_of(name).ok()).collect();
+    let keys = order_keys(table, &schema);
     let total: usize = conformed.iter().map(RecordBatch::num_rows).sum();
     if keys.is_empty() || in_order(&conformed, &keys).map_err(arrow_err)? {
         // Nothing to reorder (a billing import converts rows in the lake's order): only batches
@@ -105,9 +103,17 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     par_map(table, &groups, |g| interleave_record_batch(&sources, g)).map(Some)
 }
 
+/// The columns (indexes in `schema`, the table's) rows are ordered by in the lake: the
+/// partition columns, then the sort columns.
+pub(super) fn order_keys(table: Table, schema: &SchemaRef) -> Vec<usize> {
+    let mut keys: Vec<&str> = table.partition_columns().to_vec();
+    keys.extend(table.sort_columns().iter().filter(|c| !table.partition_columns().contains(c)));
+    keys.iter().filter_map(|name| schema.index_of(name).ok()).collect()
+}
+
 /// Whether the rows of `batches`, one after the other, are already in the lake's order by
 /// `keys` (one comparison per row: far cheaper than sorting).
-fn in_order(batches: &[RecordBatch], keys: &[usize]) -> std::result::Result<bool, arrow::error::ArrowError> {
+pub(super) fn in_order(batches: &[RecordBatch], keys: &[usize]) -> std::result::Result<bool, arrow::error::ArrowError> {
     let options = SortOptions { descending: false, nulls_first: true };
     let mut previous: Option<&RecordBatch> = None;
     for batch in batches {
@@ -210,7 +216,7 @@ fn sort_runs(table: Table, batches: Vec<RecordBatch>, keys: &[usize]) -> Result<
     par_map(table, &runs, sort_one)
 }
 
-fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+pub(super) fn conform(table: Table, schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     let input = batch.schema();
     if let Some(extra) = input.fields().iter().find(|f| schema.field_with_name(f.name()).is_err()) {
         return Err(LakeError::Schema { table, detail: format!("unknown column {:?}", extra.name()) });
