@@ -141,6 +141,67 @@ fn a_bad_file_changes_nothing_and_names_line_and_column() {
     );
 }
 
+/// Data files under a table's folder (not its log).
+fn data_files(table: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![table.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("_delta_log") {
+                    dirs.push(path);
+                }
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A large file into an empty slice is written as it is converted, on every core; a bad value
+/// found after some of its rows were written still rejects it whole, and the files written for
+/// it are deleted. With `--skip-invalid` the same file imports every other line, exactly.
+#[test]
+fn a_bad_value_late_in_a_large_file_leaves_no_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    // 140,000 lines (more than four of pass 2's 32k-line units), days 1-28 of October; the bad
+    // value is on the last line of the last day: last in the lake's order, so the rows before
+    // it are converted (and written) first.
+    let n = 140_000;
+    let lines: Vec<(String, String, String)> = (0..n)
+        .map(|i| {
+            let day = if i == n - 1 { 28 } else { 1 + i % 27 };
+            let cost = if i == n - 1 { "9.x9".to_string() } else { format!("{}.{:02}", i % 1000, i % 97) };
+            (format!("acct-{}", i % 3), format!("{day:02}"), cost)
+        })
+        .collect();
+    let refs: Vec<(&str, &str, &str, &str)> =
+        lines.iter().map(|(a, d, c)| (a.as_str(), d.as_str(), c.as_str(), "")).collect();
+    let export = dir.path().join("large.csv");
+    focus_csv(&export, &refs);
+    let e = export.to_str().unwrap();
+
+    let out = import(&lake, &[e]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("{e}:{}: column BilledCost: \"9.x9\": not a number", n + 1)), "{err}");
+    assert_eq!(data_files(&lake.join("billing")), Vec::<String>::new());
+
+    let rejects = dir.path().join("rejects.csv");
+    let out = import(&lake, &["--skip-invalid", "--rejects", rejects.to_str().unwrap(), e]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cents: u64 = (0..n - 1).map(|i| (i % 1000) * 100 + i % 97).sum();
+    assert_eq!(
+        sql(&lake, "SELECT count(*) AS n, CAST(sum(billed_cost) AS VARCHAR) AS c FROM billing"),
+        format!("n,c\n{},{}.{:02}00000000\n", n - 1, cents / 100, cents % 100)
+    );
+    assert!(!data_files(&lake.join("billing")).is_empty());
+}
+
 #[test]
 fn lines_are_attributed_by_tag_then_by_account() {
     let dir = tempfile::tempdir().unwrap();

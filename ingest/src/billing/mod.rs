@@ -225,7 +225,13 @@ fn single_sorted_file(files: &[Opened]) -> Option<&[sorted::Located]> {
 /// replaces ([`slice_predicate`]) is within them.
 fn covering_predicate(source: &str, periods: &BTreeSet<NaiveDate>) -> String {
     let periods: Vec<String> = periods.iter().map(|p| format!("DATE '{p}'")).collect();
-    format!("{} = {} AND {} IN ({})", columns::SOURCE, sql_str(source), columns::BILLING_PERIOD, periods.join(", "))
+    format!(
+        "{} = {} AND {} IN ({})",
+        columns::SOURCE,
+        sql_str(source),
+        columns::BILLING_PERIOD,
+        periods.join(", ")
+    )
 }
 
 /// The slice of `billing` an import replaces: its source, periods and billing accounts.

@@ -260,10 +260,16 @@ impl FileWriter {
 }
 
 /// Deletes data files that were written but will not be committed.
-pub(super) async fn delete_files(table: Table, store: &ObjectStoreRef, files: Vec<WrittenFiles>) -> Result<()> {
+pub(super) async fn delete_files(
+    table: Table,
+    store: &ObjectStoreRef,
+    files: Vec<WrittenFiles>,
+) -> Result<()> {
     for add in files.into_iter().flat_map(|f| f.adds) {
-        let path = Path::from_url_path(&add.path)
-            .map_err(|e| LakeError::Schema { table, detail: format!("data file path {:?}: {e}", add.path) })?;
+        let path = Path::from_url_path(&add.path).map_err(|e| LakeError::Schema {
+            table,
+            detail: format!("data file path {:?}: {e}", add.path),
+        })?;
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => {

@@ -113,7 +113,10 @@ pub(super) fn order_keys(table: Table, schema: &SchemaRef) -> Vec<usize> {
 
 /// Whether the rows of `batches`, one after the other, are already in the lake's order by
 /// `keys` (one comparison per row: far cheaper than sorting).
-pub(super) fn in_order(batches: &[RecordBatch], keys: &[usize]) -> std::result::Result<bool, arrow::error::ArrowError> {
+pub(super) fn in_order(
+    batches: &[RecordBatch],
+    keys: &[usize],
+) -> std::result::Result<bool, arrow::error::ArrowError> {
     let options = SortOptions { descending: false, nulls_first: true };
     let mut previous: Option<&RecordBatch> = None;
     for batch in batches {

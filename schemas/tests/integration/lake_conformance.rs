@@ -218,6 +218,59 @@ pub(crate) async fn conformance(url: &str) {
     assert!(err.contains("do not match the replace predicate"), "{err}");
     assert_eq!(count_and_sum(&lake).await, after_restatement);
 
+    // A slice nothing holds yet, its rows written as they come (the billing import's way): two
+    // writers, each given a sorted run in pieces, and one commit. A slice with rows is refused
+    // (it takes `replace`), and so is rows out of order; a commit whose predicate matches rows
+    // already there fails and deletes the files written for it.
+    assert!(lake.start_slice_write(Table::Spans, predicate).await.unwrap().is_none(), "the slice has rows");
+    let covering = "date IN (DATE '2026-11-21', DATE '2026-11-22')";
+    let sorted =
+        tenantscope_schemas::lake::prepare(Table::Spans, &[day(spans(4_000, 11), 20)]).unwrap().unwrap();
+    let sorted = arrow::compute::concat_batches(&sorted[0].schema(), &sorted).unwrap();
+    let (low, high) = (sorted.slice(0, 2_500), sorted.slice(2_500, 1_500));
+    let table_files = async || -> BTreeSet<String> {
+        use futures::TryStreamExt;
+        let root = lake.location().object_store().unwrap().1.clone().join("spans");
+        lake.object_store()
+            .list(Some(&root))
+            .map_ok(|o| o.location.to_string())
+            .try_collect::<BTreeSet<String>>()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| !p.contains("_delta_log"))
+            .collect()
+    };
+    let before = table_files().await;
+    let write = lake.start_slice_write(Table::Spans, covering).await.unwrap().unwrap();
+    let mut refused = write.writer();
+    refused.write(&high.slice(0, 10)).await.unwrap();
+    let err = refused.write(&low.slice(0, 10)).await.unwrap_err().to_string();
+    assert!(err.contains("not in the lake's order"), "{err}");
+    refused.abort().await;
+    let write_all = async |parts: &[RecordBatch]| {
+        let mut writer = write.writer();
+        for part in parts {
+            writer.write(part).await.unwrap();
+        }
+        writer.close().await.unwrap()
+    };
+    let wider = vec![write_all(&[low.slice(0, 1_000), low.slice(1_000, 1_500)]).await];
+    assert!(table_files().await.len() > before.len(), "files were written");
+    let err = lake.commit_slice(&write, wider, "date >= DATE '2026-11-01'").await.unwrap_err().to_string();
+    assert!(err.contains("was not empty"), "{err}");
+    assert_eq!(table_files().await, before, "the refused commit's files are deleted");
+    assert_eq!(count_and_sum(&lake).await, after_restatement);
+    let files =
+        vec![write_all(&[low.slice(0, 1_000), low.slice(1_000, 1_500)]).await, write_all(&[high]).await];
+    let commit = lake.commit_slice(&write, files, covering).await.unwrap().unwrap();
+    assert_eq!(commit.rows, 4_000);
+    let slice_sum: i64 = (0..4_000_i64).map(|i| i * 1000 + 11).sum();
+    let after_slice = (after_restatement.0 + 4_000, after_restatement.1 + slice_sum, 3);
+    assert_eq!(count_and_sum(&lake).await, after_slice);
+    assert_files_sorted(&lake).await;
+    let after_restatement = after_slice;
+
     // Bad input is an error that names the column, and writes nothing.
     let bad = spans(10, 0).project(&[0, 1, 2, 4, 5]).unwrap(); // no span_id
     let err = lake.append(Table::Spans, &[bad]).await.unwrap_err().to_string();
