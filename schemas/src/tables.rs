@@ -124,6 +124,33 @@ impl Table {
         cols
     }
 
+    /// Text columns of near-unique identifiers or free text, written without Parquet statistics:
+    /// rows are sorted by tenant and time, so a page's minimum and maximum of a description or a
+    /// resource id cover nearly every value and prune nothing, while computing them compares
+    /// every value twice (a tenth of encoding a billing import). Map, list and struct columns
+    /// never get statistics (no filter prunes on their leaves). See `lake::writer_properties`.
+    pub fn unindexed_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Spans => &[SPAN_ID, PARENT_SPAN_ID, STATUS_MESSAGE],
+            Table::Logs => &[BODY, SPAN_ID],
+            Table::Billing => &[
+                "charge_description",
+                crate::focus::RESOURCE_ID,
+                "resource_name",
+                "sku_id",
+                "sku_price_id",
+                "sku_price_details",
+                "commitment_discount_id",
+                "commitment_discount_name",
+                "capacity_reservation_id",
+                "invoice_id",
+                "billing_account_name",
+                "sub_account_name",
+            ],
+            _ => &[],
+        }
+    }
+
     /// The table's Arrow schema.
     pub fn schema(self) -> SchemaRef {
         Arc::new(Schema::new(self.fields()))

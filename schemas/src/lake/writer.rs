@@ -8,9 +8,10 @@ use arrow::{
     compute::{
         SortColumn, SortOptions, cast, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
     },
-    datatypes::SchemaRef,
+    datatypes::{DataType, SchemaRef},
 };
 use deltalake::parquet::{
+    arrow::ArrowSchemaConverter,
     basic::{Compression, ZstdLevel},
     file::properties::{EnabledStatistics, WriterProperties},
     schema::types::ColumnPath,
@@ -41,7 +42,33 @@ pub fn writer_properties(table: Table) -> WriterProperties {
             .set_column_bloom_filter_enabled(ColumnPath::from(TENANT_ID), true)
             .set_column_bloom_filter_max_ndv(ColumnPath::from(TENANT_ID), 10_000);
     }
+    for path in unindexed_text(table) {
+        builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
     builder.build()
+}
+
+/// The Parquet leaf columns of `table` written without statistics: its
+/// [`Table::unindexed_columns`], and every leaf of a map, list or struct column.
+fn unindexed_text(table: Table) -> Vec<ColumnPath> {
+    let schema = table.schema();
+    let Ok(parquet) = ArrowSchemaConverter::new().convert(&schema) else { return Vec::new() };
+    let unindexed = table.unindexed_columns();
+    parquet
+        .columns()
+        .iter()
+        .filter(|leaf| {
+            let root = leaf.path().parts()[0].as_str();
+            unindexed.contains(&root)
+                || schema.field_with_name(root).is_ok_and(|f| {
+                    matches!(
+                        f.data_type(),
+                        DataType::Map(..) | DataType::List(_) | DataType::LargeList(_) | DataType::Struct(_)
+                    )
+                })
+        })
+        .map(|leaf| leaf.path().clone())
+        .collect()
 }
 
 /// Conforms batches to the table's schema and sorts their rows by the table's partition
@@ -354,6 +381,37 @@ mod tests {
         expect.sort();
         let got: Vec<_> = (0..all.num_rows()).map(key).collect();
         assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn statistics_are_written_where_a_filter_can_use_them() {
+        let path = |parts: &[&str]| ColumnPath::new(parts.iter().map(|p| p.to_string()).collect());
+        for table in Table::ALL {
+            let props = writer_properties(table);
+            let schema = table.schema();
+            for c in table.stats_columns() {
+                assert!(!table.unindexed_columns().contains(&c), "{table}.{c} is both");
+                assert_eq!(props.statistics_enabled(&path(&[c])), EnabledStatistics::Page, "{table}.{c}");
+            }
+            for c in table.unindexed_columns() {
+                assert!(schema.field_with_name(c).is_ok(), "{table} has no column {c}");
+                assert_eq!(props.statistics_enabled(&path(&[c])), EnabledStatistics::None, "{table}.{c}");
+            }
+        }
+        let billing = writer_properties(Table::Billing);
+        for leaf in [["tags", "key_value", "key"], ["x_extra", "key_value", "value"]] {
+            assert_eq!(billing.statistics_enabled(&path(&leaf)), EnabledStatistics::None, "{leaf:?}");
+        }
+        for kept in ["billed_cost", "provider_name", "region_id", "service_category", "tenant_id"] {
+            assert_eq!(billing.statistics_enabled(&path(&[kept])), EnabledStatistics::Page, "{kept}");
+        }
+        let spans = writer_properties(Table::Spans);
+        assert_eq!(
+            spans.statistics_enabled(&path(&["attributes", "key_value", "value"])),
+            EnabledStatistics::None
+        );
+        assert_eq!(spans.statistics_enabled(&path(&["span_id"])), EnabledStatistics::None);
+        assert_eq!(spans.statistics_enabled(&path(&["name"])), EnabledStatistics::Page);
     }
 
     #[test]
