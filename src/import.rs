@@ -93,7 +93,7 @@ fn report(e: ImportError, hint: &str) -> anyhow::Error {
 }
 
 /// Files from this size on are mapped rather than read.
-const MAP_FROM: u64 = 16 << 20;
+const MAP_FROM: u64 = 8 << 20;
 
 /// Reads a whole export file. A large regular file is mapped, not copied: reading a 750 MB
 /// export into a fresh buffer, even on every core, cost a tenth of its import (the kernel zeroes

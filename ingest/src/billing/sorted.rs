@@ -79,21 +79,52 @@ pub(crate) fn lake_order(
     };
 
     // Tenants ranked by id, so that sorting numbers sorts ids.
-    let names: Vec<&str> = keyed
+    let (tenants, records): (Vec<Vec<String>>, Vec<Vec<Located>>) =
+        keyed.into_iter().map(|k| (k.tenants, k.records)).unzip();
+    let names: Vec<&str> = tenants
         .iter()
-        .flat_map(|k| k.tenants.iter().map(String::as_str))
+        .flat_map(|t| t.iter().map(String::as_str))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let rank = |name: &str| names.binary_search(&name).map_or(0, |i| i as u32 + 1);
-    let mut records: Vec<Located> = Vec::with_capacity(keyed.iter().map(|k| k.records.len()).sum());
-    for k in &keyed {
-        let ranks: Vec<u32> = std::iter::once(0).chain(k.tenants.iter().map(|t| rank(t))).collect();
-        records.extend(k.records.iter().map(|r| Located { tenant: ranks[r.tenant as usize], ..*r }));
+    // Each part's records ranked and sorted on its own core, then merged (a sort of the whole on
+    // one core left the other idle).
+    let key = |r: &Located| (r.period, r.tenant, r.start, r.line);
+    let runs: Vec<Vec<Located>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .into_iter()
+            .zip(&tenants)
+            .map(|(mut records, tenants)| {
+                let rank = &rank;
+                scope.spawn(move || {
+                    let ranks: Vec<u32> = std::iter::once(0).chain(tenants.iter().map(|t| rank(t))).collect();
+                    records.iter_mut().for_each(|r| r.tenant = ranks[r.tenant as usize]);
+                    records.sort_unstable_by_key(key);
+                    records
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().map_err(|_| panicked())).collect::<Result<_, _>>()
+    })?;
+    Ok(merge_sorted(runs, key))
+}
+
+/// One sorted vector of the sorted `runs` (ordered by `key`, unique).
+fn merge_sorted<K: Ord>(mut runs: Vec<Vec<Located>>, key: impl Fn(&Located) -> K) -> Vec<Located> {
+    while runs.len() > 1 {
+        let (a, b) = (runs.remove(0), runs.remove(0));
+        let mut merged = Vec::with_capacity(a.len() + b.len());
+        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            let next = if key(x) <= key(y) { a.next() } else { b.next() };
+            merged.extend(next);
+        }
+        merged.extend(a);
+        merged.extend(b);
+        runs.push(merged);
     }
-    drop(keyed);
-    records.sort_unstable_by_key(|r| (r.period, r.tenant, r.start, r.line));
-    Ok(records)
+    runs.pop().unwrap_or_default()
 }
 
 /// Pass 2: the records, in the order [`lake_order`] gave them, converted into batches of at most
