@@ -265,15 +265,18 @@ fn convert_all(
     let mut out = Vec::with_capacity(files.len());
     if let (Some(sink), Some(records)) = (sink, single_sorted_file(files)) {
         let Opened { file, plan, .. } = &files[0];
-        let (converted, written) =
-            sorted::convert_and_write(file, records, plan, source, import_id, attribution, threads, sink)?;
+        let pass = sorted::Pass2 { file, plan, source, import_id, attribution };
+        let (converted, written) = sorted::convert_and_write(pass, records, threads, sink)?;
         out.push((file.name.clone(), converted));
         return Ok((out, written));
     }
     for Opened { file, plan, parts, order, .. } in files {
         if let Some(order) = order {
-            let converted =
-                sorted::convert_in_order(file, order, plan, source, import_id, attribution, threads)?;
+            let converted = sorted::convert_in_order(
+                sorted::Pass2 { file, plan, source, import_id, attribution },
+                order,
+                threads,
+            )?;
             out.push((file.name.clone(), converted));
             continue;
         }

@@ -127,16 +127,22 @@ fn merge_sorted<K: Ord>(mut runs: Vec<Vec<Located>>, key: impl Fn(&Located) -> K
     runs.pop().unwrap_or_default()
 }
 
+/// What pass 2 converts: the file, its plan, and what every row is stamped with.
+#[derive(Clone, Copy)]
+pub(crate) struct Pass2<'a> {
+    pub(crate) file: &'a Loaded,
+    pub(crate) plan: &'a Plan,
+    pub(crate) source: &'a str,
+    pub(crate) import_id: &'a str,
+    pub(crate) attribution: &'a Attribution,
+}
+
 /// Pass 2: the records, in the order [`lake_order`] gave them, converted into batches of at most
 /// [`UNIT_ROWS`] rows, on `threads` threads. Bad values are collected as
 /// [`convert::convert`] does, sorted by line.
 pub(crate) fn convert_in_order(
-    file: &Loaded,
+    pass: Pass2<'_>,
     records: &[Located],
-    plan: &Plan,
-    source: &str,
-    import_id: &str,
-    attribution: &Attribution,
     threads: usize,
 ) -> Result<Converted, ImportError> {
     // Pass 2: each unit of records converted in order, units dealt to the cores as they come
@@ -148,15 +154,12 @@ pub(crate) fn convert_in_order(
             .map(|_| {
                 let (groups, next) = (&groups, &next);
                 scope.spawn(move || {
-                    let mut block = Block::new(plan.headers.len());
+                    let mut block = Block::new(pass.plan.headers.len());
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(group) = groups.get(i) else { break };
-                        out.push((
-                            i,
-                            convert_group(file, group, &mut block, plan, source, import_id, attribution),
-                        ));
+                        out.push((i, convert_group(pass, group, &mut block)));
                     }
                     out
                 })
@@ -204,14 +207,9 @@ pub(crate) struct Sink<'a> {
 /// writing stops, converting goes on for the report. Returns what was converted (without
 /// batches) and the files written, for the caller to commit or discard; on an error they are
 /// discarded here.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn convert_and_write(
-    file: &Loaded,
+    pass: Pass2<'_>,
     records: &[Located],
-    plan: &Plan,
-    source: &str,
-    import_id: &str,
-    attribution: &Attribution,
     threads: usize,
     sink: &Sink<'_>,
 ) -> Result<(Converted, Vec<WrittenFiles>), ImportError> {
@@ -223,7 +221,7 @@ pub(crate) fn convert_and_write(
             .map(|t| {
                 let run = &groups[groups.len() * t / threads..groups.len() * (t + 1) / threads];
                 let stop = &stop;
-                scope.spawn(move || write_run(file, run, plan, source, import_id, attribution, sink, stop))
+                scope.spawn(move || write_run(pass, run, sink, stop))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(panicked()))).collect()
@@ -253,35 +251,28 @@ pub(crate) fn convert_and_write(
 }
 
 /// One thread's run of units for [`convert_and_write`].
-#[allow(clippy::too_many_arguments)]
 fn write_run(
-    file: &Loaded,
+    pass: Pass2<'_>,
     run: &[&[Located]],
-    plan: &Plan,
-    source: &str,
-    import_id: &str,
-    attribution: &Attribution,
     sink: &Sink<'_>,
     stop: &AtomicBool,
 ) -> Result<(Vec<Converted>, WrittenFiles), ImportError> {
     let mut writer = sink.write.writer();
-    let mut block = Block::new(plan.headers.len());
+    let mut block = Block::new(pass.plan.headers.len());
     let mut out = Vec::with_capacity(run.len());
     for group in run {
-        let written = convert_group(file, group, &mut block, plan, source, import_id, attribution).and_then(
-            |mut converted| {
-                if !converted.errors.is_empty() && !sink.skip_invalid {
-                    stop.store(true, Ordering::Relaxed);
+        let written = convert_group(pass, group, &mut block).and_then(|mut converted| {
+            if !converted.errors.is_empty() && !sink.skip_invalid {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let batches = std::mem::take(&mut converted.batches);
+            if !stop.load(Ordering::Relaxed) {
+                for batch in &batches {
+                    sink.runtime.block_on(writer.write(batch))?;
                 }
-                let batches = std::mem::take(&mut converted.batches);
-                if !stop.load(Ordering::Relaxed) {
-                    for batch in &batches {
-                        sink.runtime.block_on(writer.write(batch))?;
-                    }
-                }
-                Ok(converted)
-            },
-        );
+            }
+            Ok(converted)
+        });
         match written {
             Ok(converted) => out.push(converted),
             Err(e) => {
@@ -335,15 +326,9 @@ fn keys_of(
     Ok(Some(out))
 }
 
-fn convert_group(
-    file: &Loaded,
-    group: &[Located],
-    block: &mut Block,
-    plan: &Plan,
-    source: &str,
-    import_id: &str,
-    attribution: &Attribution,
-) -> Result<Converted, ImportError> {
+/// One unit of records, read again from the file in the given order and converted.
+fn convert_group(pass: Pass2<'_>, group: &[Located], block: &mut Block) -> Result<Converted, ImportError> {
+    let Pass2 { file, plan, source, import_id, attribution } = pass;
     let mut converter = Converter::new(&file.name, plan, source, import_id, attribution, group.len());
     block.clear();
     for r in group {
@@ -378,7 +363,8 @@ mod tests {
         threads: usize,
     ) -> Result<Converted, ImportError> {
         let records = lake_order(file, parts, plan, attribution)?;
-        convert_in_order(file, &records, plan, "focus", "imp", attribution, threads)
+        let pass = Pass2 { file, plan, source: "focus", import_id: "imp", attribution };
+        convert_in_order(pass, &records, threads)
     }
 
     fn rows_as_text(batches: &[RecordBatch]) -> Vec<String> {
