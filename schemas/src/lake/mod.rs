@@ -280,10 +280,20 @@ impl Lake {
                 detail: format!("internal: the slice {predicate} was not empty when its write started"),
             });
         }
-        let adds = files.into_iter().flat_map(|f| f.adds).collect();
+        let adds: Vec<_> = files.into_iter().flat_map(|f| f.adds).collect();
         let operation = files::replace_operation(table, predicate);
-        let (dt, version) =
-            files::commit(table, &write.dt, adds, operation, CommitProperties::default()).await?;
+        let committed =
+            files::commit(table, &write.dt, adds.clone(), operation, CommitProperties::default()).await;
+        let (dt, version) = match committed {
+            Ok(done) => done,
+            Err(e) => {
+                // A conflict or a failed log write: the files are nobody's.
+                if let Err(discard) = write.discard(vec![WrittenFiles { adds, rows }]).await {
+                    tracing::warn!(%table, error = %discard, "Could not delete the files of a failed commit.");
+                }
+                return Err(e);
+            }
+        };
         tracing::debug!(%table, rows, version, predicate, "Committed replace of an empty slice.");
         self.tables.lock().unwrap_or_else(|e| e.into_inner()).insert(table, dt);
         Ok(Some(Commit { version, rows }))

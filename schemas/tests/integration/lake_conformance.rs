@@ -248,13 +248,7 @@ pub(crate) async fn conformance(url: &str) {
     let err = refused.write(&low.slice(0, 10)).await.unwrap_err().to_string();
     assert!(err.contains("not in the lake's order"), "{err}");
     refused.abort().await;
-    let write_all = async |parts: &[RecordBatch]| {
-        let mut writer = write.writer();
-        for part in parts {
-            writer.write(part).await.unwrap();
-        }
-        writer.close().await.unwrap()
-    };
+    let write_all = async |parts: &[RecordBatch]| write_all_of(&write, parts).await;
     let wider = vec![write_all(&[low.slice(0, 1_000), low.slice(1_000, 1_500)]).await];
     assert!(table_files().await.len() > before.len(), "files were written");
     let err = lake.commit_slice(&write, wider, "date >= DATE '2026-11-01'").await.unwrap_err().to_string();
@@ -269,13 +263,45 @@ pub(crate) async fn conformance(url: &str) {
     let after_slice = (after_restatement.0 + 4_000, after_restatement.1 + slice_sum, 3);
     assert_eq!(count_and_sum(&lake).await, after_slice);
     assert_files_sorted(&lake).await;
-    let after_restatement = after_slice;
+
+    // Another writer commits rows of a slice while it is being written: the slice's commit is a
+    // conflict, and its files are deleted; the other writer's rows stay.
+    let covering = "date IN (DATE '2026-11-25', DATE '2026-11-26')";
+    let write = lake.start_slice_write(Table::Spans, covering).await.unwrap().unwrap();
+    let rows =
+        tenantscope_schemas::lake::prepare(Table::Spans, &[day(spans(1_000, 13), 24)]).unwrap().unwrap();
+    let before = table_files().await;
+    let files = vec![write_all_of(&write, &rows).await];
+    let slice_files: BTreeSet<String> = table_files().await.difference(&before).cloned().collect();
+    assert_eq!(slice_files.len(), 2, "one file a day: {slice_files:?}");
+    let other = Lake::open_url(url).await.unwrap();
+    other.append(Table::Spans, &[day(spans(100, 17), 24)]).await.unwrap();
+    let with_other = table_files().await;
+    let err = lake.commit_slice(&write, files, covering).await.unwrap_err().to_string();
+    assert!(err.contains("concurrent transactions added new data"), "{err}");
+    let kept: BTreeSet<String> = with_other.difference(&slice_files).cloned().collect();
+    assert_eq!(table_files().await, kept, "the slice's files are deleted, the other writer's kept");
+    let other_sum: i64 = (0..100_i64).map(|i| i * 1000 + 17).sum();
+    let after_restatement = (after_slice.0 + 100, after_slice.1 + other_sum, 3);
+    assert_eq!(count_and_sum(&lake).await, after_restatement);
 
     // Bad input is an error that names the column, and writes nothing.
     let bad = spans(10, 0).project(&[0, 1, 2, 4, 5]).unwrap(); // no span_id
     let err = lake.append(Table::Spans, &[bad]).await.unwrap_err().to_string();
     assert_eq!(err, "table spans: required column \"span_id\" is missing");
     assert_eq!(count_and_sum(&lake).await, after_restatement);
+}
+
+/// `parts` written in order by one writer of `write`.
+async fn write_all_of(
+    write: &tenantscope_schemas::lake::SliceWrite,
+    parts: &[RecordBatch],
+) -> tenantscope_schemas::lake::WrittenFiles {
+    let mut writer = write.writer();
+    for part in parts {
+        writer.write(part).await.unwrap();
+    }
+    writer.close().await.unwrap()
 }
 
 /// An append larger than a row group is sorted in runs and written by one writer per core:
