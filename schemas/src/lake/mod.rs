@@ -287,9 +287,12 @@ impl Lake {
         let (dt, version) = match committed {
             Ok(done) => done,
             Err(e) => {
-                // A conflict or a failed log write: the files are nobody's.
-                if let Err(discard) = write.discard(vec![WrittenFiles { adds, rows }]).await {
-                    tracing::warn!(%table, error = %discard, "Could not delete the files of a failed commit.");
+                // Refused (a conflict): the files are nobody's. A failed write of the log entry
+                // may still have landed, so its files stay (vacuum removes them if not).
+                if refused(&e)
+                    && let Err(discard) = write.discard(vec![WrittenFiles { adds, rows }]).await
+                {
+                    tracing::warn!(%table, error = %discard, "Could not delete the files of a refused commit.");
                 }
                 return Err(e);
             }
@@ -405,6 +408,23 @@ impl Lake {
             }
         }
     }
+}
+
+/// Whether a failed commit surely wrote no log entry: deltalake refused it (a conflict, a
+/// version taken at every attempt, an action the table does not allow) before writing.
+fn refused(e: &LakeError) -> bool {
+    use deltalake::{DeltaTableError, kernel::transaction::TransactionError};
+    matches!(e, LakeError::Delta { source, .. } if matches!(
+        source.as_ref(),
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(_)
+                | TransactionError::MaxCommitAttempts(_)
+                | TransactionError::DeltaTableAppendOnly
+                | TransactionError::UnsupportedTableFeatures(_)
+                | TransactionError::TableFeaturesRequired(_)
+                | TransactionError::SerializeLogJson { .. }
+        }
+    ))
 }
 
 /// A replace of an empty slice of a table, its rows written as they come (see
