@@ -673,6 +673,9 @@ impl<'a> Converter<'a> {
     }
 }
 
+/// A tag text's pairs, or why it is not tags.
+type ParsedTags = Result<Vec<(String, String)>, String>;
+
 /// Parsed tag texts by their text: an export repeats a resource's tags on every line of it,
 /// and parsing the JSON into owned pairs was a large part of converting a line. Bounded: it
 /// starts again past [`TagCache::MAX`] texts.
@@ -680,7 +683,7 @@ impl<'a> Converter<'a> {
 struct TagCache {
     /// By a hash of the text: the text and what it parsed to. (foldhash, not the standard
     /// SipHash: hashing each line's tags twice with SipHash was 2% of converting.)
-    parsed: HashMap<u64, (String, Result<Vec<(String, String)>, String>), foldhash::fast::RandomState>,
+    parsed: HashMap<u64, (String, ParsedTags), foldhash::fast::RandomState>,
     hasher: foldhash::fast::RandomState,
 }
 

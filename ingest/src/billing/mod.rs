@@ -251,6 +251,9 @@ fn slice_predicate(
     format!("{} AND ({})", covering_predicate(source, periods), account_terms.join(" OR "))
 }
 
+/// Each file's name and what converting it produced, and the data files written meanwhile.
+type ConvertedFiles = (Vec<(String, convert::Converted)>, Vec<WrittenFiles>);
+
 /// Converts every file on every core: a CSV file in the lake's row order (see [`sorted`]),
 /// others in chunks in file order. With a `sink` (one CSV file), the rows are written as they
 /// are converted and the files written are returned.
@@ -261,7 +264,7 @@ fn convert_all(
     attribution: &Attribution,
     threads: usize,
     sink: Option<&sorted::Sink<'_>>,
-) -> Result<(Vec<(String, convert::Converted)>, Vec<WrittenFiles>), ImportError> {
+) -> Result<ConvertedFiles, ImportError> {
     let mut out = Vec::with_capacity(files.len());
     if let (Some(sink), Some(records)) = (sink, single_sorted_file(files)) {
         let Opened { file, plan, .. } = &files[0];

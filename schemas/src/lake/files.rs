@@ -176,7 +176,7 @@ pub(super) async fn commit(
     // the log (which, failing after the commit landed, would have looked like a failed write).
     let mut next = DeltaTable::new(dt.log_store());
     next.state = Some(committed.snapshot());
-    Ok((next, u64::try_from(committed.version()).unwrap_or_default()))
+    Ok((next, committed.version()))
 }
 
 /// Data files written by a [`FileWriter`], not committed yet.
