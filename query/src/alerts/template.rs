@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(x("{{ $value | humanizePercentage }}", 0.1534), "15.34%");
         assert_eq!(x("{{ $value | humanize1024 }}", 1073741824.0), "1Gi");
         assert_eq!(x("{{ $value | humanizeDuration }}", 5400.0), "1h 30m 0s");
-        assert_eq!(x("{{ printf \"%.2f\" $value }}", 3.14159), "3.14");
+        assert_eq!(x("{{ printf \"%.2f\" $value }}", 3.24159), "3.24");
         assert_eq!(x("{{ printf \"%.2f\" $value }}", -6.0), "-6.00");
         assert_eq!(x("{{ printf \"%.2f\" $value }} {{ $value }}", -29.906), "-29.91 -29.906");
         assert_eq!(
