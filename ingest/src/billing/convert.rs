@@ -319,13 +319,27 @@ pub(crate) fn key_columns(plan: &Plan, attribution: &Attribution) -> Option<Vec<
 
 /// The text of FOCUS column `i` in `row` (untrimmed), `None` when null or absent.
 fn field<'r>(plan: &Plan, i: usize, row: &'r dyn Row) -> Result<Option<Cow<'r, str>>, String> {
+    match &plan.focus[i] {
+        Extract::Column(c) => Ok(not_null(row.get(*c)).map(Cow::Borrowed)),
+        _ => derived(plan, i, row),
+    }
+}
+
+/// [`field`] where the value does not come straight from a source column (then it is copied):
+/// nothing, a constant, or computed from the row.
+fn derived(plan: &Plan, i: usize, row: &dyn Row) -> Result<Option<Cow<'static, str>>, String> {
     let text = match &plan.focus[i] {
         Extract::Null => None,
-        Extract::Column(c) => row.get(*c).map(Cow::Borrowed),
+        Extract::Column(c) => row.get(*c).map(|t| Cow::Owned(t.to_string())),
         Extract::Const(v) => Some(Cow::Borrowed(*v)),
         Extract::Computed(_, f) => f(row)?.map(Cow::Owned),
     };
     Ok(text.filter(|t| !value::is_null(t)))
+}
+
+/// `text` unless it is a null token (or empty).
+fn not_null(text: Option<&str>) -> Option<&str> {
+    text.filter(|t| !value::is_null(t))
 }
 
 /// A line's tags: from every tag column (JSON objects, braceless objects, label arrays), then
@@ -690,10 +704,10 @@ struct TagCache {
 impl TagCache {
     const MAX: usize = 4096;
 
-    fn parse(&mut self, raw: &str) -> &Result<Vec<(String, String)>, String> {
+    fn parse(&mut self, raw: &str) -> &ParsedTags {
         use std::hash::BuildHasher;
         // No tags (most lines of pass 1, which reads tags only where they may name a tenant).
-        static NONE: Result<Vec<(String, String)>, String> = Ok(Vec::new());
+        static NONE: ParsedTags = Ok(Vec::new());
         if raw.is_empty() {
             return &NONE;
         }
@@ -710,28 +724,19 @@ impl TagCache {
     }
 }
 
-/// Calls `f` with each row's value of FOCUS column `i` (`None` for null), deciding where the
-/// value comes from once for the whole block.
+/// Calls `f` with each row's value of FOCUS column `i` (`None` for null), as [`field`] reads
+/// it; a value straight from a source column (almost every one) without going through `Row`.
 fn values<'b>(
     plan: &Plan,
     i: usize,
     block: &'b Block,
     mut f: impl FnMut(usize, Result<Option<Cow<'b, str>>, String>),
 ) {
-    let not_null = |t: &&str| !value::is_null(t);
     match &plan.focus[i] {
-        Extract::Null => (0..block.len()).for_each(|r| f(r, Ok(None))),
         Extract::Column(c) => {
-            (0..block.len()).for_each(|r| f(r, Ok(block.get(r, *c).filter(not_null).map(Cow::Borrowed))))
+            (0..block.len()).for_each(|r| f(r, Ok(not_null(block.get(r, *c)).map(Cow::Borrowed))))
         }
-        Extract::Const(v) => {
-            let v = Some(*v).filter(not_null);
-            (0..block.len()).for_each(|r| f(r, Ok(v.map(Cow::Borrowed))));
-        }
-        Extract::Computed(_, compute) => (0..block.len()).for_each(|r| {
-            let got = compute(&block.row(r)).map(|v| v.filter(|t| !value::is_null(t)).map(Cow::Owned));
-            f(r, got);
-        }),
+        _ => (0..block.len()).for_each(|r| f(r, derived(plan, i, &block.row(r)))),
     }
 }
 
