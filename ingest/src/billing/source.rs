@@ -240,7 +240,6 @@ fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
     // quotes and newlines in the skipped bytes (loops the compiler vectorizes), then walk to the
     // next newline outside quotes. A byte-at-a-time state machine over the whole file was a
     // tenth of a million-line import.
-    let count = |s: &[u8]| quotes_and_newlines(s);
     let mut out = Vec::with_capacity(n);
     let (mut start, mut start_line) = (body_start, 2_u64);
     let (mut pos, mut line) = (body_start, 2_u64);
@@ -251,7 +250,7 @@ fn chunks_of_at_least(file: &Loaded, n: usize, min_bytes: usize) -> Vec<Chunk> {
             break;
         }
         if candidate > pos {
-            let (quotes, newlines) = count(&bytes[pos..candidate]);
+            let (quotes, newlines) = quotes_and_newlines(&bytes[pos..candidate]);
             in_quotes ^= quotes % 2 == 1;
             line += newlines as u64;
             pos = candidate;
@@ -750,10 +749,7 @@ impl Block {
 
     /// Whether every field of records `rows` starts and ends on a character boundary.
     fn bounds_ok(&self, text: &str, rows: std::ops::Range<usize>) -> bool {
-        self.spans[rows.start * self.width..rows.end * self.width]
-            .iter()
-            .flatten()
-            .all(|&(s, e)| text.is_char_boundary(s as usize) && text.is_char_boundary(e as usize))
+        on_boundaries(text, &self.spans[rows.start * self.width..rows.end * self.width], 0)
     }
 
     /// The records of `raw` that are text, as one text; the others into `rejected`.
@@ -769,12 +765,7 @@ impl Block {
             let end = starts.get(r + 1).map_or(raw.len(), |&e| e as usize);
             let bytes = &raw[starts[r] as usize..end];
             let fields = &spans[r * self.width..(r + 1) * self.width];
-            let ok = std::str::from_utf8(bytes).ok().filter(|t| {
-                fields.iter().flatten().all(|&(s, e)| {
-                    t.is_char_boundary((s - starts[r]) as usize)
-                        && t.is_char_boundary((e - starts[r]) as usize)
-                })
-            });
+            let ok = std::str::from_utf8(bytes).ok().filter(|t| on_boundaries(t, fields, starts[r]));
             let Some(record) = ok else {
                 rejected.push((lines[r], String::from_utf8_lossy(bytes).into_owned()));
                 continue;
@@ -788,6 +779,14 @@ impl Block {
         }
         text
     }
+}
+
+/// Whether every field of `spans` (offsets into a buffer of which `text` starts at `base`)
+/// starts and ends on a character boundary of `text`.
+fn on_boundaries(text: &str, spans: &[Option<(u32, u32)>], base: u32) -> bool {
+    spans.iter().flatten().all(|&(s, e)| {
+        text.is_char_boundary((s - base) as usize) && text.is_char_boundary((e - base) as usize)
+    })
 }
 
 /// A record of a [`Block`].
