@@ -774,7 +774,16 @@ fn merge(pairs: &mut Vec<(String, String)>, more: Vec<(String, String)>) {
 }
 
 fn days_since_epoch(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+    (d - epoch()).num_days() as i32
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+/// The date [`days_since_epoch`] made `days` of (`None` out of range).
+pub(crate) fn date_of_days(days: i32) -> Option<NaiveDate> {
+    epoch().checked_add_signed(chrono::TimeDelta::days(days.into()))
 }
 
 #[cfg(test)]

@@ -108,24 +108,10 @@ pub(crate) fn lake_order(
             .collect();
         handles.into_iter().map(|h| h.join().map_err(|_| panicked())).collect::<Result<_, _>>()
     })?;
-    Ok(merge_sorted(runs, key))
-}
-
-/// One sorted vector of the sorted `runs` (ordered by `key`, unique).
-fn merge_sorted<K: Ord>(mut runs: Vec<Vec<Located>>, key: impl Fn(&Located) -> K) -> Vec<Located> {
-    while runs.len() > 1 {
-        let (a, b) = (runs.remove(0), runs.remove(0));
-        let mut merged = Vec::with_capacity(a.len() + b.len());
-        let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            let next = if key(x) <= key(y) { a.next() } else { b.next() };
-            merged.extend(next);
-        }
-        merged.extend(a);
-        merged.extend(b);
-        runs.push(merged);
-    }
-    runs.pop().unwrap_or_default()
+    // The standard stable sort finds the sorted runs and merges them.
+    let mut records = runs.concat();
+    records.sort_by_key(key);
+    Ok(records)
 }
 
 /// What pass 2 converts: the file, its plan, and what every row is stamped with.
@@ -184,9 +170,8 @@ pub(crate) fn convert_in_order(
 /// The billing periods (first days) of the records, by their sort keys: the periods of the valid
 /// ones among them (an invalid line's key may name another, never fewer).
 pub(crate) fn periods(records: &[Located]) -> BTreeSet<NaiveDate> {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     let days: BTreeSet<i32> = records.iter().map(|r| r.period).collect();
-    days.into_iter().filter_map(|d| epoch.checked_add_signed(chrono::TimeDelta::days(d.into()))).collect()
+    days.into_iter().filter_map(convert::date_of_days).collect()
 }
 
 /// Where pass 2 writes the batches it makes, when it writes them as it goes
