@@ -12,24 +12,34 @@ use std::{
 
 use async_trait::async_trait;
 use datafusion::{
-    arrow::datatypes::SchemaRef,
+    arrow::datatypes::{FieldRef, Schema, SchemaRef},
     catalog::{Session, TableProvider},
-    common::{DataFusionError, Result},
+    common::{DFSchema, DataFusionError, Result, ScalarValue, Statistics, stats::Precision},
+    config::TableParquetOptions,
     datasource::TableType,
     datasource::{
+        listing::PartitionedFile,
         physical_plan::{
-            FileScanConfig,
-            parquet::metadata::{CachedParquetMetaData, DFParquetMetadata},
+            FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+            parquet::{
+                CachedParquetFileReaderFactory,
+                metadata::{CachedParquetMetaData, DFParquetMetadata},
+            },
         },
         source::DataSourceExec,
+        table_schema::TableSchema,
     },
     execution::{cache::cache_manager::FileMetadataCache, object_store::ObjectStoreUrl},
-    logical_expr::{Expr, TableProviderFilterPushDown},
+    logical_expr::{Expr, TableProviderFilterPushDown, utils::conjunction},
     parquet::file::metadata::PageIndexPolicy,
+    physical_optimizer::pruning::PruningPredicateBuilder,
     physical_plan::{ExecutionPlan, empty::EmptyExec},
 };
-use object_store::ObjectMeta;
-use tenantscope_schemas::{Lake, Table, deltalake::DeltaTable};
+use object_store::{ObjectMeta, path::Path as ObjectPath};
+use tenantscope_schemas::{
+    Lake, Table,
+    deltalake::{self, DeltaTable},
+};
 
 #[derive(Clone)]
 struct Snapshot {
@@ -104,7 +114,7 @@ impl LakeTableProvider {
         Ok(self.fresh().await?.and_then(|s| s.table.version()))
     }
 
-    /// Puts the page indexes of the files `plan`'s filtered scans read into the session's
+    /// Puts the page indexes of the files `plan` reads (a scan with filters) into the session's
     /// Parquet metadata cache, in the background, where they are not yet.
     ///
     /// DataFusion's Parquet opener asks for a file's footer without its page index, and loads
@@ -164,14 +174,11 @@ fn has_page_index(cache: &FileMetadataCache, meta: &ObjectMeta) -> bool {
     })
 }
 
-/// The Parquet files (store and metadata, as the scan will look them up) that filtered scans
-/// under `plan` read.
+/// The Parquet files (store and metadata, as the scan will look them up) that the scans under
+/// `plan` read.
 fn collect_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(ObjectStoreUrl, ObjectMeta)>) {
-    // Only scans with a filter: the page index prunes pages for nothing else.
-    if let Some(config) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
-        .filter(|config| config.file_source.filter().is_some())
+    if let Some(config) =
+        plan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
     {
         for group in &config.file_groups {
             for file in group.files() {
@@ -225,8 +232,14 @@ impl TableProvider for LakeTableProvider {
                     .table
                     .update_datafusion_session(state)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let plan = snapshot.provider.scan(state, projection, filters, limit).await?;
-                self.warm_page_indexes(state, &plan);
+                let plan = match parquet_scan(&snapshot.table, &self.schema, self.table, state, projection, filters, limit)? {
+                    Some(plan) => plan,
+                    None => snapshot.provider.scan(state, projection, filters, limit).await?,
+                };
+                // Only scans with a filter: the page index prunes pages for nothing else.
+                if !filters.is_empty() {
+                    self.warm_page_indexes(state, &plan);
+                }
                 Ok(plan)
             }
             None => {
@@ -257,8 +270,161 @@ impl TableProvider for LakeTableProvider {
         let pushed: Vec<&Expr> = down.iter().map(|&i| filters[i]).collect();
         let mut answer = vec![TableProviderFilterPushDown::Unsupported; filters.len()];
         for (i, support) in down.into_iter().zip(provider.supports_filters_pushdown(&pushed)?) {
-            answer[i] = support;
+            // Never `Exact`: `parquet_scan` prunes with them and filters rows while decoding, but
+            // DataFusion keeps its own filter above the scan (removed again when the scan takes
+            // the filter over), so no answer depends on how exactly a scan applies it.
+            answer[i] = match support {
+                TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
+                other => other,
+            };
         }
         Ok(answer)
     }
+}
+
+/// The scan of `dt`'s snapshot as DataFusion's own Parquet scan over the snapshot's files, or
+/// `None` where the table uses a Delta feature only deltalake's scan reads (deletion vectors,
+/// column mapping) or its schema is not laid out as the scan would produce it.
+///
+/// Why not deltalake's scan: it tags every row with the id of its file (a dictionary column the
+/// Parquet reader fills per batch) and splits each batch back into runs by file to add the
+/// partition values. Tenantscope writes its tables itself: no deletion vectors, no column
+/// mapping, partition columns last. For those the file list, their partition values and the
+/// Delta statistics are all a scan needs, and DataFusion adds the partition values as
+/// constants. A scan over 20M spans (`GROUP BY tenant_id, service_name`) spent ~6% of its CPU
+/// on the file-id column (benches/RESULTS.md).
+///
+/// Files are pruned here with the Delta log's statistics and partition values (one
+/// `PruningPredicate` over the whole snapshot); row groups and pages by the Parquet scan with
+/// the same filters, which it also applies to rows while decoding, as deltalake's scan does.
+fn parquet_scan(
+    dt: &DeltaTable,
+    schema: &SchemaRef,
+    table: Table,
+    state: &dyn Session,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let external = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
+    let snapshot = dt.snapshot().map_err(external)?.snapshot();
+    let mapped = snapshot
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode")
+        .is_some_and(|mode| mode != "none");
+    let partition_names = table.partition_columns();
+    let width = schema.fields().len();
+    let laid_out = width >= partition_names.len()
+        && schema.fields()[width - partition_names.len()..]
+            .iter()
+            .zip(partition_names)
+            .all(|(f, name)| f.name() == name)
+        && snapshot.metadata().partition_columns().iter().map(String::as_str).eq(partition_names.iter().copied());
+    if mapped || !laid_out {
+        return Ok(None);
+    }
+    let log = snapshot.log_data();
+    if log.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
+        return Ok(None);
+    }
+
+    let df_schema = DFSchema::try_from(Arc::clone(schema))?;
+    let predicate = match conjunction(filters.iter().cloned()) {
+        Some(expr) => Some(state.create_physical_expr(expr, &df_schema)?),
+        None => None,
+    };
+    let keep = match &predicate {
+        // Statistics the log lacks, or values it cannot compare, keep the file.
+        Some(p) => PruningPredicateBuilder::new()
+            .with_file_schema(Arc::clone(schema))
+            .with_max_in_list_size(state.config_options().execution.parquet.max_in_list_size)
+            .try_build(Arc::clone(p))
+            .and_then(|pruning| pruning.prune(snapshot))
+            .unwrap_or_else(|e| {
+                tracing::debug!(%table, error = %e, "files not pruned by the Delta statistics");
+                vec![true; log.num_files()]
+            }),
+        None => vec![true; log.num_files()],
+    };
+
+    let root = dt.log_store().root_url().clone();
+    let store_url = ObjectStoreUrl::parse(format!(
+        "{}://{}{}",
+        root.scheme(),
+        root.host_str().unwrap_or(""),
+        root.port().map(|p| format!(":{p}")).unwrap_or_default()
+    ))?;
+    let root_path = ObjectPath::from_url_path(root.path()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let partition_fields: Vec<FieldRef> = schema.fields()[width - partition_names.len()..].to_vec();
+    let file_schema = Arc::new(Schema::new(schema.fields()[..width - partition_names.len()].to_vec()));
+    let mut files = Vec::new();
+    let mut rows = Some(0usize);
+    let mut bytes = 0usize;
+    for (f, keep) in log.iter().zip(keep) {
+        if !keep {
+            continue;
+        }
+        let mut values = f.partition_values_map();
+        let partition_values = partition_fields
+            .iter()
+            .map(|field| match values.remove(field.name()).flatten() {
+                Some(v) => ScalarValue::try_from_string(v, field.data_type()),
+                None => ScalarValue::try_from(field.data_type()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let location = ObjectPath::from_iter(root_path.parts().chain(f.object_store_path().parts()));
+        let size = f.size().max(0) as u64;
+        let num_rows = f.num_records();
+        rows = rows.zip(num_rows).map(|(a, b)| a + b);
+        bytes += size as usize;
+        let mut file = PartitionedFile::new_from_meta(ObjectMeta {
+            location,
+            last_modified: chrono::DateTime::from_timestamp_millis(f.modification_time()).unwrap_or_default(),
+            size,
+            e_tag: None,
+            version: None,
+        })
+        .with_partition_values(partition_values);
+        let mut stats = Statistics::new_unknown(schema);
+        stats.num_rows = num_rows.map_or(Precision::Absent, Precision::Exact);
+        stats.total_byte_size = Precision::Inexact(size as usize);
+        file.statistics = Some(Arc::new(stats));
+        files.push(file);
+    }
+    if files.is_empty() {
+        let projected = match projection {
+            Some(p) => Arc::new(schema.project(p)?),
+            None => Arc::clone(schema),
+        };
+        return Ok(Some(Arc::new(EmptyExec::new(projected))));
+    }
+    let mut statistics = Statistics::new_unknown(schema);
+    statistics.num_rows = rows.map_or(Precision::Absent, Precision::Exact);
+    statistics.total_byte_size = Precision::Inexact(bytes);
+
+    let store = state.runtime_env().object_store(&store_url)?;
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut source = ParquetSource::new(TableSchema::builder(file_schema).with_table_partition_cols(partition_fields).build())
+        .with_table_parquet_options(TableParquetOptions {
+            global: state.config_options().execution.parquet.clone(),
+            ..Default::default()
+        })
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, cache)));
+    if predicate.is_some() {
+        // The filters DataFusion handed down are over layout columns (`supports_filters_pushdown`):
+        // their matches are contiguous, so filtering rows while decoding pays. They are not
+        // given to the source here: every one is `Inexact`, so DataFusion's filter above the
+        // scan holds them, and its filter pushdown hands them (with any other filter of the
+        // query) to the source for pruning row groups and pages and for filtering rows. Given
+        // here too, each would be evaluated twice per row.
+        source = source.with_pushdown_filters(true);
+    }
+    let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+        .with_file_group(FileGroup::new(files))
+        .with_statistics(statistics)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(Some(DataSourceExec::from_data_source(config)))
 }

@@ -61,7 +61,12 @@ fn rows(
 /// The fixture lake: three tenants, two plans, an hour of usage each at 10:00 and 11:00 on
 /// 2026-11-02, and a bill whose lines each go through one allocation method.
 async fn fixture(dir: &std::path::Path) -> QueryEngine {
-    let lake = Lake::open_url(dir.to_str().unwrap()).await.unwrap();
+    fixture_at(dir.to_str().unwrap()).await
+}
+
+/// The fixture in the lake at `url` (a folder or an object store).
+async fn fixture_at(url: &str) -> QueryEngine {
+    let lake = Lake::open_url(url).await.unwrap();
     let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
     lake.append(
         Table::Tenants,
@@ -207,7 +212,11 @@ async fn fixture(dir: &std::path::Path) -> QueryEngine {
 /// 2026-11-02 at 10:00, requests 100 110 90 100 120 80 then 300, and one compute line a day
 /// costing a tenth of that (10 11 9 10 12 8 then 30), all the tenant's (the only one with usage).
 async fn history_fixture(dir: &std::path::Path) -> QueryEngine {
-    let lake = Lake::open_url(dir.to_str().unwrap()).await.unwrap();
+    history_fixture_at(dir.to_str().unwrap()).await
+}
+
+async fn history_fixture_at(url: &str) -> QueryEngine {
+    let lake = Lake::open_url(url).await.unwrap();
     let s = |v: &[&'static str]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
     let days =
         ["2026-10-27", "2026-10-28", "2026-10-29", "2026-10-30", "2026-10-31", "2026-11-01", "2026-11-02"];
@@ -353,6 +362,31 @@ async fn slt_in_process() {
     let dir = tempfile::tempdir().unwrap();
     let main = fixture(&dir.path().join("main")).await;
     let history = history_fixture(&dir.path().join("history")).await;
+    slt_in(main, history).await;
+}
+
+/// The same files, in process, over a lake in the S3-compatible server the test command starts
+/// (moto on 127.0.0.1; `TENANTSCOPE_TEST_S3_BUCKET` names the bucket, the endpoint and keys come
+/// from the environment as for any user): the scans build their object store URLs and file
+/// paths from the table's root URL, and this is where a bucket and prefix are in it. Required
+/// when `TENANTSCOPE_REQUIRE_S3` is set (the test command sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slt_over_an_s3_lake() {
+    let Ok(bucket) = std::env::var("TENANTSCOPE_TEST_S3_BUCKET") else {
+        assert!(
+            std::env::var_os("TENANTSCOPE_REQUIRE_S3").is_none(),
+            "TENANTSCOPE_REQUIRE_S3 is set but TENANTSCOPE_TEST_S3_BUCKET is not"
+        );
+        eprintln!("skipped: no S3 server (run the README's test command)");
+        return;
+    };
+    let prefix = format!("s3://{bucket}/slt-{}", std::process::id());
+    let main = fixture_at(&format!("{prefix}/main")).await;
+    let history = history_fixture_at(&format!("{prefix}/history")).await;
+    slt_in(main, history).await;
+}
+
+async fn slt_in(main: QueryEngine, history: QueryEngine) {
     let runs = slt_files("").into_iter().map(|f| (f, main.clone()));
     for (file, engine) in runs.chain(slt_files("history").into_iter().map(|f| (f, history.clone()))) {
         let engine = engine.clone();
