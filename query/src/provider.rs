@@ -177,8 +177,9 @@ fn has_page_index(cache: &FileMetadataCache, meta: &ObjectMeta) -> bool {
 /// The Parquet files (store and metadata, as the scan will look them up) that the scans under
 /// `plan` read.
 fn collect_files(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<(ObjectStoreUrl, ObjectMeta)>) {
-    if let Some(config) =
-        plan.downcast_ref::<DataSourceExec>().and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
+    if let Some(config) = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|exec| exec.data_source().downcast_ref::<FileScanConfig>())
     {
         for group in &config.file_groups {
             for file in group.files() {
@@ -232,7 +233,15 @@ impl TableProvider for LakeTableProvider {
                     .table
                     .update_datafusion_session(state)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let plan = match parquet_scan(&snapshot.table, &self.schema, self.table, state, projection, filters, limit)? {
+                let plan = match parquet_scan(
+                    &snapshot.table,
+                    &self.schema,
+                    self.table,
+                    state,
+                    projection,
+                    filters,
+                    limit,
+                )? {
                     Some(plan) => plan,
                     None => snapshot.provider.scan(state, projection, filters, limit).await?,
                 };
@@ -320,7 +329,12 @@ fn parquet_scan(
             .iter()
             .zip(partition_names)
             .all(|(f, name)| f.name() == name)
-        && snapshot.metadata().partition_columns().iter().map(String::as_str).eq(partition_names.iter().copied());
+        && snapshot
+            .metadata()
+            .partition_columns()
+            .iter()
+            .map(String::as_str)
+            .eq(partition_names.iter().copied());
     if mapped || !laid_out {
         return Ok(None);
     }
@@ -355,7 +369,8 @@ fn parquet_scan(
         root.host_str().unwrap_or(""),
         root.port().map(|p| format!(":{p}")).unwrap_or_default()
     ))?;
-    let root_path = ObjectPath::from_url_path(root.path()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let root_path =
+        ObjectPath::from_url_path(root.path()).map_err(|e| DataFusionError::External(Box::new(e)))?;
     let partition_fields: Vec<FieldRef> = schema.fields()[width - partition_names.len()..].to_vec();
     let file_schema = Arc::new(Schema::new(schema.fields()[..width - partition_names.len()].to_vec()));
     let mut files = Vec::new();
@@ -405,12 +420,14 @@ fn parquet_scan(
 
     let store = state.runtime_env().object_store(&store_url)?;
     let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut source = ParquetSource::new(TableSchema::builder(file_schema).with_table_partition_cols(partition_fields).build())
-        .with_table_parquet_options(TableParquetOptions {
-            global: state.config_options().execution.parquet.clone(),
-            ..Default::default()
-        })
-        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, cache)));
+    let mut source = ParquetSource::new(
+        TableSchema::builder(file_schema).with_table_partition_cols(partition_fields).build(),
+    )
+    .with_table_parquet_options(TableParquetOptions {
+        global: state.config_options().execution.parquet.clone(),
+        ..Default::default()
+    })
+    .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, cache)));
     if predicate.is_some() {
         // The filters DataFusion handed down are over layout columns (`supports_filters_pushdown`):
         // their matches are contiguous, so filtering rows while decoding pays. They are not
