@@ -151,6 +151,16 @@ impl Table {
         }
     }
 
+    /// Columns whose values are (nearly) all different: a Parquet dictionary of them only fills
+    /// up and is abandoned, after hashing every value into it.
+    pub fn unique_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Spans => &[TRACE_ID, SPAN_ID, PARENT_SPAN_ID],
+            Table::Logs => &[TRACE_ID, SPAN_ID],
+            _ => &[],
+        }
+    }
+
     /// The table's Arrow schema.
     pub fn schema(self) -> SchemaRef {
         Arc::new(Schema::new(self.fields()))

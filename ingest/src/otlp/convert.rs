@@ -4,7 +4,7 @@
 //! timestamp, ...) are rejected one by one and counted, with a message naming the first few by
 //! position; the rest of the request is kept (OTLP partial success).
 
-use std::{collections::HashMap, sync::Arc};
+use std::{borrow::Cow, collections::HashMap, sync::Arc};
 
 use arrow::{
     array::{
@@ -132,10 +132,17 @@ impl MapColumn {
     pub(crate) fn push(&mut self, attributes: &[KeyValue]) -> Result<(), ArrowError> {
         for kv in attributes {
             self.0.keys().append_value(&kv.key);
-            match kv.value.as_ref().and_then(value::text) {
-                Some(v) => self.0.values().append_value(v),
-                None => self.0.values().append_null(),
-            }
+            self.0.values().append_option(kv.value.as_ref().and_then(value::text));
+        }
+        self.0.append(true)
+    }
+
+    /// Appends a map rendered once by `rendered` (the resource's attributes, the same for every
+    /// record of the resource).
+    fn push_rendered(&mut self, rendered: &[(&str, Option<Cow<'_, str>>)]) -> Result<(), ArrowError> {
+        for (key, value) in rendered {
+            self.0.keys().append_value(key);
+            self.0.values().append_option(value.as_deref());
         }
         self.0.append(true)
     }
@@ -231,7 +238,7 @@ impl Common {
         self.tenant.append_option(tenant.as_deref());
         *self.per_tenant.entry(tenant).or_default() += 1;
         self.attributes.push(attributes)?;
-        self.resource.push(ctx.attributes)?;
+        self.resource.push_rendered(&ctx.rendered)?;
         self.scope.append_option(scope.map(|s| s.name.as_str()).filter(|n| !n.is_empty()));
         self.date.append_value(day(time_micros));
         Ok(())
@@ -239,14 +246,22 @@ impl Common {
 }
 
 struct ResourceContext<'a> {
-    attributes: &'a [KeyValue],
+    /// The resource's attributes as the `resource_attributes` map holds them.
+    rendered: Vec<(&'a str, Option<Cow<'a, str>>)>,
     service: Option<String>,
     tenant: ResourceTenant,
 }
 
 impl<'a> ResourceContext<'a> {
     fn new(resolver: &TenantResolver, bound: Option<&str>, attributes: &'a [KeyValue]) -> Self {
-        Self { attributes, service: service_name(attributes), tenant: resolver.resource(bound, attributes) }
+        Self {
+            rendered: attributes
+                .iter()
+                .map(|kv| (kv.key.as_str(), kv.value.as_ref().and_then(value::text)))
+                .collect(),
+            service: service_name(attributes),
+            tenant: resolver.resource(bound, attributes),
+        }
     }
 }
 

@@ -2,16 +2,18 @@
 //! scalar becomes its text and a nested value (array, key-value list, bytes) its JSON, which
 //! SQL can still take apart (`json_get`, `->>`). Nothing is dropped.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde_json::Value as Json;
 
-/// The text of a value: strings as they are, numbers and booleans in their usual spelling,
-/// bytes in base64 (as OTLP/JSON spells them), arrays and key-value lists as JSON. `None` for
-/// an empty value.
-pub(crate) fn text(value: &AnyValue) -> Option<String> {
-    Some(match value.value.as_ref()? {
-        Value::StringValue(s) => s.clone(),
+/// The text of a value: strings as they are (borrowed), numbers and booleans in their usual
+/// spelling, bytes in base64 (as OTLP/JSON spells them), arrays and key-value lists as JSON.
+/// `None` for an empty value.
+pub(crate) fn text(value: &AnyValue) -> Option<Cow<'_, str>> {
+    Some(Cow::Owned(match value.value.as_ref()? {
+        Value::StringValue(s) => return Some(Cow::Borrowed(s)),
         Value::BoolValue(b) => b.to_string(),
         Value::IntValue(i) => i.to_string(),
         Value::DoubleValue(d) => d.to_string(),
@@ -20,7 +22,7 @@ pub(crate) fn text(value: &AnyValue) -> Option<String> {
         // Profiling's string-table reference: no meaning outside profiles (the spec says to
         // treat it as absent).
         Value::StringValueStrindex(_) => return None,
-    })
+    }))
 }
 
 /// A value as JSON, keeping nested structure.
@@ -49,13 +51,8 @@ pub(crate) fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a
 }
 
 /// A string attribute's value without copying (tenant ids, service names are strings).
-pub(crate) fn attribute_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let value = attribute(attributes, key)?;
-    match value.value.as_ref()? {
-        Value::StringValue(s) if s.is_empty() => None,
-        Value::StringValue(s) => Some(std::borrow::Cow::Borrowed(s.as_str())),
-        _ => text(value).map(std::borrow::Cow::Owned),
-    }
+pub(crate) fn attribute_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
+    text(attribute(attributes, key)?).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

@@ -42,6 +42,9 @@ pub fn writer_properties(table: Table) -> WriterProperties {
             .set_column_bloom_filter_enabled(ColumnPath::from(TENANT_ID), true)
             .set_column_bloom_filter_max_ndv(ColumnPath::from(TENANT_ID), 10_000);
     }
+    for name in table.unique_columns() {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*name), false);
+    }
     for path in unindexed_text(table) {
         builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
     }
