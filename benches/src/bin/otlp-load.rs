@@ -271,7 +271,7 @@ fn rate(seconds: u64, batch: usize, requests: usize, mut f: impl FnMut(usize)) -
 }
 
 fn micro(args: &Args) -> anyhow::Result<()> {
-    use tenantscope_ingest::otlp::{TenantResolver, convert, wal};
+    use tenantscope_ingest::otlp::{TenantResolver, convert, wal, wire::TraceRequest};
     let mut rng = StdRng::seed_from_u64(7);
     let requests: Vec<_> = (0..args.distinct)
         .map(|i| trace_request(&mut rng, args.batch, args.tenants, 1_764_000_000_000_000_000 + i as u64))
@@ -279,16 +279,18 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     let encoded: Vec<Vec<u8>> = requests.iter().map(|r| r.encode_to_vec()).collect();
     let bytes_per_span = encoded.iter().map(Vec::len).sum::<usize>() / (requests.len() * args.batch);
     let resolver = TenantResolver::new(Default::default());
-    type Req = ExportTraceServiceRequest;
+    // As the receivers decode: strings as slices of the request's buffer (`wire`).
+    type Req = TraceRequest;
+    let encoded: Vec<Bytes> = encoded.into_iter().map(Bytes::from).collect();
     let decode = rate(args.seconds, args.batch, requests.len(), |i| {
-        std::hint::black_box(Req::decode(encoded[i].as_slice()).map(|r| r.resource_spans.len()).ok());
+        std::hint::black_box(Req::decode(encoded[i].clone()).map(|r| r.resource_spans.len()).ok());
     });
     let convert_rate = rate(args.seconds, args.batch, requests.len(), |i| {
-        let r = Req::decode(encoded[i].as_slice()).expect("valid");
+        let r = Req::decode(encoded[i].clone()).expect("valid");
         std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
     });
     let wal_rate = rate(args.seconds, args.batch, requests.len(), |i| {
-        let r = Req::decode(encoded[i].as_slice()).expect("valid");
+        let r = Req::decode(encoded[i].clone()).expect("valid");
         let c = convert::traces(&r, &resolver, None).expect("valid");
         std::hint::black_box(c.batch.as_ref().map(|b| wal::encode(b).map(|p| p.len())));
     });

@@ -11,10 +11,9 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde::Deserialize;
 
-use super::value::attribute_str;
+use super::value::{Attribute, attribute_str};
 
 /// Attribution settings (the `ingest.attribution` section of the config file).
 #[derive(Debug, Clone, Deserialize)]
@@ -83,7 +82,7 @@ impl TenantResolver {
     }
 
     /// Steps 1 to 3 for a resource's own attributes.
-    pub(crate) fn resource(&self, bound: Option<&str>, attributes: &[KeyValue]) -> ResourceTenant {
+    pub(crate) fn resource<A: Attribute>(&self, bound: Option<&str>, attributes: &[A]) -> ResourceTenant {
         if let Some(tenant) = bound {
             return ResourceTenant { bound: Some(tenant.to_string()), ..Default::default() };
         }
@@ -93,7 +92,7 @@ impl TenantResolver {
     }
 
     /// The tenant of one record of a resource.
-    pub(crate) fn record(&self, resource: &ResourceTenant, attributes: &[KeyValue]) -> Option<String> {
+    pub(crate) fn record<A: Attribute>(&self, resource: &ResourceTenant, attributes: &[A]) -> Option<String> {
         if let Some(t) = resource.bound.as_ref().or(resource.direct.as_ref()) {
             return Some(t.clone());
         }
@@ -103,7 +102,7 @@ impl TenantResolver {
         self.direct(attributes).or_else(|| resource.mapped.clone()).or_else(|| self.mapped(attributes))
     }
 
-    fn direct(&self, attributes: &[KeyValue]) -> Option<String> {
+    fn direct<A: Attribute>(&self, attributes: &[A]) -> Option<String> {
         self.config
             .tenant_attributes
             .iter()
@@ -111,7 +110,7 @@ impl TenantResolver {
             .map(|c| c.into_owned())
     }
 
-    fn mapped(&self, attributes: &[KeyValue]) -> Option<String> {
+    fn mapped<A: Attribute>(&self, attributes: &[A]) -> Option<String> {
         for rule in &self.config.mappings {
             let Some(value) = attribute_str(attributes, &rule.attribute) else { continue };
             if let Some(tenant) = rule.values.get(value.as_ref()) {
@@ -129,7 +128,7 @@ impl TenantResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
     fn kv(key: &str, value: &str) -> KeyValue {
         KeyValue {
@@ -162,14 +161,14 @@ mod tests {
         let t = r.resource(None, &res);
         assert_eq!(r.record(&t, &[kv("customer", "initech")]).as_deref(), Some("initech"));
         // Mapping by the tenants' accounts, and by the rule's own table (rule order).
-        assert_eq!(r.record(&t, &[]).as_deref(), Some("acme"));
+        assert_eq!(r.record::<KeyValue>(&t, &[]).as_deref(), Some("acme"));
         let t = r.resource(None, &[kv("k8s.namespace.name", "ns-blue"), kv("cloud.account.id", "1111")]);
-        assert_eq!(r.record(&t, &[]).as_deref(), Some("blue"));
+        assert_eq!(r.record::<KeyValue>(&t, &[]).as_deref(), Some("blue"));
         // Nothing known: unattributed, not dropped.
         let t = r.resource(None, &[kv("cloud.account.id", "9999")]);
         assert_eq!(r.record(&t, &[kv("x", "y")]), None);
         // An empty string is not a tenant.
         let t = r.resource(None, &[kv("tenant.id", "")]);
-        assert_eq!(r.record(&t, &[]), None);
+        assert_eq!(r.record::<KeyValue>(&t, &[]), None);
     }
 }

@@ -16,10 +16,7 @@ use arrow::{
     error::ArrowError,
 };
 use opentelemetry_proto::tonic::{
-    collector::{
-        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-        trace::v1::ExportTraceServiceRequest,
-    },
+    collector::{logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest},
     common::v1::{InstrumentationScope, KeyValue},
     metrics::v1::{
         AggregationTemporality, Metric, exponential_histogram_data_point::Buckets, metric::Data,
@@ -33,7 +30,8 @@ use tenantscope_schemas::{
 
 use super::{
     attribution::{ResourceTenant, TenantResolver},
-    value,
+    value::{self, Attribute},
+    wire::{TraceRequest, text},
 };
 
 /// How many rejected records a message names before it only counts.
@@ -117,7 +115,7 @@ fn check_id(bytes: &[u8], len: usize, name: &str, required: bool) -> Result<(), 
     Ok(())
 }
 
-fn service_name(resource: &[KeyValue]) -> Option<String> {
+fn service_name<A: Attribute>(resource: &[A]) -> Option<String> {
     value::attribute_str(resource, "service.name").map(|c| c.into_owned())
 }
 
@@ -129,10 +127,10 @@ impl MapColumn {
         Self(string_map_builder())
     }
 
-    pub(crate) fn push(&mut self, attributes: &[KeyValue]) -> Result<(), ArrowError> {
+    pub(crate) fn push<A: Attribute>(&mut self, attributes: &[A]) -> Result<(), ArrowError> {
         for kv in attributes {
-            self.0.keys().append_value(&kv.key);
-            self.0.values().append_option(kv.value.as_ref().and_then(value::text));
+            self.0.keys().append_value(kv.key());
+            self.0.values().append_option(kv.text());
         }
         self.0.append(true)
     }
@@ -225,12 +223,12 @@ impl Common {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(
+    fn push<A: Attribute>(
         &mut self,
         resolver: &TenantResolver,
         ctx: &ResourceContext<'_>,
-        scope: Option<&InstrumentationScope>,
-        attributes: &[KeyValue],
+        scope_name: Option<&str>,
+        attributes: &[A],
         time_micros: i64,
     ) -> Result<(), ArrowError> {
         self.service.append_option(ctx.service.as_deref());
@@ -239,7 +237,7 @@ impl Common {
         *self.per_tenant.entry(tenant).or_default() += 1;
         self.attributes.push(attributes)?;
         self.resource.push_rendered(&ctx.rendered)?;
-        self.scope.append_option(scope.map(|s| s.name.as_str()).filter(|n| !n.is_empty()));
+        self.scope.append_option(scope_name.filter(|n| !n.is_empty()));
         self.date.append_value(day(time_micros));
         Ok(())
     }
@@ -253,12 +251,9 @@ struct ResourceContext<'a> {
 }
 
 impl<'a> ResourceContext<'a> {
-    fn new(resolver: &TenantResolver, bound: Option<&str>, attributes: &'a [KeyValue]) -> Self {
+    fn new<A: Attribute>(resolver: &TenantResolver, bound: Option<&str>, attributes: &'a [A]) -> Self {
         Self {
-            rendered: attributes
-                .iter()
-                .map(|kv| (kv.key.as_str(), kv.value.as_ref().and_then(value::text)))
-                .collect(),
+            rendered: attributes.iter().map(|kv| (kv.key(), kv.text())).collect(),
             service: service_name(attributes),
             tenant: resolver.resource(bound, attributes),
         }
@@ -298,7 +293,7 @@ fn status_code(code: i32) -> &'static str {
 
 /// Spans to `spans` rows.
 pub fn traces(
-    request: &ExportTraceServiceRequest,
+    request: &TraceRequest,
     resolver: &TenantResolver,
     bound: Option<&str>,
 ) -> Result<Converted, ArrowError> {
@@ -354,26 +349,31 @@ pub fn traces(
                 trace_id.append_value(hex(&span.trace_id));
                 span_id.append_value(hex(&span.span_id));
                 parent.append_option((!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)));
-                trace_state
-                    .append_option((!span.trace_state.is_empty()).then_some(span.trace_state.as_str()));
-                name.append_value(&span.name);
+                trace_state.append_option((!span.trace_state.is_empty()).then(|| text(&span.trace_state)));
+                name.append_value(text(&span.name));
                 kind.append_value(span_kind(span.kind));
                 let st = span.status.as_ref();
                 status.append_value(status_code(st.map_or(0, |s| s.code)));
-                status_message.append_option(st.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+                status_message.append_option(st.map(|s| text(&s.message)).filter(|m| !m.is_empty()));
                 scope_version
-                    .append_option(ss.scope.as_ref().map(|s| s.version.as_str()).filter(|v| !v.is_empty()));
-                common.push(resolver, &ctx, ss.scope.as_ref(), &span.attributes, start)?;
+                    .append_option(ss.scope.as_ref().map(|s| text(&s.version)).filter(|v| !v.is_empty()));
+                common.push(
+                    resolver,
+                    &ctx,
+                    ss.scope.as_ref().map(|s| text(&s.name)),
+                    &span.attributes,
+                    start,
+                )?;
                 for e in &span.events {
                     ev_time.append_value(nanos_to_micros(e.time_unix_nano));
-                    ev_name.append_value(&e.name);
+                    ev_name.append_value(text(&e.name));
                     ev_attrs.push(&e.attributes)?;
                 }
                 events.push(Some(span.events.len()));
                 for l in &span.links {
                     ln_trace.append_value(hex(&l.trace_id));
                     ln_span.append_value(hex(&l.span_id));
-                    ln_state.append_option((!l.trace_state.is_empty()).then_some(l.trace_state.as_str()));
+                    ln_state.append_option((!l.trace_state.is_empty()).then(|| text(&l.trace_state)));
                     ln_attrs.push(&l.attributes)?;
                 }
                 links.push(Some(span.links.len()));
@@ -466,7 +466,13 @@ pub fn logs(
                 trace_id.append_option((!log.trace_id.is_empty()).then(|| hex(&log.trace_id)));
                 span_id.append_option((!log.span_id.is_empty()).then(|| hex(&log.span_id)));
                 event_name.append_option((!log.event_name.is_empty()).then_some(log.event_name.as_str()));
-                common.push(resolver, &ctx, sl.scope.as_ref(), &log.attributes, t)?;
+                common.push(
+                    resolver,
+                    &ctx,
+                    sl.scope.as_ref().map(|s| s.name.as_str()),
+                    &log.attributes,
+                    t,
+                )?;
             }
         }
     }
@@ -664,7 +670,7 @@ impl MetricRows {
         }
         self.temporality.append_option(temporality);
         self.monotonic.append_option(monotonic);
-        self.common.push(resolver, ctx, scope, attributes, t)
+        self.common.push(resolver, ctx, scope.map(|s| s.name.as_str()), attributes, t)
     }
 
     fn finish(mut self, rejects: &Rejects) -> Result<Converted, ArrowError> {

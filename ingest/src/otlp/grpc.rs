@@ -9,19 +9,25 @@ use opentelemetry_proto::tonic::collector::{
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
     },
-    trace::v1::{
-        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
 };
 use tenantscope_schemas::{
     AuditEvent, Auditor,
     auth::{Auth, Caller, Principal},
 };
-use tonic::{Code, Request, Response, Status, codec::CompressionEncoding};
+use tonic::{
+    Code, Request, Response, Status,
+    codegen::{
+        Body, BoxFuture, CompressionEncoding, Context, EnabledCompressionEncodings, Poll, Service, StdError,
+        http,
+    },
+};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::pipeline::{Pipeline, Refused};
+use super::{
+    pipeline::{Pipeline, Refused},
+    wire::TraceRequest,
+};
 
 #[derive(Clone)]
 struct Receiver {
@@ -41,11 +47,10 @@ fn status(refused: Refused) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
+impl Receiver {
+    async fn export_traces(
         &self,
-        request: Request<ExportTraceServiceRequest>,
+        request: Request<TraceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let bound = bound_tenant(&request);
         let a = self.pipeline.traces(request.into_inner(), bound.as_deref()).await.map_err(status)?;
@@ -55,6 +60,69 @@ impl TraceService for Receiver {
                 error_message,
             }),
         }))
+    }
+}
+
+/// `TraceService`, as opentelemetry-proto's generated `TraceServiceServer` serves it, but
+/// decoding the request into [`TraceRequest`] (strings as slices of the request's buffer)
+/// instead of its types (a `String` per attribute key and value). The same path, codec
+/// settings (gzip both ways, the size limit) and answers.
+#[derive(Clone)]
+struct TraceServer {
+    receiver: Receiver,
+    limit: usize,
+}
+
+impl tonic::server::NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+struct ExportTraces(Receiver);
+
+impl tonic::server::UnaryService<TraceRequest> for ExportTraces {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<TraceRequest>) -> Self::Future {
+        let receiver = self.0.clone();
+        Box::pin(async move { receiver.export_traces(request).await })
+    }
+}
+
+impl<B> Service<http::Request<B>> for TraceServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
+            return Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(Status::GRPC_STATUS, (Code::Unimplemented as i32).into());
+                headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+                Ok(response)
+            });
+        }
+        let method = ExportTraces(self.receiver.clone());
+        let limit = self.limit;
+        Box::pin(async move {
+            let mut gzip = EnabledCompressionEncodings::default();
+            gzip.enable(CompressionEncoding::Gzip);
+            let codec = tonic_prost::ProstCodec::<ExportTraceServiceResponse, TraceRequest>::default();
+            let mut grpc = tonic::server::Grpc::new(codec)
+                .apply_compression_config(gzip, gzip)
+                .apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.unary(method, request).await)
+        })
     }
 }
 
@@ -169,13 +237,7 @@ where
     let limit = pipeline.config().max_request_bytes;
     let r = Receiver { pipeline };
     tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(
-            TraceServiceServer::new(r.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
-            gate.clone(),
-        ))
+        .add_service(InterceptedService::new(TraceServer { receiver: r.clone(), limit }, gate.clone()))
         .add_service(InterceptedService::new(
             MetricsServiceServer::new(r.clone())
                 .accept_compressed(CompressionEncoding::Gzip)

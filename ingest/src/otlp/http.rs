@@ -24,7 +24,10 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use tenantscope_schemas::auth::Caller;
 
-use super::pipeline::{Pipeline, Refused, Signal};
+use super::{
+    pipeline::{Pipeline, Refused, Signal},
+    wire::TraceRequest,
+};
 
 /// The routes, to serve on the OTLP/HTTP address. Each request must carry its authenticated
 /// [`Caller`] as an extension: an ingest token bound to a tenant makes every row that tenant's.
@@ -115,6 +118,64 @@ fn decode<T: Message + Default + DeserializeOwned>(
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
 ) -> Result<(T, Encoding), Failure> {
+    let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
+    let request = match encoding {
+        Encoding::Protobuf => {
+            T::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
+        }
+        Encoding::Json => json::<T>(signal, &bytes),
+    };
+    checked(pipeline, signal, encoding, request)
+}
+
+/// A trace export request: protobuf decoded without copying its strings (`wire`), OTLP/JSON
+/// through opentelemetry-proto's types.
+fn decode_traces(
+    pipeline: &Pipeline,
+    headers: &HeaderMap,
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<(TraceRequest, Encoding), Failure> {
+    let signal = Signal::Traces;
+    let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
+    let request = match encoding {
+        Encoding::Protobuf => TraceRequest::decode(bytes)
+            .map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name())),
+        Encoding::Json => json::<ExportTraceServiceRequest>(signal, &bytes).and_then(|r| {
+            TraceRequest::from_proto(&r)
+                .map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
+        }),
+    };
+    checked(pipeline, signal, encoding, request)
+}
+
+fn json<T: DeserializeOwned>(signal: Signal, bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice::<T>(bytes).map_err(|e| {
+        format!("invalid OTLP/JSON {} request at line {} column {}: {e}", signal.name(), e.line(), e.column())
+    })
+}
+
+fn checked<T>(
+    pipeline: &Pipeline,
+    signal: Signal,
+    encoding: Encoding,
+    request: Result<T, String>,
+) -> Result<(T, Encoding), Failure> {
+    match request {
+        Ok(r) => Ok((r, encoding)),
+        Err(m) => {
+            pipeline.count_refused(signal, "invalid", None);
+            Err(failure(StatusCode::BAD_REQUEST, encoding, m))
+        }
+    }
+}
+
+/// Reads the content type and encoding and inflates gzip: the request's protobuf or JSON.
+fn body_of(
+    pipeline: &Pipeline,
+    signal: Signal,
+    headers: &HeaderMap,
+    body: &Result<Bytes, BytesRejection>,
+) -> Result<(Bytes, Encoding), Failure> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let encoding = match media.as_str() {
@@ -151,9 +212,8 @@ fn decode<T: Message + Default + DeserializeOwned>(
     };
     let content_encoding =
         headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let inflated;
-    let bytes: &[u8] = match content_encoding.trim().to_ascii_lowercase().as_str() {
-        "" | "identity" => body,
+    let bytes = match content_encoding.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => body.clone(),
         "gzip" => {
             let mut out = Vec::new();
             let read = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1).read_to_end(&mut out);
@@ -169,8 +229,7 @@ fn decode<T: Message + Default + DeserializeOwned>(
                 pipeline.count_refused(signal, "too_large", None);
                 return Err(refused(Refused::TooLarge { size: out.len(), limit }, encoding));
             }
-            inflated = out;
-            &inflated
+            Bytes::from(out)
         }
         other => {
             pipeline.count_refused(signal, "unsupported", None);
@@ -181,26 +240,7 @@ fn decode<T: Message + Default + DeserializeOwned>(
             ));
         }
     };
-    let request = match encoding {
-        Encoding::Protobuf => {
-            T::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
-        }
-        Encoding::Json => serde_json::from_slice::<T>(bytes).map_err(|e| {
-            format!(
-                "invalid OTLP/JSON {} request at line {} column {}: {e}",
-                signal.name(),
-                e.line(),
-                e.column()
-            )
-        }),
-    };
-    match request {
-        Ok(r) => Ok((r, encoding)),
-        Err(m) => {
-            pipeline.count_refused(signal, "invalid", None);
-            Err(failure(StatusCode::BAD_REQUEST, encoding, m))
-        }
-    }
+    Ok((bytes, encoding))
 }
 
 fn respond<R: Message + Serialize>(encoding: Encoding, response: R) -> Response {
@@ -224,7 +264,7 @@ async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode::<ExportTraceServiceRequest>(&p, Signal::Traces, &headers, &body)?;
+    let (request, enc) = decode_traces(&p, &headers, &body)?;
     let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,

@@ -10,6 +10,7 @@ mod metrics;
 pub mod pipeline;
 pub(crate) mod value;
 pub mod wal;
+pub mod wire;
 
 pub use attribution::{AttributionConfig, MappingRule, TenantResolver};
 pub use pipeline::{Accepted, IngestConfig, ItemCounts, Pipeline, RateLimit, RateLimits, Refused, Signal};

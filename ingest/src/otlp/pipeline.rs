@@ -11,7 +11,6 @@ use std::{
 use arrow::array::{AsArray, RecordBatch};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-    trace::v1::ExportTraceServiceRequest,
 };
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -23,6 +22,7 @@ use super::{
     convert::{self, Converted},
     metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
     wal::{Logged, Wal, WalError, encode},
+    wire::TraceRequest,
 };
 
 /// Ingest settings (the `ingest` section of the config file).
@@ -284,9 +284,13 @@ impl Pipeline {
     /// anything in the payload.
     pub async fn traces(
         &self,
-        request: ExportTraceServiceRequest,
+        request: TraceRequest,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
+        if let Err(e) = request.check_utf8() {
+            self.count_refused(Signal::Traces, "invalid", None);
+            return Err(Refused::Invalid(e.to_string()));
+        }
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let converted = self

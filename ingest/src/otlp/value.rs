@@ -45,14 +45,39 @@ pub(crate) fn json(value: &AnyValue) -> Json {
     }
 }
 
-/// The value of attribute `key` as text, if set.
-pub(crate) fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
+/// An attribute: opentelemetry-proto's `KeyValue`, or one of a request decoded without
+/// copying its strings (`wire`).
+pub(crate) trait Attribute {
+    /// Its key.
+    fn key(&self) -> &str;
+    /// Its value's text (see [`text`]).
+    fn text(&self) -> Option<Cow<'_, str>>;
 }
 
-/// A string attribute's value without copying (tenant ids, service names are strings).
-pub(crate) fn attribute_str<'a>(attributes: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
-    text(attribute(attributes, key)?).filter(|s| !s.is_empty())
+impl Attribute for KeyValue {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn text(&self) -> Option<Cow<'_, str>> {
+        self.value.as_ref().and_then(text)
+    }
+}
+
+impl Attribute for super::wire::KeyValue {
+    fn key(&self) -> &str {
+        super::wire::text(&self.key)
+    }
+
+    fn text(&self) -> Option<Cow<'_, str>> {
+        self.value.as_ref().and_then(super::wire::value_text)
+    }
+}
+
+/// The text of attribute `key`, without copying a string value (tenant ids, service names are
+/// strings); `None` when it is absent or empty.
+pub(crate) fn attribute_str<'a, A: Attribute>(attributes: &'a [A], key: &str) -> Option<Cow<'a, str>> {
+    attributes.iter().find(|kv| kv.key() == key)?.text().filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
