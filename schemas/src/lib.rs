@@ -9,6 +9,8 @@ pub mod columns;
 pub mod focus;
 pub mod lake;
 pub mod tables;
+#[doc(hidden)]
+pub mod testing;
 pub mod types;
 
 pub use lake::{

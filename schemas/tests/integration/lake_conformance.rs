@@ -352,20 +352,11 @@ async fn file_url() {
     conformance(&format!("file://{}/lake", dir.path().display())).await;
 }
 
-/// Against the S3-compatible server the test command starts (moto on 127.0.0.1).
-/// `TENANTSCOPE_TEST_S3_BUCKET` names the bucket; AWS_ENDPOINT_URL, AWS_ALLOW_HTTP and the keys
-/// come from the environment as for any user. Required when `TENANTSCOPE_REQUIRE_S3` is set (the
-/// test command sets it), so CI cannot skip it silently.
+/// Against the S3-compatible server the test command starts (moto on 127.0.0.1; see
+/// `tenantscope_schemas::testing::s3_bucket`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_compatible_server() {
-    let Ok(bucket) = std::env::var("TENANTSCOPE_TEST_S3_BUCKET") else {
-        assert!(
-            std::env::var_os("TENANTSCOPE_REQUIRE_S3").is_none(),
-            "TENANTSCOPE_REQUIRE_S3 is set but TENANTSCOPE_TEST_S3_BUCKET is not"
-        );
-        eprintln!("skipped: no S3 server (run the README's test command)");
-        return;
-    };
+    let Some(bucket) = tenantscope_schemas::testing::s3_bucket() else { return };
     let prefix = format!("conformance-{}", std::process::id());
     conformance(&format!("s3://{bucket}/{prefix}")).await;
 }
