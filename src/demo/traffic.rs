@@ -25,7 +25,10 @@ use opentelemetry_proto::tonic::{
     trace::v1::{ResourceSpans, ScopeSpans, Span, Status},
 };
 use rand::{Rng, rngs::StdRng};
-use tenantscope_ingest::otlp::{TenantResolver, convert, wire::TraceRequest};
+use tenantscope_ingest::otlp::{
+    TenantResolver, convert,
+    wire::{LogsRequest, TraceRequest},
+};
 
 use super::fleet::Fleet;
 
@@ -284,7 +287,7 @@ pub(crate) fn day(fleet: &Fleet, rng: &mut StdRng, d: u32) -> anyhow::Result<Day
     let now = chrono::Utc::now().timestamp_micros();
     Ok(Day {
         spans: rows(convert::traces(&TraceRequest::from_proto(&traces)?, &resolver, None)?)?,
-        logs: rows(convert::logs(&log_request, &resolver, None, now)?)?,
+        logs: rows(convert::logs(&LogsRequest::from_proto(&log_request)?, &resolver, None, now)?)?,
         metrics: rows(convert::metrics(&metrics_request(fleet, &aggs, day_start), &resolver, None)?)?,
         requests,
         exports,

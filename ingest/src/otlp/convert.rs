@@ -16,7 +16,7 @@ use arrow::{
     error::ArrowError,
 };
 use opentelemetry_proto::tonic::{
-    collector::{logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest},
+    collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{InstrumentationScope, KeyValue},
     metrics::v1::{
         AggregationTemporality, Metric, exponential_histogram_data_point::Buckets, metric::Data,
@@ -31,7 +31,7 @@ use tenantscope_schemas::{
 use super::{
     attribution::{ResourceTenant, TenantResolver},
     value::{self, Attribute},
-    wire::{TraceRequest, text},
+    wire::{self, LogsRequest, TraceRequest, text},
 };
 
 /// How many rejected records a message names before it only counts.
@@ -425,7 +425,7 @@ pub fn traces(
 /// Log records to `logs` rows. A record without a timestamp takes its observed time (as the
 /// OTLP specification says), and one with neither the time it was received.
 pub fn logs(
-    request: &ExportLogsServiceRequest,
+    request: &LogsRequest,
     resolver: &TenantResolver,
     bound: Option<&str>,
     received_micros: i64,
@@ -461,18 +461,12 @@ pub fn logs(
                 observed.append_option(observed_micros);
                 severity.append_option((log.severity_number != 0).then_some(log.severity_number));
                 severity_text
-                    .append_option((!log.severity_text.is_empty()).then_some(log.severity_text.as_str()));
-                body.append_option(log.body.as_ref().and_then(value::text));
+                    .append_option((!log.severity_text.is_empty()).then(|| text(&log.severity_text)));
+                body.append_option(log.body.as_ref().and_then(wire::value_text));
                 trace_id.append_option((!log.trace_id.is_empty()).then(|| hex(&log.trace_id)));
                 span_id.append_option((!log.span_id.is_empty()).then(|| hex(&log.span_id)));
-                event_name.append_option((!log.event_name.is_empty()).then_some(log.event_name.as_str()));
-                common.push(
-                    resolver,
-                    &ctx,
-                    sl.scope.as_ref().map(|s| s.name.as_str()),
-                    &log.attributes,
-                    t,
-                )?;
+                event_name.append_option((!log.event_name.is_empty()).then(|| text(&log.event_name)));
+                common.push(resolver, &ctx, sl.scope.as_ref().map(|s| text(&s.name)), &log.attributes, t)?;
             }
         }
     }

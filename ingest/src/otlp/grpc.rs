@@ -1,10 +1,7 @@
 //! OTLP/gRPC receiver: TraceService, MetricsService and LogsService, gzip or plain.
 
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{
-        ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
-        logs_service_server::{LogsService, LogsServiceServer},
-    },
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
     metrics::v1::{
         ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
         metrics_service_server::{MetricsService, MetricsServiceServer},
@@ -26,7 +23,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
     pipeline::{Pipeline, Refused},
-    wire::TraceRequest,
+    wire::{LogsRequest, TraceRequest},
 };
 
 #[derive(Clone)]
@@ -61,36 +58,100 @@ impl Receiver {
             }),
         }))
     }
+
+    async fn export_logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        let bound = bound_tenant(&request);
+        let a = self.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
+        Ok(Response::new(ExportLogsServiceResponse {
+            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
+                rejected_log_records,
+                error_message,
+            }),
+        }))
+    }
 }
 
-/// `TraceService`, as opentelemetry-proto's generated `TraceServiceServer` serves it, but
-/// decoding the request into [`TraceRequest`] (strings as slices of the request's buffer)
-/// instead of its types (a `String` per attribute key and value). The same path, codec
-/// settings (gzip both ways, the size limit) and answers.
+/// A service with one unary method (`Export`) whose request is decoded into a `wire` type.
+trait WireMethod: Clone + Send + Sync + 'static {
+    /// The gRPC service's full name.
+    const SERVICE: &'static str;
+    /// The method's path.
+    const PATH: &'static str;
+    /// The request, decoded without copying its strings.
+    type Request: prost::Message + Default + Send + 'static;
+    /// The response.
+    type Response: prost::Message + Send + 'static;
+    /// Handles one call.
+    fn export(
+        receiver: Receiver,
+        request: Request<Self::Request>,
+    ) -> BoxFuture<Response<Self::Response>, Status>;
+}
+
 #[derive(Clone)]
-struct TraceServer {
-    receiver: Receiver,
-    limit: usize,
-}
+struct Traces;
 
-impl tonic::server::NamedService for TraceServer {
-    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-}
-
-struct ExportTraces(Receiver);
-
-impl tonic::server::UnaryService<TraceRequest> for ExportTraces {
+impl WireMethod for Traces {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    type Request = TraceRequest;
     type Response = ExportTraceServiceResponse;
-    type Future = BoxFuture<Response<Self::Response>, Status>;
-
-    fn call(&mut self, request: Request<TraceRequest>) -> Self::Future {
-        let receiver = self.0.clone();
+    fn export(
+        receiver: Receiver,
+        request: Request<TraceRequest>,
+    ) -> BoxFuture<Response<Self::Response>, Status> {
         Box::pin(async move { receiver.export_traces(request).await })
     }
 }
 
-impl<B> Service<http::Request<B>> for TraceServer
+#[derive(Clone)]
+struct Logs;
+
+impl WireMethod for Logs {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Request = LogsRequest;
+    type Response = ExportLogsServiceResponse;
+    fn export(
+        receiver: Receiver,
+        request: Request<LogsRequest>,
+    ) -> BoxFuture<Response<Self::Response>, Status> {
+        Box::pin(async move { receiver.export_logs(request).await })
+    }
+}
+
+/// `TraceService` or `LogsService` as opentelemetry-proto's generated servers serve them, but
+/// decoding the request into a `wire` type (strings as slices of the request's buffer) instead
+/// of its types (a `String` per attribute key and value). The same path, codec settings (gzip
+/// both ways, the size limit) and answers.
+#[derive(Clone)]
+struct WireServer<M> {
+    receiver: Receiver,
+    limit: usize,
+    _method: M,
+}
+
+impl<M: WireMethod> tonic::server::NamedService for WireServer<M> {
+    const NAME: &'static str = M::SERVICE;
+}
+
+struct Export<M>(Receiver, std::marker::PhantomData<M>);
+
+impl<M: WireMethod> tonic::server::UnaryService<M::Request> for Export<M> {
+    type Response = M::Response;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<M::Request>) -> Self::Future {
+        M::export(self.0.clone(), request)
+    }
+}
+
+impl<M, B> Service<http::Request<B>> for WireServer<M>
 where
+    M: WireMethod,
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
@@ -103,7 +164,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != "/opentelemetry.proto.collector.trace.v1.TraceService/Export" {
+        if request.uri().path() != M::PATH {
             return Box::pin(async move {
                 let mut response = http::Response::new(tonic::body::Body::default());
                 let headers = response.headers_mut();
@@ -112,12 +173,12 @@ where
                 Ok(response)
             });
         }
-        let method = ExportTraces(self.receiver.clone());
+        let method = Export::<M>(self.receiver.clone(), std::marker::PhantomData);
         let limit = self.limit;
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
-            let codec = tonic_prost::ProstCodec::<ExportTraceServiceResponse, TraceRequest>::default();
+            let codec = tonic_prost::ProstCodec::<M::Response, M::Request>::default();
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(limit), None);
@@ -137,23 +198,6 @@ impl MetricsService for Receiver {
         Ok(Response::new(ExportMetricsServiceResponse {
             partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
                 rejected_data_points,
-                error_message,
-            }),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let bound = bound_tenant(&request);
-        let a = self.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
-                rejected_log_records,
                 error_message,
             }),
         }))
@@ -237,7 +281,10 @@ where
     let limit = pipeline.config().max_request_bytes;
     let r = Receiver { pipeline };
     tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(TraceServer { receiver: r.clone(), limit }, gate.clone()))
+        .add_service(InterceptedService::new(
+            WireServer { receiver: r.clone(), limit, _method: Traces },
+            gate.clone(),
+        ))
         .add_service(InterceptedService::new(
             MetricsServiceServer::new(r.clone())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -245,13 +292,7 @@ where
                 .max_decoding_message_size(limit),
             gate.clone(),
         ))
-        .add_service(InterceptedService::new(
-            LogsServiceServer::new(r)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
-            gate,
-        ))
+        .add_service(InterceptedService::new(WireServer { receiver: r, limit, _method: Logs }, gate))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

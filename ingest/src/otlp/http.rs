@@ -15,9 +15,9 @@ use axum::{
     routing::post,
 };
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
     metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
@@ -26,7 +26,7 @@ use tenantscope_schemas::auth::Caller;
 
 use super::{
     pipeline::{Pipeline, Refused, Signal},
-    wire::TraceRequest,
+    wire::{LogsRequest, TraceRequest},
 };
 
 /// The routes, to serve on the OTLP/HTTP address. Each request must carry its authenticated
@@ -128,21 +128,22 @@ fn decode<T: Message + Default + DeserializeOwned>(
     checked(pipeline, signal, encoding, request)
 }
 
-/// A trace export request: protobuf decoded without copying its strings (`wire`), OTLP/JSON
-/// through opentelemetry-proto's types.
-fn decode_traces(
+/// A trace or log export request: protobuf decoded without copying its strings (`wire`),
+/// OTLP/JSON through opentelemetry-proto's types (`P`), converted by `from_proto`.
+fn decode_wire<W: Message + Default, P: DeserializeOwned>(
     pipeline: &Pipeline,
+    signal: Signal,
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
-) -> Result<(TraceRequest, Encoding), Failure> {
-    let signal = Signal::Traces;
+    from_proto: fn(&P) -> Result<W, prost::DecodeError>,
+) -> Result<(W, Encoding), Failure> {
     let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
     let request = match encoding {
-        Encoding::Protobuf => TraceRequest::decode(bytes)
-            .map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name())),
-        Encoding::Json => json::<ExportTraceServiceRequest>(signal, &bytes).and_then(|r| {
-            TraceRequest::from_proto(&r)
-                .map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
+        Encoding::Protobuf => {
+            W::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
+        }
+        Encoding::Json => json::<P>(signal, &bytes).and_then(|r| {
+            from_proto(&r).map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
         }),
     };
     checked(pipeline, signal, encoding, request)
@@ -264,7 +265,7 @@ async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode_traces(&p, &headers, &body)?;
+    let (request, enc) = decode_wire(&p, Signal::Traces, &headers, &body, TraceRequest::from_proto)?;
     let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
@@ -302,7 +303,7 @@ async fn logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode::<ExportLogsServiceRequest>(&p, Signal::Logs, &headers, &body)?;
+    let (request, enc) = decode_wire(&p, Signal::Logs, &headers, &body, LogsRequest::from_proto)?;
     let a = p.logs(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,

@@ -9,9 +9,7 @@ use std::{
 };
 
 use arrow::array::{AsArray, RecordBatch};
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tenantscope_schemas::{Lake, Table};
@@ -22,7 +20,7 @@ use super::{
     convert::{self, Converted},
     metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
     wal::{Logged, Wal, WalError, encode},
-    wire::TraceRequest,
+    wire::{LogsRequest, TraceRequest},
 };
 
 /// Ingest settings (the `ingest` section of the config file).
@@ -314,11 +312,11 @@ impl Pipeline {
     }
 
     /// Ingests log records.
-    pub async fn logs(
-        &self,
-        request: ExportLogsServiceRequest,
-        bound_tenant: Option<&str>,
-    ) -> Result<Accepted, Refused> {
+    pub async fn logs(&self, request: LogsRequest, bound_tenant: Option<&str>) -> Result<Accepted, Refused> {
+        if let Err(e) = request.check_utf8() {
+            self.count_refused(Signal::Logs, "invalid", None);
+            return Err(Refused::Invalid(e.to_string()));
+        }
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let now = chrono::Utc::now().timestamp_micros();

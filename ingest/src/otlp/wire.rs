@@ -1,6 +1,7 @@
-//! An OTLP trace export request decoded without copying its strings.
+//! OTLP trace and log export requests decoded without copying their strings.
 //!
-//! The same messages as `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest`,
+//! The same messages as `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest` and
+//! `...logs.v1.ExportLogsServiceRequest`,
 //! declared with prost's derive, with two differences from opentelemetry-proto's types:
 //! - strings and ids are `bytes::Bytes`, slices of the request's buffer (a protobuf `string`
 //!   and `bytes` field are the same on the wire), instead of a fresh `String` or `Vec` each.
@@ -17,7 +18,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
+    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{
         AnyValue as PbAnyValue, ArrayValue as PbArray, KeyValue as PbKeyValue, KeyValueList as PbKvList,
     },
@@ -178,6 +179,54 @@ pub struct KeyValueList {
     pub values: Vec<KeyValue>,
 }
 
+/// `ExportLogsServiceRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct LogsRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_logs: Vec<ResourceLogs>,
+}
+
+/// `ResourceLogs`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ResourceLogs {
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    #[prost(message, repeated, tag = "2")]
+    pub scope_logs: Vec<ScopeLogs>,
+}
+
+/// `ScopeLogs`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ScopeLogs {
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<Scope>,
+    #[prost(message, repeated, tag = "2")]
+    pub log_records: Vec<LogRecord>,
+}
+
+/// `LogRecord`.
+#[derive(Clone, PartialEq, Message)]
+pub struct LogRecord {
+    #[prost(fixed64, tag = "1")]
+    pub time_unix_nano: u64,
+    #[prost(int32, tag = "2")]
+    pub severity_number: i32,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub severity_text: Bytes,
+    #[prost(message, optional, tag = "5")]
+    pub body: Option<AnyValue>,
+    #[prost(message, repeated, tag = "6")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(bytes = "bytes", tag = "9")]
+    pub trace_id: Bytes,
+    #[prost(bytes = "bytes", tag = "10")]
+    pub span_id: Bytes,
+    #[prost(fixed64, tag = "11")]
+    pub observed_time_unix_nano: u64,
+    #[prost(bytes = "bytes", tag = "12")]
+    pub event_name: Bytes,
+}
+
 /// A string field known to be UTF-8 (every one is, after [`TraceRequest::check_utf8`]).
 pub(crate) fn text(bytes: &Bytes) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
@@ -197,9 +246,7 @@ impl TraceRequest {
 
     /// Checks that every string field is UTF-8, naming the first that is not.
     pub fn check_utf8(&self) -> Result<(), NotUtf8> {
-        let check = |b: &Bytes, at: &dyn Fn() -> String| {
-            std::str::from_utf8(b).map(|_| ()).map_err(|_| NotUtf8(at()))
-        };
+        let check = check_str;
         for (r, rs) in self.resource_spans.iter().enumerate() {
             if let Some(res) = &rs.resource {
                 check_attributes(&res.attributes, &|| format!("resource_spans[{r}].resource"))?;
@@ -231,6 +278,44 @@ impl TraceRequest {
         }
         Ok(())
     }
+}
+
+impl LogsRequest {
+    /// The request in opentelemetry-proto's types (from OTLP/JSON), re-encoded and decoded into
+    /// these.
+    pub fn from_proto(request: &ExportLogsServiceRequest) -> Result<Self, prost::DecodeError> {
+        Self::decode(Bytes::from(request.encode_to_vec()))
+    }
+
+    /// Checks that every string field is UTF-8, naming the first that is not.
+    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
+        for (r, rl) in self.resource_logs.iter().enumerate() {
+            if let Some(res) = &rl.resource {
+                check_attributes(&res.attributes, &|| format!("resource_logs[{r}].resource"))?;
+            }
+            for (s, sl) in rl.scope_logs.iter().enumerate() {
+                let at = |what: &str| format!("resource_logs[{r}].scope_logs[{s}].{what}");
+                if let Some(scope) = &sl.scope {
+                    check_str(&scope.name, &|| at("scope.name"))?;
+                    check_str(&scope.version, &|| at("scope.version"))?;
+                }
+                for (i, log) in sl.log_records.iter().enumerate() {
+                    let at = |what: &str| at(&format!("log_records[{i}].{what}"));
+                    check_str(&log.severity_text, &|| at("severity_text"))?;
+                    check_str(&log.event_name, &|| at("event_name"))?;
+                    if let Some(body) = &log.body {
+                        check_value(body, &|| at("body"))?;
+                    }
+                    check_attributes(&log.attributes, &|| at("attributes"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_str(b: &Bytes, at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
+    std::str::from_utf8(b).map(|_| ()).map_err(|_| NotUtf8(at()))
 }
 
 fn check_attributes(attributes: &[KeyValue], at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
@@ -474,5 +559,68 @@ mod tests {
         let err = wire.check_utf8().unwrap_err().to_string();
         assert!(err.contains("resource_spans[0].scope_spans[0].spans[2].attributes"), "{err}");
         assert!(err.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn log_records_decoded_without_copies_keep_every_body_and_field() {
+        use opentelemetry_proto::tonic::{
+            collector::logs::v1::ExportLogsServiceRequest,
+            logs::v1::{LogRecord as PbLog, ResourceLogs as PbResourceLogs, ScopeLogs as PbScopeLogs},
+        };
+        let bodies = [
+            V::StringValue("disk full".into()),
+            V::IntValue(42),
+            V::BytesValue(vec![0, 1]),
+            V::KvlistValue(KeyValueList { values: vec![kv("k", V::BoolValue(false))] }),
+        ];
+        let log = |i: usize, body: &V, span_len: usize| PbLog {
+            time_unix_nano: 1_764_000_000_000_000_000 + i as u64,
+            observed_time_unix_nano: 1_764_000_000_500_000_000,
+            severity_number: 17,
+            severity_text: "ERROR".into(),
+            body: Some(PbAnyValue { value: Some(body.clone()) }),
+            attributes: vec![kv("user.id", V::StringValue(format!("u{i}")))],
+            dropped_attributes_count: 2,
+            flags: 1,
+            trace_id: vec![5; 16],
+            span_id: vec![6; span_len],
+            event_name: "app.crash".into(),
+        };
+        let mut records: Vec<PbLog> = bodies.iter().enumerate().map(|(i, b)| log(i, b, 8)).collect();
+        records.insert(1, log(9, &bodies[0], 3));
+        let pb = ExportLogsServiceRequest {
+            resource_logs: vec![PbResourceLogs {
+                resource: Some(PbResource {
+                    attributes: vec![kv("service.name", V::StringValue("api".into()))],
+                    dropped_attributes_count: 0,
+                    entity_refs: vec![],
+                }),
+                scope_logs: vec![PbScopeLogs {
+                    scope: Some(InstrumentationScope { name: "logger".into(), ..Default::default() }),
+                    log_records: records,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        let wire = LogsRequest::decode(Bytes::from(pb.encode_to_vec())).unwrap();
+        assert_eq!(wire, LogsRequest::from_proto(&pb).unwrap());
+        wire.check_utf8().unwrap();
+        let c = convert::logs(&wire, &TenantResolver::new(Default::default()), None, 0).unwrap();
+        assert_eq!((c.accepted(), c.rejected), (4, 1));
+        assert!(c.message.contains("log_records[1]: span_id has 3 bytes"), "{}", c.message);
+        let batch = c.batch.unwrap();
+        let col = |name: &str| batch.column_by_name(name).unwrap();
+        let body = col("body").as_string::<i32>();
+        for (row, b) in bodies.iter().enumerate() {
+            let value = PbAnyValue { value: Some(b.clone()) };
+            assert_eq!(body.value(row), crate::otlp::value::text(&value).unwrap());
+        }
+        assert_eq!(body.value(3), r#"{"k":false}"#);
+        let text = |name: &str, row: usize| col(name).as_string::<i32>().value(row).to_string();
+        assert_eq!((text("severity_text", 0), text("event_name", 2)), ("ERROR".into(), "app.crash".into()));
+        assert_eq!((text("trace_id", 0), text("span_id", 0)), ("05".repeat(16), "06".repeat(8)));
+        assert_eq!((text("service_name", 0), text("scope_name", 0)), ("api".into(), "logger".into()));
+        assert_eq!(map_row(col("attributes").as_map(), 3), vec![("user.id".into(), Some("u3".into()))]);
     }
 }
