@@ -18,7 +18,7 @@ use datafusion::{
     config::TableParquetOptions,
     datasource::TableType,
     datasource::{
-        listing::PartitionedFile,
+        listing::{ListingTableUrl, PartitionedFile},
         physical_plan::{
             FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
             parquet::{
@@ -292,8 +292,9 @@ impl TableProvider for LakeTableProvider {
 }
 
 /// The scan of `dt`'s snapshot as DataFusion's own Parquet scan over the snapshot's files, or
-/// `None` where the table uses a Delta feature only deltalake's scan reads (deletion vectors,
-/// column mapping) or its schema is not laid out as the scan would produce it.
+/// `None` where the table uses a Delta feature only deltalake's scan reads (column mapping, or
+/// a deletion vector on a file the query reads) or its schema is not laid out as the scan would
+/// produce it.
 ///
 /// Why not deltalake's scan: it tags every row with the id of its file (a dictionary column the
 /// Parquet reader fills per batch) and splits each batch back into runs by file to add the
@@ -339,9 +340,6 @@ fn parquet_scan(
         return Ok(None);
     }
     let log = snapshot.log_data();
-    if log.iter().any(|f| f.deletion_vector_descriptor().is_some()) {
-        return Ok(None);
-    }
 
     let df_schema = DFSchema::try_from(Arc::clone(schema))?;
     let predicate = match conjunction(filters.iter().cloned()) {
@@ -362,15 +360,9 @@ fn parquet_scan(
         None => vec![true; log.num_files()],
     };
 
-    let root = dt.log_store().root_url().clone();
-    let store_url = ObjectStoreUrl::parse(format!(
-        "{}://{}{}",
-        root.scheme(),
-        root.host_str().unwrap_or(""),
-        root.port().map(|p| format!(":{p}")).unwrap_or_default()
-    ))?;
-    let root_path =
-        ObjectPath::from_url_path(root.path()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    // The store and path prefix of the table's root, as deltalake registered the store.
+    let root = ListingTableUrl::parse(dt.log_store().root_url().as_str())?;
+    let store_url = root.object_store();
     let partition_fields: Vec<FieldRef> = schema.fields()[width - partition_names.len()..].to_vec();
     let file_schema = Arc::new(Schema::new(schema.fields()[..width - partition_names.len()].to_vec()));
     let mut files = Vec::new();
@@ -380,6 +372,9 @@ fn parquet_scan(
         if !keep {
             continue;
         }
+        if f.deletion_vector_descriptor().is_some() {
+            return Ok(None);
+        }
         let mut values = f.partition_values_map();
         let partition_values = partition_fields
             .iter()
@@ -388,7 +383,7 @@ fn parquet_scan(
                 None => ScalarValue::try_from(field.data_type()),
             })
             .collect::<Result<Vec<_>>>()?;
-        let location = ObjectPath::from_iter(root_path.parts().chain(f.object_store_path().parts()));
+        let location = ObjectPath::from_iter(root.prefix().parts().chain(f.object_store_path().parts()));
         let size = f.size().max(0) as u64;
         let num_rows = f.num_records();
         rows = rows.zip(num_rows).map(|(a, b)| a + b);

@@ -231,11 +231,27 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
         assert response.partial_success.rejected_spans == 1
         assert "span_id has 0 bytes, want 8" in response.partial_success.error_message
 
+    # A string that is not UTF-8 refuses the request, naming where (HTTP 400, gRPC
+    # INVALID_ARGUMENT); nothing of it is stored.
+    bad_utf8 = trace_request([span(b"\x07" * 16, b"\x08" * 8, "fine")]).SerializeToString().replace(b"fine", b"f\xffne")
+    status, _, body = post(url, bad_utf8, "application/x-protobuf")
+    assert status == 400, body
+    message = status_pb2.Status.FromString(body).message
+    assert "resource_spans[0].scope_spans[0].spans[0].name" in message and "not UTF-8" in message, message
+    with grpc.insecure_channel(s.grpc) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                     request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(bad_utf8)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "spans[0].name" in refused.value.details()
+
     q = "SELECT name FROM spans ORDER BY name"
     assert s.wait_for(q, [["kept-1"], ["kept-2"], ["kept-3"]]) == [["kept-1"], ["kept-2"], ["kept-3"]]
     metrics = urllib.request.urlopen(f"{s.http}/metrics").read().decode()
     assert 'tenantscope_otlp_rejected_items_total{signal="traces",reason="invalid"} 2' in metrics, metrics
-    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 2' in metrics
+    # The truncated protobuf, the broken JSON and the two requests with a string that is not UTF-8.
+    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 4' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="unsupported"} 1' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="too_large"} 2' in metrics
     # The same counts in SQL, where alert rules read them: every window covers this young process.

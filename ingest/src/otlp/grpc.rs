@@ -44,42 +44,10 @@ fn status(refused: Refused) -> Status {
     }
 }
 
-impl Receiver {
-    async fn export_traces(
-        &self,
-        request: Request<TraceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let bound = bound_tenant(&request);
-        let a = self.pipeline.traces(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
-                rejected_spans,
-                error_message,
-            }),
-        }))
-    }
-
-    async fn export_logs(
-        &self,
-        request: Request<LogsRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let bound = bound_tenant(&request);
-        let a = self.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
-                rejected_log_records,
-                error_message,
-            }),
-        }))
-    }
-}
-
 /// A service with one unary method (`Export`) whose request is decoded into a `wire` type.
 trait WireMethod: Clone + Send + Sync + 'static {
-    /// The gRPC service's full name.
+    /// The gRPC service's full name (its one method's path is `/{SERVICE}/Export`).
     const SERVICE: &'static str;
-    /// The method's path.
-    const PATH: &'static str;
     /// The request, decoded without copying its strings.
     type Request: prost::Message + Default + Send + 'static;
     /// The response.
@@ -96,14 +64,22 @@ struct Traces;
 
 impl WireMethod for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
     type Request = TraceRequest;
     type Response = ExportTraceServiceResponse;
     fn export(
         receiver: Receiver,
         request: Request<TraceRequest>,
     ) -> BoxFuture<Response<Self::Response>, Status> {
-        Box::pin(async move { receiver.export_traces(request).await })
+        Box::pin(async move {
+            let bound = bound_tenant(&request);
+            let a = receiver.pipeline.traces(request.into_inner(), bound.as_deref()).await.map_err(status)?;
+            Ok(Response::new(ExportTraceServiceResponse {
+                partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
+                    rejected_spans,
+                    error_message,
+                }),
+            }))
+        })
     }
 }
 
@@ -112,14 +88,22 @@ struct Logs;
 
 impl WireMethod for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
     type Request = LogsRequest;
     type Response = ExportLogsServiceResponse;
     fn export(
         receiver: Receiver,
         request: Request<LogsRequest>,
     ) -> BoxFuture<Response<Self::Response>, Status> {
-        Box::pin(async move { receiver.export_logs(request).await })
+        Box::pin(async move {
+            let bound = bound_tenant(&request);
+            let a = receiver.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
+            Ok(Response::new(ExportLogsServiceResponse {
+                partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
+                    rejected_log_records,
+                    error_message,
+                }),
+            }))
+        })
     }
 }
 
@@ -164,7 +148,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != M::PATH {
+        let path = request.uri().path();
+        if path.strip_prefix('/').and_then(|p| p.strip_suffix("/Export")) != Some(M::SERVICE) {
             return Box::pin(async move {
                 let mut response = http::Response::new(tonic::body::Body::default());
                 let headers = response.headers_mut();

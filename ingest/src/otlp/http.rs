@@ -111,31 +111,15 @@ fn refused(r: Refused, encoding: Encoding) -> Failure {
     }
 }
 
-/// Reads the content type and encoding, inflates gzip, and decodes the request.
-fn decode<T: Message + Default + DeserializeOwned>(
+/// Reads the content type and encoding, inflates gzip, and decodes the request: protobuf into
+/// `W` (for traces and logs the `wire` types, which do not copy strings), OTLP/JSON into
+/// opentelemetry-proto's `P` (which has the JSON mapping), turned into `W` by `from_json`.
+fn decode<W: Message + Default, P: DeserializeOwned>(
     pipeline: &Pipeline,
     signal: Signal,
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
-) -> Result<(T, Encoding), Failure> {
-    let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
-    let request = match encoding {
-        Encoding::Protobuf => {
-            T::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
-        }
-        Encoding::Json => json::<T>(signal, &bytes),
-    };
-    checked(pipeline, signal, encoding, request)
-}
-
-/// A trace or log export request: protobuf decoded without copying its strings (`wire`),
-/// OTLP/JSON through opentelemetry-proto's types (`P`), converted by `from_proto`.
-fn decode_wire<W: Message + Default, P: DeserializeOwned>(
-    pipeline: &Pipeline,
-    signal: Signal,
-    headers: &HeaderMap,
-    body: &Result<Bytes, BytesRejection>,
-    from_proto: fn(&P) -> Result<W, prost::DecodeError>,
+    from_json: fn(P) -> Result<W, prost::DecodeError>,
 ) -> Result<(W, Encoding), Failure> {
     let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
     let request = match encoding {
@@ -143,24 +127,9 @@ fn decode_wire<W: Message + Default, P: DeserializeOwned>(
             W::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
         }
         Encoding::Json => json::<P>(signal, &bytes).and_then(|r| {
-            from_proto(&r).map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
+            from_json(r).map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
         }),
     };
-    checked(pipeline, signal, encoding, request)
-}
-
-fn json<T: DeserializeOwned>(signal: Signal, bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice::<T>(bytes).map_err(|e| {
-        format!("invalid OTLP/JSON {} request at line {} column {}: {e}", signal.name(), e.line(), e.column())
-    })
-}
-
-fn checked<T>(
-    pipeline: &Pipeline,
-    signal: Signal,
-    encoding: Encoding,
-    request: Result<T, String>,
-) -> Result<(T, Encoding), Failure> {
     match request {
         Ok(r) => Ok((r, encoding)),
         Err(m) => {
@@ -168,6 +137,12 @@ fn checked<T>(
             Err(failure(StatusCode::BAD_REQUEST, encoding, m))
         }
     }
+}
+
+fn json<T: DeserializeOwned>(signal: Signal, bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice::<T>(bytes).map_err(|e| {
+        format!("invalid OTLP/JSON {} request at line {} column {}: {e}", signal.name(), e.line(), e.column())
+    })
 }
 
 /// Reads the content type and encoding and inflates gzip: the request's protobuf or JSON.
@@ -265,7 +240,7 @@ async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode_wire(&p, Signal::Traces, &headers, &body, TraceRequest::from_proto)?;
+    let (request, enc) = decode(&p, Signal::Traces, &headers, &body, |r| TraceRequest::from_proto(&r))?;
     let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
@@ -284,7 +259,7 @@ async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode::<ExportMetricsServiceRequest>(&p, Signal::Metrics, &headers, &body)?;
+    let (request, enc) = decode(&p, Signal::Metrics, &headers, &body, Ok::<ExportMetricsServiceRequest, _>)?;
     let a = p.metrics(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
@@ -303,7 +278,7 @@ async fn logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode_wire(&p, Signal::Logs, &headers, &body, LogsRequest::from_proto)?;
+    let (request, enc) = decode(&p, Signal::Logs, &headers, &body, |r| LogsRequest::from_proto(&r))?;
     let a = p.logs(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,

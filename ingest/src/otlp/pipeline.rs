@@ -158,6 +158,11 @@ pub enum Refused {
     Unavailable(String),
 }
 
+/// A conversion failure (ours: rows that do not fit the table) as a refusal.
+fn unconverted(signal: Signal) -> impl FnOnce(arrow::error::ArrowError) -> Refused {
+    move |e| Refused::Unavailable(format!("converting {}: {e}", signal.items()))
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -285,14 +290,13 @@ impl Pipeline {
         request: TraceRequest,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
-        if let Err(e) = request.check_utf8() {
-            self.count_refused(Signal::Traces, "invalid", None);
-            return Err(Refused::Invalid(e.to_string()));
-        }
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let converted = self
-            .convert(Signal::Traces, move || convert::traces(&request, &resolver, bound.as_deref()))
+            .convert(Signal::Traces, move || {
+                request.check_utf8().map_err(|e| Refused::Invalid(e.to_string()))?;
+                convert::traces(&request, &resolver, bound.as_deref()).map_err(unconverted(Signal::Traces))
+            })
             .await?;
         self.admit(Signal::Traces, converted).await
     }
@@ -306,22 +310,23 @@ impl Pipeline {
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let converted = self
-            .convert(Signal::Metrics, move || convert::metrics(&request, &resolver, bound.as_deref()))
+            .convert(Signal::Metrics, move || {
+                convert::metrics(&request, &resolver, bound.as_deref()).map_err(unconverted(Signal::Metrics))
+            })
             .await?;
         self.admit(Signal::Metrics, converted).await
     }
 
     /// Ingests log records.
     pub async fn logs(&self, request: LogsRequest, bound_tenant: Option<&str>) -> Result<Accepted, Refused> {
-        if let Err(e) = request.check_utf8() {
-            self.count_refused(Signal::Logs, "invalid", None);
-            return Err(Refused::Invalid(e.to_string()));
-        }
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let now = chrono::Utc::now().timestamp_micros();
         let converted = self
-            .convert(Signal::Logs, move || convert::logs(&request, &resolver, bound.as_deref(), now))
+            .convert(Signal::Logs, move || {
+                request.check_utf8().map_err(|e| Refused::Invalid(e.to_string()))?;
+                convert::logs(&request, &resolver, bound.as_deref(), now).map_err(unconverted(Signal::Logs))
+            })
             .await?;
         self.admit(Signal::Logs, converted).await
     }
@@ -335,16 +340,21 @@ impl Pipeline {
         }
     }
 
+    /// Runs `f` (checks and conversion: CPU work proportional to the request) off the threads
+    /// that serve connections, and counts what it received, rejected and refused.
     async fn convert(
         &self,
         signal: Signal,
-        f: impl FnOnce() -> Result<Converted, arrow::error::ArrowError> + Send + 'static,
+        f: impl FnOnce() -> Result<Converted, Refused> + Send + 'static,
     ) -> Result<Converted, Refused> {
-        // Conversion is CPU work: keep it off the threads that serve connections.
         let converted = tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| Refused::Unavailable(format!("converting {}: {e}", signal.items())))?
-            .map_err(|e| Refused::Unavailable(format!("converting {}: {e}", signal.items())))?;
+            .inspect_err(|refused| {
+                if matches!(refused, Refused::Invalid(_)) {
+                    self.count_refused(signal, "invalid", None);
+                }
+            })?;
         let m = &self.inner.metrics;
         m.received
             .get_or_create(&SignalLabels { signal: signal.name() })

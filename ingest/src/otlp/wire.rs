@@ -227,7 +227,13 @@ pub struct LogRecord {
     pub event_name: Bytes,
 }
 
-/// A string field known to be UTF-8 (every one is, after [`TraceRequest::check_utf8`]).
+/// `message` encoded and decoded as `W`: the same message in other types.
+fn reencode<W: Message + Default>(message: &impl Message) -> Result<W, prost::DecodeError> {
+    W::decode(Bytes::from(message.encode_to_vec()))
+}
+
+/// A string field known to be UTF-8: every one is after [`TraceRequest::check_utf8`] or
+/// [`LogsRequest::check_utf8`] (a string that is not reads as empty).
 pub(crate) fn text(bytes: &Bytes) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
@@ -241,12 +247,11 @@ impl TraceRequest {
     /// The request in opentelemetry-proto's types (from OTLP/JSON), re-encoded and decoded into
     /// these.
     pub fn from_proto(request: &ExportTraceServiceRequest) -> Result<Self, prost::DecodeError> {
-        Self::decode(Bytes::from(request.encode_to_vec()))
+        reencode(request)
     }
 
     /// Checks that every string field is UTF-8, naming the first that is not.
     pub fn check_utf8(&self) -> Result<(), NotUtf8> {
-        let check = check_str;
         for (r, rs) in self.resource_spans.iter().enumerate() {
             if let Some(res) = &rs.resource {
                 check_attributes(&res.attributes, &|| format!("resource_spans[{r}].resource"))?;
@@ -254,24 +259,23 @@ impl TraceRequest {
             for (s, ss) in rs.scope_spans.iter().enumerate() {
                 let at = |what: &str| format!("resource_spans[{r}].scope_spans[{s}].{what}");
                 if let Some(scope) = &ss.scope {
-                    check(&scope.name, &|| at("scope.name"))?;
-                    check(&scope.version, &|| at("scope.version"))?;
+                    check_scope(scope, &at)?;
                 }
                 for (i, span) in ss.spans.iter().enumerate() {
                     let at = |what: &str| at(&format!("spans[{i}].{what}"));
-                    check(&span.trace_state, &|| at("trace_state"))?;
-                    check(&span.name, &|| at("name"))?;
+                    check_str(&span.trace_state, &|| at("trace_state"))?;
+                    check_str(&span.name, &|| at("name"))?;
                     check_attributes(&span.attributes, &|| at("attributes"))?;
                     for (e, event) in span.events.iter().enumerate() {
-                        check(&event.name, &|| at(&format!("events[{e}].name")))?;
+                        check_str(&event.name, &|| at(&format!("events[{e}].name")))?;
                         check_attributes(&event.attributes, &|| at(&format!("events[{e}].attributes")))?;
                     }
                     for (l, link) in span.links.iter().enumerate() {
-                        check(&link.trace_state, &|| at(&format!("links[{l}].trace_state")))?;
+                        check_str(&link.trace_state, &|| at(&format!("links[{l}].trace_state")))?;
                         check_attributes(&link.attributes, &|| at(&format!("links[{l}].attributes")))?;
                     }
                     if let Some(status) = &span.status {
-                        check(&status.message, &|| at("status.message"))?;
+                        check_str(&status.message, &|| at("status.message"))?;
                     }
                 }
             }
@@ -284,7 +288,7 @@ impl LogsRequest {
     /// The request in opentelemetry-proto's types (from OTLP/JSON), re-encoded and decoded into
     /// these.
     pub fn from_proto(request: &ExportLogsServiceRequest) -> Result<Self, prost::DecodeError> {
-        Self::decode(Bytes::from(request.encode_to_vec()))
+        reencode(request)
     }
 
     /// Checks that every string field is UTF-8, naming the first that is not.
@@ -296,8 +300,7 @@ impl LogsRequest {
             for (s, sl) in rl.scope_logs.iter().enumerate() {
                 let at = |what: &str| format!("resource_logs[{r}].scope_logs[{s}].{what}");
                 if let Some(scope) = &sl.scope {
-                    check_str(&scope.name, &|| at("scope.name"))?;
-                    check_str(&scope.version, &|| at("scope.version"))?;
+                    check_scope(scope, &at)?;
                 }
                 for (i, log) in sl.log_records.iter().enumerate() {
                     let at = |what: &str| at(&format!("log_records[{i}].{what}"));
@@ -312,6 +315,11 @@ impl LogsRequest {
         }
         Ok(())
     }
+}
+
+fn check_scope(scope: &Scope, at: &dyn Fn(&str) -> String) -> Result<(), NotUtf8> {
+    check_str(&scope.name, &|| at("scope.name"))?;
+    check_str(&scope.version, &|| at("scope.version"))
 }
 
 fn check_str(b: &Bytes, at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
