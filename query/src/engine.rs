@@ -157,6 +157,7 @@ impl QueryEngine {
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
+            .with_physical_optimizer_rule(Arc::new(crate::distinct::DistinctPrefilter))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::access::setup_pg_catalog(&ctx).map_err(QueryError::DataFusion)?;

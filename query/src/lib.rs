@@ -4,6 +4,7 @@
 pub mod access;
 pub mod alerts;
 pub mod cost;
+mod distinct;
 pub mod engine;
 pub mod error;
 pub mod format;
