@@ -1,7 +1,8 @@
 //! OTLP export requests to rows of the `spans`, `logs` and `metrics` tables.
 //!
 //! Records that break the OTLP rules (a trace id that is not 16 bytes, a data point without a
-//! timestamp, ...) are rejected one by one and counted, with a message naming the first few by
+//! timestamp, a string that is not UTF-8 in the record, its scope or its resource, ...) are
+//! rejected one by one and counted, with a message naming the first few by
 //! position; the rest of the request is kept (OTLP partial success).
 
 use std::{borrow::Cow, collections::HashMap, sync::Arc};
@@ -317,9 +318,16 @@ pub fn traces(
     for (r, rs) in request.resource_spans.iter().enumerate() {
         let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        let res_utf8 = rs.resource.as_ref().map_or(Ok(()), wire::Resource::check_utf8);
         for (s, ss) in rs.scope_spans.iter().enumerate() {
+            let utf8 =
+                res_utf8.clone().and_then(|()| ss.scope.as_ref().map_or(Ok(()), wire::Scope::check_utf8));
             for (i, span) in ss.spans.iter().enumerate() {
-                let checked = check_id(&span.trace_id, 16, "trace_id", true)
+                let checked = utf8
+                    .clone()
+                    .and_then(|()| span.check_utf8())
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| check_id(&span.trace_id, 16, "trace_id", true))
                     .and_then(|()| check_id(&span.span_id, 8, "span_id", true))
                     .and_then(|()| check_id(&span.parent_span_id, 8, "parent_span_id", false))
                     .and_then(|()| {
@@ -441,9 +449,16 @@ pub fn logs(
     for (r, rl) in request.resource_logs.iter().enumerate() {
         let res_attrs = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        let res_utf8 = rl.resource.as_ref().map_or(Ok(()), wire::Resource::check_utf8);
         for (s, sl) in rl.scope_logs.iter().enumerate() {
+            let utf8 =
+                res_utf8.clone().and_then(|()| sl.scope.as_ref().map_or(Ok(()), wire::Scope::check_utf8));
             for (i, log) in sl.log_records.iter().enumerate() {
-                let checked = check_id(&log.trace_id, 16, "trace_id", false)
+                let checked = utf8
+                    .clone()
+                    .and_then(|()| log.check_utf8())
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| check_id(&log.trace_id, 16, "trace_id", false))
                     .and_then(|()| check_id(&log.span_id, 8, "span_id", false));
                 if let Err(why) = checked {
                     rejects.reject(|| format!("resource_logs[{r}].scope_logs[{s}].log_records[{i}]"), || why);

@@ -294,7 +294,6 @@ impl Pipeline {
         let bound = bound_tenant.map(str::to_string);
         let converted = self
             .convert(Signal::Traces, move || {
-                request.check_utf8().map_err(|e| Refused::Invalid(e.to_string()))?;
                 convert::traces(&request, &resolver, bound.as_deref()).map_err(unconverted(Signal::Traces))
             })
             .await?;
@@ -324,7 +323,6 @@ impl Pipeline {
         let now = chrono::Utc::now().timestamp_micros();
         let converted = self
             .convert(Signal::Logs, move || {
-                request.check_utf8().map_err(|e| Refused::Invalid(e.to_string()))?;
                 convert::logs(&request, &resolver, bound.as_deref(), now).map_err(unconverted(Signal::Logs))
             })
             .await?;

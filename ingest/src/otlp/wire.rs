@@ -10,9 +10,10 @@
 //! - fields the lake does not keep (dropped counts, flags, schema URLs, scope attributes) are
 //!   left out, so prost skips them as unknown fields.
 //!
-//! Strings are checked to be UTF-8 once after decoding ([`TraceRequest::check_utf8`]), as
-//! prost checks `string` fields, so that a request with a bad string is refused whole as
-//! before; [`text`] then reads them.
+//! Strings are not checked while decoding (prost checks `string` fields, and refused a whole
+//! request for one bad string): the conversion checks each resource, scope and record
+//! (`check_utf8`) before it reads them with [`text`], and rejects the records with a string
+//! that is not UTF-8 by position, keeping the rest of the request (partial success).
 
 use std::borrow::Cow;
 
@@ -232,15 +233,15 @@ fn reencode<W: Message + Default>(message: &impl Message) -> Result<W, prost::De
     W::decode(Bytes::from(message.encode_to_vec()))
 }
 
-/// A string field known to be UTF-8: every one is after [`TraceRequest::check_utf8`] or
-/// [`LogsRequest::check_utf8`] (a string that is not reads as empty).
+/// A string field known to be UTF-8: the conversion reads a record only after its strings, its
+/// scope's and its resource's passed the checks below (a string that is not reads as empty).
 pub(crate) fn text(bytes: &Bytes) -> &str {
     std::str::from_utf8(bytes).unwrap_or_default()
 }
 
-/// A string field that is not UTF-8.
-#[derive(Debug, thiserror::Error)]
-#[error("failed to decode Protobuf message: {0}: invalid string value: data is not UTF-8 encoded")]
+/// A string field that is not UTF-8, named by its path in the record, scope or resource.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0} is not UTF-8")]
 pub struct NotUtf8(String);
 
 impl TraceRequest {
@@ -248,39 +249,6 @@ impl TraceRequest {
     /// these.
     pub fn from_proto(request: &ExportTraceServiceRequest) -> Result<Self, prost::DecodeError> {
         reencode(request)
-    }
-
-    /// Checks that every string field is UTF-8, naming the first that is not.
-    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
-        for (r, rs) in self.resource_spans.iter().enumerate() {
-            if let Some(res) = &rs.resource {
-                check_attributes(&res.attributes, &|| format!("resource_spans[{r}].resource"))?;
-            }
-            for (s, ss) in rs.scope_spans.iter().enumerate() {
-                let at = |what: &str| format!("resource_spans[{r}].scope_spans[{s}].{what}");
-                if let Some(scope) = &ss.scope {
-                    check_scope(scope, &at)?;
-                }
-                for (i, span) in ss.spans.iter().enumerate() {
-                    let at = |what: &str| at(&format!("spans[{i}].{what}"));
-                    check_str(&span.trace_state, &|| at("trace_state"))?;
-                    check_str(&span.name, &|| at("name"))?;
-                    check_attributes(&span.attributes, &|| at("attributes"))?;
-                    for (e, event) in span.events.iter().enumerate() {
-                        check_str(&event.name, &|| at(&format!("events[{e}].name")))?;
-                        check_attributes(&event.attributes, &|| at(&format!("events[{e}].attributes")))?;
-                    }
-                    for (l, link) in span.links.iter().enumerate() {
-                        check_str(&link.trace_state, &|| at(&format!("links[{l}].trace_state")))?;
-                        check_attributes(&link.attributes, &|| at(&format!("links[{l}].attributes")))?;
-                    }
-                    if let Some(status) = &span.status {
-                        check_str(&status.message, &|| at("status.message"))?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -290,36 +258,54 @@ impl LogsRequest {
     pub fn from_proto(request: &ExportLogsServiceRequest) -> Result<Self, prost::DecodeError> {
         reencode(request)
     }
+}
 
-    /// Checks that every string field is UTF-8, naming the first that is not.
+impl Resource {
+    /// Checks that every string of the resource is UTF-8, naming the first that is not.
     pub fn check_utf8(&self) -> Result<(), NotUtf8> {
-        for (r, rl) in self.resource_logs.iter().enumerate() {
-            if let Some(res) = &rl.resource {
-                check_attributes(&res.attributes, &|| format!("resource_logs[{r}].resource"))?;
-            }
-            for (s, sl) in rl.scope_logs.iter().enumerate() {
-                let at = |what: &str| format!("resource_logs[{r}].scope_logs[{s}].{what}");
-                if let Some(scope) = &sl.scope {
-                    check_scope(scope, &at)?;
-                }
-                for (i, log) in sl.log_records.iter().enumerate() {
-                    let at = |what: &str| at(&format!("log_records[{i}].{what}"));
-                    check_str(&log.severity_text, &|| at("severity_text"))?;
-                    check_str(&log.event_name, &|| at("event_name"))?;
-                    if let Some(body) = &log.body {
-                        check_value(body, &|| at("body"))?;
-                    }
-                    check_attributes(&log.attributes, &|| at("attributes"))?;
-                }
-            }
-        }
-        Ok(())
+        check_attributes(&self.attributes, &|| "resource.attributes".to_string())
     }
 }
 
-fn check_scope(scope: &Scope, at: &dyn Fn(&str) -> String) -> Result<(), NotUtf8> {
-    check_str(&scope.name, &|| at("scope.name"))?;
-    check_str(&scope.version, &|| at("scope.version"))
+impl Scope {
+    /// Checks that the scope's name and version are UTF-8.
+    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
+        check_str(&self.name, &|| "scope.name".to_string())?;
+        check_str(&self.version, &|| "scope.version".to_string())
+    }
+}
+
+impl Span {
+    /// Checks that every string of the span is UTF-8, naming the first that is not.
+    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
+        check_str(&self.trace_state, &|| "trace_state".to_string())?;
+        check_str(&self.name, &|| "name".to_string())?;
+        check_attributes(&self.attributes, &|| "attributes".to_string())?;
+        for (e, event) in self.events.iter().enumerate() {
+            check_str(&event.name, &|| format!("events[{e}].name"))?;
+            check_attributes(&event.attributes, &|| format!("events[{e}].attributes"))?;
+        }
+        for (l, link) in self.links.iter().enumerate() {
+            check_str(&link.trace_state, &|| format!("links[{l}].trace_state"))?;
+            check_attributes(&link.attributes, &|| format!("links[{l}].attributes"))?;
+        }
+        match &self.status {
+            Some(status) => check_str(&status.message, &|| "status.message".to_string()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LogRecord {
+    /// Checks that every string of the record is UTF-8, naming the first that is not.
+    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
+        check_str(&self.severity_text, &|| "severity_text".to_string())?;
+        check_str(&self.event_name, &|| "event_name".to_string())?;
+        if let Some(body) = &self.body {
+            check_value(body, &|| "body".to_string())?;
+        }
+        check_attributes(&self.attributes, &|| "attributes".to_string())
+    }
 }
 
 fn check_str(b: &Bytes, at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
@@ -502,7 +488,6 @@ mod tests {
         let pb = request();
         let wire = TraceRequest::decode(Bytes::from(pb.encode_to_vec())).unwrap();
         assert_eq!(wire, TraceRequest::from_proto(&pb).unwrap());
-        wire.check_utf8().unwrap();
         let c = convert::traces(&wire, &TenantResolver::new(Default::default()), None).unwrap();
         // The span with a 15-byte trace id is rejected by position; the other two are kept.
         assert_eq!((c.accepted(), c.rejected), (2, 1));
@@ -556,7 +541,7 @@ mod tests {
     }
 
     #[test]
-    fn a_string_that_is_not_utf8_refuses_the_request_and_says_where() {
+    fn a_string_that_is_not_utf8_rejects_its_record_and_says_where() {
         let mut pb = request();
         pb.resource_spans[0].scope_spans[0].spans[2].attributes.push(kv("ok", V::StringValue("fine".into())));
         let mut bytes = pb.encode_to_vec();
@@ -564,9 +549,31 @@ mod tests {
         let at = bytes.windows(4).rposition(|w| w == b"fine").unwrap();
         bytes[at + 1] = 0xff;
         let wire = TraceRequest::decode(Bytes::from(bytes)).unwrap();
-        let err = wire.check_utf8().unwrap_err().to_string();
-        assert!(err.contains("resource_spans[0].scope_spans[0].spans[2].attributes"), "{err}");
-        assert!(err.contains("not UTF-8"), "{err}");
+        let c = convert::traces(&wire, &TenantResolver::new(Default::default()), None).unwrap();
+        // Span 2 for its attribute, span 1 for its trace id; span 0 is kept.
+        assert_eq!((c.accepted(), c.rejected), (1, 2));
+        assert!(
+            c.message.contains("resource_spans[0].scope_spans[0].spans[2]: attributes is not UTF-8"),
+            "{}",
+            c.message
+        );
+
+        // A bad string in the resource rejects each of its spans, and nothing else.
+        let mut pb = request();
+        let mut other = pb.resource_spans[0].clone();
+        other.resource.as_mut().unwrap().attributes.push(kv("host.name", V::StringValue("fine".into())));
+        pb.resource_spans.push(other);
+        let mut bytes = pb.encode_to_vec();
+        let at = bytes.windows(4).rposition(|w| w == b"fine").unwrap();
+        bytes[at + 1] = 0xff;
+        let wire = TraceRequest::decode(Bytes::from(bytes)).unwrap();
+        let c = convert::traces(&wire, &TenantResolver::new(Default::default()), None).unwrap();
+        assert_eq!((c.accepted(), c.rejected), (2, 4));
+        assert!(
+            c.message.contains("resource_spans[1].scope_spans[0].spans[0]: resource.attributes is not UTF-8"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]
@@ -613,9 +620,16 @@ mod tests {
         };
         let wire = LogsRequest::decode(Bytes::from(pb.encode_to_vec())).unwrap();
         assert_eq!(wire, LogsRequest::from_proto(&pb).unwrap());
-        wire.check_utf8().unwrap();
         let c = convert::logs(&wire, &TenantResolver::new(Default::default()), None, 0).unwrap();
         assert_eq!((c.accepted(), c.rejected), (4, 1));
+        // A body that is not UTF-8 rejects its record alone.
+        let mut bytes = pb.encode_to_vec();
+        let at = bytes.windows(9).position(|w| w == b"disk full").unwrap();
+        bytes[at + 4] = 0xff;
+        let bad = LogsRequest::decode(Bytes::from(bytes)).unwrap();
+        let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
+        assert_eq!((b.accepted(), b.rejected), (3, 2));
+        assert!(b.message.contains("log_records[0]: body is not UTF-8"), "{}", b.message);
         assert!(c.message.contains("log_records[1]: span_id has 3 bytes"), "{}", c.message);
         let batch = c.batch.unwrap();
         let col = |name: &str| batch.column_by_name(name).unwrap();
