@@ -540,16 +540,19 @@ mod tests {
         );
     }
 
+    /// `pb` decoded after its last "fine" became "f\xffne" (the same length, not UTF-8).
+    fn not_utf8(pb: &ExportTraceServiceRequest) -> TraceRequest {
+        let mut bytes = pb.encode_to_vec();
+        let at = bytes.windows(4).rposition(|w| w == b"fine").unwrap();
+        bytes[at + 1] = 0xff;
+        TraceRequest::decode(Bytes::from(bytes)).unwrap()
+    }
+
     #[test]
     fn a_string_that_is_not_utf8_rejects_its_record_and_says_where() {
         let mut pb = request();
         pb.resource_spans[0].scope_spans[0].spans[2].attributes.push(kv("ok", V::StringValue("fine".into())));
-        let mut bytes = pb.encode_to_vec();
-        // "fine" -> "f\xffne": the same length, not UTF-8.
-        let at = bytes.windows(4).rposition(|w| w == b"fine").unwrap();
-        bytes[at + 1] = 0xff;
-        let wire = TraceRequest::decode(Bytes::from(bytes)).unwrap();
-        let c = convert::traces(&wire, &TenantResolver::new(Default::default()), None).unwrap();
+        let c = convert::traces(&not_utf8(&pb), &TenantResolver::new(Default::default()), None).unwrap();
         // Span 2 for its attribute, span 1 for its trace id; span 0 is kept.
         assert_eq!((c.accepted(), c.rejected), (1, 2));
         assert!(
@@ -563,11 +566,7 @@ mod tests {
         let mut other = pb.resource_spans[0].clone();
         other.resource.as_mut().unwrap().attributes.push(kv("host.name", V::StringValue("fine".into())));
         pb.resource_spans.push(other);
-        let mut bytes = pb.encode_to_vec();
-        let at = bytes.windows(4).rposition(|w| w == b"fine").unwrap();
-        bytes[at + 1] = 0xff;
-        let wire = TraceRequest::decode(Bytes::from(bytes)).unwrap();
-        let c = convert::traces(&wire, &TenantResolver::new(Default::default()), None).unwrap();
+        let c = convert::traces(&not_utf8(&pb), &TenantResolver::new(Default::default()), None).unwrap();
         assert_eq!((c.accepted(), c.rejected), (2, 4));
         assert!(
             c.message.contains("resource_spans[1].scope_spans[0].spans[0]: resource.attributes is not UTF-8"),
