@@ -550,6 +550,20 @@ mod tests {
     }
 
     #[test]
+    fn past_its_limits_it_forgets_and_starts_again() {
+        let dictionary = ["a-resource-longer-than-twelve", "short"];
+        let batch = dictionary_batch(&[Some(0), Some(1), Some(0)], &dictionary);
+        let mut filter = Prefilter::new(vec![1], Count::new());
+        assert_eq!(run(&mut filter, &batch), vec![0, 1]);
+        assert_eq!(run(&mut filter, &batch), Vec::<usize>::new());
+        // Over the held-bytes limit: the next batch finds nothing seen (and the buffers go).
+        filter.seen.as_mut().unwrap().columns[0].held_bytes = MAX_HELD_BYTES + 1;
+        assert_eq!(run(&mut filter, &batch), vec![0, 1]);
+        let seen = filter.seen.as_ref().unwrap();
+        assert!(seen.columns[0].held_bytes <= MAX_HELD_BYTES && seen.keys.len() == 2);
+    }
+
+    #[test]
     fn gives_up_when_it_drops_too_little() {
         let values: Vec<i64> = (0..PROBE_ROWS as i64).collect();
         let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new("v", DataType::Int64, false)]));
