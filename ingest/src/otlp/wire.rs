@@ -550,29 +550,29 @@ mod tests {
 
     #[test]
     fn a_string_that_is_not_utf8_rejects_its_record_and_says_where() {
-        let mut pb = request();
-        pb.resource_spans[0].scope_spans[0].spans[2].attributes.push(kv("ok", V::StringValue("fine".into())));
-        let c = convert::traces(&not_utf8(&pb), &TenantResolver::new(Default::default()), None).unwrap();
-        // Span 2 for its attribute, span 1 for its trace id; span 0 is kept.
-        assert_eq!((c.accepted(), c.rejected), (1, 2));
-        assert!(
-            c.message.contains("resource_spans[0].scope_spans[0].spans[2]: attributes is not UTF-8"),
-            "{}",
-            c.message
-        );
-
-        // A bad string in the resource rejects each of its spans, and nothing else.
-        let mut pb = request();
-        let mut other = pb.resource_spans[0].clone();
+        // Span 2 for its attribute (span 1 for its trace id; span 0 is kept).
+        let mut in_a_span = request();
+        in_a_span.resource_spans[0].scope_spans[0].spans[2]
+            .attributes
+            .push(kv("ok", V::StringValue("fine".into())));
+        // A bad string in a second resource rejects each of its spans, and nothing else.
+        let mut in_a_resource = request();
+        let mut other = in_a_resource.resource_spans[0].clone();
         other.resource.as_mut().unwrap().attributes.push(kv("host.name", V::StringValue("fine".into())));
-        pb.resource_spans.push(other);
-        let c = convert::traces(&not_utf8(&pb), &TenantResolver::new(Default::default()), None).unwrap();
-        assert_eq!((c.accepted(), c.rejected), (2, 4));
-        assert!(
-            c.message.contains("resource_spans[1].scope_spans[0].spans[0]: resource.attributes is not UTF-8"),
-            "{}",
-            c.message
-        );
+        in_a_resource.resource_spans.push(other);
+        let cases = [
+            (in_a_span, (1, 2), "resource_spans[0].scope_spans[0].spans[2]: attributes is not UTF-8"),
+            (
+                in_a_resource,
+                (2, 4),
+                "resource_spans[1].scope_spans[0].spans[0]: resource.attributes is not UTF-8",
+            ),
+        ];
+        for (pb, counts, message) in cases {
+            let c = convert::traces(&not_utf8(&pb), &TenantResolver::new(Default::default()), None).unwrap();
+            assert_eq!((c.accepted(), c.rejected), counts);
+            assert!(c.message.contains(message), "{}", c.message);
+        }
     }
 
     #[test]
