@@ -22,7 +22,7 @@ use tonic::{
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    pipeline::{Pipeline, Refused},
+    pipeline::{Accepted, Pipeline, Refused},
     wire::{LogsRequest, TraceRequest},
 };
 
@@ -39,7 +39,6 @@ fn status(refused: Refused) -> Status {
             ErrorDetails::with_retry_info(Some(retry_after)),
         ),
         Refused::TooLarge { .. } => Status::resource_exhausted(refused.to_string()),
-        Refused::Invalid(m) => Status::invalid_argument(m),
         Refused::Unavailable(m) => Status::unavailable(m),
     }
 }
@@ -52,11 +51,14 @@ trait WireMethod: Clone + Send + Sync + 'static {
     type Request: prost::Message + Default + Send + 'static;
     /// The response.
     type Response: prost::Message + Send + 'static;
-    /// Handles one call.
-    fn export(
-        receiver: Receiver,
-        request: Request<Self::Request>,
-    ) -> BoxFuture<Response<Self::Response>, Status>;
+    /// Ingests one request (`bound`: the caller's tenant, if its token is bound to one).
+    fn ingest(
+        pipeline: Pipeline,
+        request: Self::Request,
+        bound: Option<String>,
+    ) -> BoxFuture<Accepted, Refused>;
+    /// The answer to a request the pipeline took (with its partial success).
+    fn answer(accepted: &Accepted) -> Self::Response;
 }
 
 #[derive(Clone)]
@@ -66,20 +68,22 @@ impl WireMethod for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     type Request = TraceRequest;
     type Response = ExportTraceServiceResponse;
-    fn export(
-        receiver: Receiver,
-        request: Request<TraceRequest>,
-    ) -> BoxFuture<Response<Self::Response>, Status> {
-        Box::pin(async move {
-            let bound = bound_tenant(&request);
-            let a = receiver.pipeline.traces(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-            Ok(Response::new(ExportTraceServiceResponse {
-                partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                }),
-            }))
-        })
+
+    fn ingest(
+        pipeline: Pipeline,
+        request: TraceRequest,
+        bound: Option<String>,
+    ) -> BoxFuture<Accepted, Refused> {
+        Box::pin(async move { pipeline.traces(request, bound.as_deref()).await })
+    }
+
+    fn answer(a: &Accepted) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
+                rejected_spans,
+                error_message,
+            }),
+        }
     }
 }
 
@@ -90,20 +94,22 @@ impl WireMethod for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     type Request = LogsRequest;
     type Response = ExportLogsServiceResponse;
-    fn export(
-        receiver: Receiver,
-        request: Request<LogsRequest>,
-    ) -> BoxFuture<Response<Self::Response>, Status> {
-        Box::pin(async move {
-            let bound = bound_tenant(&request);
-            let a = receiver.pipeline.logs(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-            Ok(Response::new(ExportLogsServiceResponse {
-                partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                }),
-            }))
-        })
+
+    fn ingest(
+        pipeline: Pipeline,
+        request: LogsRequest,
+        bound: Option<String>,
+    ) -> BoxFuture<Accepted, Refused> {
+        Box::pin(async move { pipeline.logs(request, bound.as_deref()).await })
+    }
+
+    fn answer(a: &Accepted) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
+                rejected_log_records,
+                error_message,
+            }),
+        }
     }
 }
 
@@ -129,7 +135,9 @@ impl<M: WireMethod> tonic::server::UnaryService<M::Request> for Export<M> {
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<M::Request>) -> Self::Future {
-        M::export(self.0.clone(), request)
+        let bound = bound_tenant(&request);
+        let ingested = M::ingest(self.0.pipeline.clone(), request.into_inner(), bound);
+        Box::pin(async move { Ok(Response::new(M::answer(&ingested.await.map_err(status)?))) })
     }
 }
 

@@ -104,7 +104,6 @@ fn refused(r: Refused, encoding: Encoding) -> Failure {
             retry_after: Some(retry_after.as_secs().max(1)),
         },
         Refused::TooLarge { .. } => failure(StatusCode::PAYLOAD_TOO_LARGE, encoding, r.to_string()),
-        Refused::Invalid(m) => failure(StatusCode::BAD_REQUEST, encoding, m),
         Refused::Unavailable(m) => {
             Failure { status: StatusCode::SERVICE_UNAVAILABLE, encoding, message: m, retry_after: Some(1) }
         }

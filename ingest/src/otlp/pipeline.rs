@@ -150,17 +150,9 @@ pub enum Refused {
         /// The limit.
         limit: usize,
     },
-    /// The request cannot be decoded.
-    #[error("{0}")]
-    Invalid(String),
     /// Our fault: the log cannot be written, rows cannot be converted.
     #[error("{0}")]
     Unavailable(String),
-}
-
-/// A conversion failure (ours: rows that do not fit the table) as a refusal.
-fn unconverted(signal: Signal) -> impl FnOnce(arrow::error::ArrowError) -> Refused {
-    move |e| Refused::Unavailable(format!("converting {}: {e}", signal.items()))
 }
 
 struct Bucket {
@@ -293,9 +285,7 @@ impl Pipeline {
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let converted = self
-            .convert(Signal::Traces, move || {
-                convert::traces(&request, &resolver, bound.as_deref()).map_err(unconverted(Signal::Traces))
-            })
+            .convert(Signal::Traces, move || convert::traces(&request, &resolver, bound.as_deref()))
             .await?;
         self.admit(Signal::Traces, converted).await
     }
@@ -309,9 +299,7 @@ impl Pipeline {
         let resolver = self.inner.resolver.clone();
         let bound = bound_tenant.map(str::to_string);
         let converted = self
-            .convert(Signal::Metrics, move || {
-                convert::metrics(&request, &resolver, bound.as_deref()).map_err(unconverted(Signal::Metrics))
-            })
+            .convert(Signal::Metrics, move || convert::metrics(&request, &resolver, bound.as_deref()))
             .await?;
         self.admit(Signal::Metrics, converted).await
     }
@@ -322,9 +310,7 @@ impl Pipeline {
         let bound = bound_tenant.map(str::to_string);
         let now = chrono::Utc::now().timestamp_micros();
         let converted = self
-            .convert(Signal::Logs, move || {
-                convert::logs(&request, &resolver, bound.as_deref(), now).map_err(unconverted(Signal::Logs))
-            })
+            .convert(Signal::Logs, move || convert::logs(&request, &resolver, bound.as_deref(), now))
             .await?;
         self.admit(Signal::Logs, converted).await
     }
@@ -338,21 +324,20 @@ impl Pipeline {
         }
     }
 
-    /// Runs `f` (checks and conversion: CPU work proportional to the request) off the threads
-    /// that serve connections, and counts what it received, rejected and refused.
+    /// Runs `f` (the conversion, with its checks: CPU work proportional to the request) off the
+    /// threads that serve connections, and counts what it received and rejected. A conversion
+    /// error is ours (rows that do not fit the table): bad records are rejected inside it.
     async fn convert(
         &self,
         signal: Signal,
-        f: impl FnOnce() -> Result<Converted, Refused> + Send + 'static,
+        f: impl FnOnce() -> Result<Converted, arrow::error::ArrowError> + Send + 'static,
     ) -> Result<Converted, Refused> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| Refused::Unavailable(format!("converting {}: {e}", signal.items()));
         let converted = tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| Refused::Unavailable(format!("converting {}: {e}", signal.items())))?
-            .inspect_err(|refused| {
-                if matches!(refused, Refused::Invalid(_)) {
-                    self.count_refused(signal, "invalid", None);
-                }
-            })?;
+            .map_err(|e| unavailable(&e))?
+            .map_err(|e| unavailable(&e))?;
         let m = &self.inner.metrics;
         m.received
             .get_or_create(&SignalLabels { signal: signal.name() })

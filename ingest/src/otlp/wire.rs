@@ -333,20 +333,17 @@ fn check_value(value: &AnyValue, at: &dyn Fn() -> String) -> Result<(), NotUtf8>
     }
 }
 
-/// The text of a value as `value::text` renders opentelemetry-proto's: strings borrowed,
-/// scalars spelled, nested values and bytes through the same rendering.
+/// The text of a value: a string borrowed from the request; anything else as `value::text`
+/// renders it in opentelemetry-proto's type (one rendering for both).
 pub(crate) fn value_text(value: &AnyValue) -> Option<Cow<'_, str>> {
     match value.value.as_ref()? {
         Value::StringValue(s) => Some(Cow::Borrowed(text(s))),
-        Value::BoolValue(b) => Some(Cow::Owned(b.to_string())),
-        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
-        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
-        Value::StringValueStrindex(_) => None,
         _ => super::value::text(&to_proto(value)).map(|c| Cow::Owned(c.into_owned())),
     }
 }
 
-/// A value in opentelemetry-proto's type (for the rare bytes and nested values).
+/// A value in opentelemetry-proto's type (scalars copy nothing; strings only inside nested
+/// values are copied).
 fn to_proto(value: &AnyValue) -> PbAnyValue {
     use opentelemetry_proto::tonic::common::v1::any_value::Value as Pb;
     PbAnyValue {
