@@ -1,5 +1,5 @@
 //! Micro benchmarks, each with its throughput so that results read as items per second:
-//! OTLP decode, decode + conversion to Arrow rows and the write-ahead log's encoding (spans);
+//! OTLP decode, decode + conversion to Arrow rows (spans);
 //! a Parquet/Delta commit of converted spans to a local lake (spans); the import of the real
 //! FOCUS sample, CSV parse to committed Delta table (billing lines); splitting a shared line
 //! between tenants (lines); anomaly scoring against 28 days of history (scores).
@@ -14,7 +14,7 @@ use tenantscope_benches::trace_request;
 
 use tenantscope_ingest::{
     billing::{BillingImportOptions, ExportFile, import_billing},
-    otlp::{TenantResolver, convert, wal, wire::TraceRequest},
+    otlp::{TenantResolver, convert, wire::TraceRequest},
 };
 use tenantscope_query::cost::{allocation::split, anomaly::score};
 use tenantscope_schemas::{Lake, Table};
@@ -24,7 +24,6 @@ fn ingest(c: &mut Criterion) {
     let request = trace_request(&mut rng, 512, 100, 1_764_000_000_000_000_000);
     // As the receivers decode: strings as slices of the request's buffer.
     let bytes = bytes::Bytes::from(request.encode_to_vec());
-    let request = TraceRequest::decode(bytes.clone()).expect("valid");
     let resolver = TenantResolver::new(Default::default());
     let mut g = c.benchmark_group("otlp_traces_512");
     g.throughput(Throughput::Elements(512));
@@ -36,16 +35,6 @@ fn ingest(c: &mut Criterion) {
             let r = TraceRequest::decode(bytes.clone()).expect("valid");
             convert::traces(&r, &resolver, None).map(|c| c.accepted())
         })
-    });
-    g.bench_function("convert_and_wal_encode", |b| {
-        b.iter_batched(
-            || request.clone(),
-            |r| {
-                let c = convert::traces(&r, &resolver, None).expect("valid");
-                c.batch.as_ref().map(|b| wal::encode(b).map(|p| p.len()))
-            },
-            BatchSize::SmallInput,
-        )
     });
     g.finish();
     println!("request: {} spans, {} protobuf bytes ({} per span)", 512, bytes.len(), bytes.len() / 512);

@@ -248,14 +248,19 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
         response = trace_service_pb2.ExportTraceServiceResponse.FromString(export(bad_utf8("kept-5")))
         assert response.partial_success.rejected_spans == 1
         assert "spans[0]: name is not UTF-8" in response.partial_success.error_message
+        # A truncated protobuf over gRPC: INVALID_ARGUMENT (the client's fault, not to retry).
+        with pytest.raises(grpc.RpcError) as err:
+            export(good[:-7])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid OTLP protobuf traces request" in err.value.details()
 
     q = "SELECT name FROM spans ORDER BY name"
     kept = [["kept-1"], ["kept-2"], ["kept-3"], ["kept-4"], ["kept-5"]]
     assert s.wait_for(q, kept) == kept
     metrics = urllib.request.urlopen(f"{s.http}/metrics").read().decode()
     assert 'tenantscope_otlp_rejected_items_total{signal="traces",reason="invalid"} 4' in metrics, metrics
-    # The truncated protobuf and the broken JSON.
-    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 2' in metrics
+    # The truncated protobufs (HTTP and gRPC) and the broken JSON.
+    assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="invalid"} 3' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="unsupported"} 1' in metrics
     assert 'tenantscope_otlp_refused_requests_total{signal="traces",reason="too_large"} 2' in metrics
     # The same counts in SQL, where alert rules read them: every window covers this young process.
@@ -351,8 +356,21 @@ def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_
         status, _, resp = post(url, json.dumps(body).encode())
         assert status == 200, resp
         sent += 4
+    # Records with no timestamps take the time they were received: logged with the request,
+    # so a replay gives them that time, not the time of the replay.
+    untimed = {"resourceLogs": [{"resource": {"attributes": [{"key": "tenant.id", "value": {"stringValue": "t0"}}]},
+                                 "scopeLogs": [{"logRecords": [{"body": {"stringValue": f"untimed-{j}"}} for j in range(3)]}]}]}
+    status, _, resp = post(url, json.dumps(untimed).encode())
+    assert status == 200, resp
+    sent += 3
+    # Spans over gRPC (logged as the protobuf request) and metric points (logged as rows).
+    send_spans(GrpcSpanExporter(endpoint=s.grpc, insecure=True), "acme", 5)
+    send_metrics(GrpcMetricExporter(endpoint=s.grpc, insecure=True), "acme")
     assert s.sql("SELECT count(*) FROM logs") == [[0]]
+    assert s.sql("SELECT count(*) FROM spans") == [[0]]
     s.kill9()
+    killed_at = time.time()
+    time.sleep(1.5)
 
     s2 = server_factory(flush_ms=200)
     q = "SELECT count(*), count(DISTINCT body) FROM logs"
@@ -362,7 +380,12 @@ def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_
     s3 = server_factory(flush_ms=200)
     time.sleep(1)
     assert s3.sql(q) == [[sent, sent]]
-    assert s3.sql("SELECT tenant_id, count(*) FROM logs GROUP BY 1 ORDER BY 1") == [["t0", 36], ["t1", 32], ["t2", 32]]
+    assert s3.sql("SELECT tenant_id, count(*) FROM logs GROUP BY 1 ORDER BY 1") == [["t0", 39], ["t1", 32], ["t2", 32]]
+    [[received]] = s3.sql("SELECT max(extract(epoch FROM time)) FROM logs WHERE body LIKE 'untimed-%'")
+    assert killed_at - 60 < float(received) < killed_at, (received, killed_at)
+    assert s3.sql("SELECT tenant_id, count(*), count(DISTINCT span_id), sum(cardinality(events)) FROM spans GROUP BY 1") \
+        == [["acme", 5, 5, 5]]
+    assert s3.sql("SELECT tenant_id, count(*) FROM metrics GROUP BY 1") == [["acme", 4]]
     s3.stop()
     wal = os.path.join(str(tmp_path), "wal")
     assert sum(os.path.getsize(os.path.join(wal, f)) for f in os.listdir(wal) if f.endswith(".log")) == 0

@@ -271,7 +271,7 @@ fn rate(seconds: u64, batch: usize, requests: usize, mut f: impl FnMut(usize)) -
 }
 
 fn micro(args: &Args) -> anyhow::Result<()> {
-    use tenantscope_ingest::otlp::{TenantResolver, convert, wal, wire::TraceRequest};
+    use tenantscope_ingest::otlp::{TenantResolver, convert, wire::TraceRequest};
     let mut rng = StdRng::seed_from_u64(7);
     let requests: Vec<_> = (0..args.distinct)
         .map(|i| trace_request(&mut rng, args.batch, args.tenants, 1_764_000_000_000_000_000 + i as u64))
@@ -289,11 +289,6 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         let r = Req::decode(encoded[i].clone()).expect("valid");
         std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
     });
-    let wal_rate = rate(args.seconds, args.batch, requests.len(), |i| {
-        let r = Req::decode(encoded[i].clone()).expect("valid");
-        let c = convert::traces(&r, &resolver, None).expect("valid");
-        std::hint::black_box(c.batch.as_ref().map(|b| wal::encode(b).map(|p| p.len())));
-    });
     if args.json {
         println!(
             "{}",
@@ -301,14 +296,12 @@ fn micro(args: &Args) -> anyhow::Result<()> {
                 "bytes_per_span": bytes_per_span,
                 "decode_spans_per_s": decode.round() as u64,
                 "decode_convert_spans_per_s": convert_rate.round() as u64,
-                "decode_convert_wal_encode_spans_per_s": wal_rate.round() as u64,
             })
         );
     } else {
         println!("{bytes_per_span} protobuf bytes per span, one thread:");
         println!("  decode                      {decode:>12.0} spans/s");
         println!("  decode + convert to Arrow   {convert_rate:>12.0} spans/s");
-        println!("  + WAL (Arrow IPC) encoding  {wal_rate:>12.0} spans/s");
     }
     Ok(())
 }

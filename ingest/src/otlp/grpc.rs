@@ -1,11 +1,9 @@
 //! OTLP/gRPC receiver: TraceService, MetricsService and LogsService, gzip or plain.
 
+use bytes::{Buf, Bytes};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
-    metrics::v1::{
-        ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-        metrics_service_server::{MetricsService, MetricsServiceServer},
-    },
+    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
     trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
 };
 use tenantscope_schemas::{
@@ -14,6 +12,7 @@ use tenantscope_schemas::{
 };
 use tonic::{
     Code, Request, Response, Status,
+    codec::{Codec, DecodeBuf, Decoder},
     codegen::{
         Body, BoxFuture, CompressionEncoding, Context, EnabledCompressionEncodings, Poll, Service, StdError,
         http,
@@ -22,8 +21,8 @@ use tonic::{
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    pipeline::{Accepted, Pipeline, Refused},
-    wire::{LogsRequest, TraceRequest},
+    pipeline::{Accepted, Pipeline, Refused, Signal},
+    wire::{Encoded, LogsRequest, TraceRequest},
 };
 
 #[derive(Clone)]
@@ -47,6 +46,8 @@ fn status(refused: Refused) -> Status {
 trait WireMethod: Clone + Send + Sync + 'static {
     /// The gRPC service's full name (its one method's path is `/{SERVICE}/Export`).
     const SERVICE: &'static str;
+    /// Its signal (for the refusal counters).
+    const SIGNAL: Signal;
     /// The request, decoded without copying its strings.
     type Request: prost::Message + Default + Send + 'static;
     /// The response.
@@ -54,7 +55,7 @@ trait WireMethod: Clone + Send + Sync + 'static {
     /// Ingests one request (`bound`: the caller's tenant, if its token is bound to one).
     fn ingest(
         pipeline: Pipeline,
-        request: Self::Request,
+        request: Encoded<Self::Request>,
         bound: Option<String>,
     ) -> BoxFuture<Accepted, Refused>;
     /// The answer to a request the pipeline took (with its partial success).
@@ -66,12 +67,13 @@ struct Traces;
 
 impl WireMethod for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const SIGNAL: Signal = Signal::Traces;
     type Request = TraceRequest;
     type Response = ExportTraceServiceResponse;
 
     fn ingest(
         pipeline: Pipeline,
-        request: TraceRequest,
+        request: Encoded<TraceRequest>,
         bound: Option<String>,
     ) -> BoxFuture<Accepted, Refused> {
         Box::pin(async move { pipeline.traces(request, bound.as_deref()).await })
@@ -88,16 +90,44 @@ impl WireMethod for Traces {
 }
 
 #[derive(Clone)]
+struct Metrics;
+
+impl WireMethod for Metrics {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+    const SIGNAL: Signal = Signal::Metrics;
+    type Request = ExportMetricsServiceRequest;
+    type Response = ExportMetricsServiceResponse;
+
+    fn ingest(
+        pipeline: Pipeline,
+        request: Encoded<ExportMetricsServiceRequest>,
+        bound: Option<String>,
+    ) -> BoxFuture<Accepted, Refused> {
+        Box::pin(async move { pipeline.metrics(request, bound.as_deref()).await })
+    }
+
+    fn answer(a: &Accepted) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
+                rejected_data_points,
+                error_message,
+            }),
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Logs;
 
 impl WireMethod for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const SIGNAL: Signal = Signal::Logs;
     type Request = LogsRequest;
     type Response = ExportLogsServiceResponse;
 
     fn ingest(
         pipeline: Pipeline,
-        request: LogsRequest,
+        request: Encoded<LogsRequest>,
         bound: Option<String>,
     ) -> BoxFuture<Accepted, Refused> {
         Box::pin(async move { pipeline.logs(request, bound.as_deref()).await })
@@ -130,14 +160,53 @@ impl<M: WireMethod> tonic::server::NamedService for WireServer<M> {
 
 struct Export<M>(Receiver, std::marker::PhantomData<M>);
 
-impl<M: WireMethod> tonic::server::UnaryService<M::Request> for Export<M> {
+impl<M: WireMethod> tonic::server::UnaryService<Bytes> for Export<M> {
     type Response = M::Response;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
-    fn call(&mut self, request: Request<M::Request>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let bound = bound_tenant(&request);
-        let ingested = M::ingest(self.0.pipeline.clone(), request.into_inner(), bound);
+        let decoded = match Encoded::<M::Request>::decode(request.into_inner()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.0.pipeline.count_refused(M::SIGNAL, "invalid", None);
+                let message = format!("invalid OTLP protobuf {} request: {e}", M::SIGNAL.name());
+                return Box::pin(async move { Err(Status::invalid_argument(message)) });
+            }
+        };
+        let ingested = M::ingest(self.0.pipeline.clone(), decoded, bound);
         Box::pin(async move { Ok(Response::new(M::answer(&ingested.await.map_err(status)?))) })
+    }
+}
+
+/// The codec of a [`WireServer`]: requests as the bytes of their protobuf message (decoded by
+/// [`Export`], which keeps them for the write-ahead log), responses by prost.
+struct RawRequestCodec<R>(std::marker::PhantomData<R>);
+
+/// Takes a request message's bytes as they are (no copy: a slice of the frame buffer).
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl<R: prost::Message + Send + 'static> Codec for RawRequestCodec<R> {
+    type Encode = R;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<R>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
     }
 }
 
@@ -171,29 +240,12 @@ where
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
-            let codec = tonic_prost::ProstCodec::<M::Response, M::Request>::default();
+            let codec = RawRequestCodec::<M::Response>(std::marker::PhantomData);
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(limit), None);
             Ok(grpc.unary(method, request).await)
         })
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let bound = bound_tenant(&request);
-        let a = self.pipeline.metrics(request.into_inner(), bound.as_deref()).await.map_err(status)?;
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
-                rejected_data_points,
-                error_message,
-            }),
-        }))
     }
 }
 
@@ -279,10 +331,7 @@ where
             gate.clone(),
         ))
         .add_service(InterceptedService::new(
-            MetricsServiceServer::new(r.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit),
+            WireServer { receiver: r.clone(), limit, _method: Metrics },
             gate.clone(),
         ))
         .add_service(InterceptedService::new(WireServer { receiver: r, limit, _method: Logs }, gate))

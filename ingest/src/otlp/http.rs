@@ -15,9 +15,9 @@ use axum::{
     routing::post,
 };
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
+    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
     metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
+    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
@@ -26,7 +26,7 @@ use tenantscope_schemas::auth::Caller;
 
 use super::{
     pipeline::{Pipeline, Refused, Signal},
-    wire::{LogsRequest, TraceRequest},
+    wire::{Encoded, LogsRequest, TraceRequest},
 };
 
 /// The routes, to serve on the OTLP/HTTP address. Each request must carry its authenticated
@@ -110,20 +110,22 @@ fn refused(r: Refused, encoding: Encoding) -> Failure {
     }
 }
 
-/// Reads the content type and encoding, inflates gzip, and decodes the request: protobuf into
-/// `W` (for traces and logs the `wire` types, which do not copy strings), OTLP/JSON into
-/// opentelemetry-proto's `P` (which has the JSON mapping), turned into `W` by `from_json`.
-fn decode<W: Message + Default, P: DeserializeOwned>(
+/// Reads the content type and encoding, inflates gzip, and decodes the request: protobuf by
+/// `from_protobuf` (for traces and logs into the `wire` types, which do not copy strings),
+/// OTLP/JSON into opentelemetry-proto's `P` (which has the JSON mapping), turned into `W` by
+/// `from_json`.
+fn decode<W, P: DeserializeOwned>(
     pipeline: &Pipeline,
     signal: Signal,
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
+    from_protobuf: fn(Bytes) -> Result<W, prost::DecodeError>,
     from_json: fn(P) -> Result<W, prost::DecodeError>,
 ) -> Result<(W, Encoding), Failure> {
     let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
     let request = match encoding {
         Encoding::Protobuf => {
-            W::decode(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
+            from_protobuf(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
         }
         Encoding::Json => json::<P>(signal, &bytes).and_then(|r| {
             from_json(r).map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
@@ -239,7 +241,14 @@ async fn traces(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode(&p, Signal::Traces, &headers, &body, |r| TraceRequest::from_proto(&r))?;
+    let (request, enc) = decode(
+        &p,
+        Signal::Traces,
+        &headers,
+        &body,
+        Encoded::<TraceRequest>::decode,
+        |r: ExportTraceServiceRequest| Encoded::from_proto(&r),
+    )?;
     let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
@@ -258,7 +267,10 @@ async fn metrics(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode(&p, Signal::Metrics, &headers, &body, Ok::<ExportMetricsServiceRequest, _>)?;
+    let (request, enc) =
+        decode(&p, Signal::Metrics, &headers, &body, Encoded::decode, |r: ExportMetricsServiceRequest| {
+            Ok(Encoded::encode(r))
+        })?;
     let a = p.metrics(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,
@@ -277,7 +289,14 @@ async fn logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode(&p, Signal::Logs, &headers, &body, |r| LogsRequest::from_proto(&r))?;
+    let (request, enc) = decode(
+        &p,
+        Signal::Logs,
+        &headers,
+        &body,
+        Encoded::<LogsRequest>::decode,
+        |r: ExportLogsServiceRequest| Encoded::from_proto(&r),
+    )?;
     let a = p.logs(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
     Ok(respond(
         enc,

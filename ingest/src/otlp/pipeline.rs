@@ -11,6 +11,7 @@ use std::{
 use arrow::array::{AsArray, RecordBatch};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prometheus_client::registry::Registry;
+use prost::Message;
 use serde::Deserialize;
 use tenantscope_schemas::{Lake, Table};
 use tokio::sync::Notify;
@@ -19,8 +20,8 @@ use super::{
     attribution::{AttributionConfig, TenantResolver},
     convert::{self, Converted},
     metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
-    wal::{Logged, Wal, WalError, encode},
-    wire::{LogsRequest, TraceRequest},
+    wal::{Logged, LoggedRequest, Replay, Wal, WalError},
+    wire::{Encoded, LogsRequest, TraceRequest},
 };
 
 /// Ingest settings (the `ingest` section of the config file).
@@ -253,17 +254,28 @@ impl Pipeline {
         pipeline.refresh_accounts().await;
         if !opened.replay.is_empty() {
             let replayed = opened.replay.len();
-            pipeline
-                .inner
-                .buffer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entries
-                .extend(opened.replay.into_iter().map(|logged| Entry { logged, charges: Vec::new() }));
-            pipeline.flush().await.map_err(|e| WalError::Io {
+            let failed = |e: String| WalError::Io {
                 path: wal_dir.display().to_string(),
                 source: std::io::Error::other(format!("replaying {replayed} records into the lake: {e}")),
-            })?;
+            };
+            let mut entries = Vec::with_capacity(replayed);
+            for replay in opened.replay {
+                let logged = match replay {
+                    Replay::Rows(logged) => logged,
+                    Replay::Request { seq, table, request } => {
+                        match pipeline
+                            .reconvert(table, &request)
+                            .map_err(|e| failed(format!("record {seq}: {e}")))?
+                        {
+                            Some(batch) => Logged { seq, table, batch },
+                            None => continue,
+                        }
+                    }
+                };
+                entries.push(Entry { logged, charges: Vec::new() });
+            }
+            pipeline.inner.buffer.lock().unwrap_or_else(|e| e.into_inner()).entries.extend(entries);
+            pipeline.flush().await.map_err(failed)?;
         }
         let flusher = pipeline.clone();
         tokio::spawn(async move { flusher.flush_loop().await });
@@ -279,40 +291,82 @@ impl Pipeline {
     /// anything in the payload.
     pub async fn traces(
         &self,
-        request: TraceRequest,
+        request: Encoded<TraceRequest>,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
         let resolver = self.inner.resolver.clone();
-        let bound = bound_tenant.map(str::to_string);
+        let logged = LoggedRequest {
+            bound: bound_tenant.map(str::to_string),
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            protobuf: request.bytes.clone(),
+        };
+        let bound = logged.bound.clone();
         let converted = self
-            .convert(Signal::Traces, move || convert::traces(&request, &resolver, bound.as_deref()))
+            .convert(Signal::Traces, move || convert::traces(&request.request, &resolver, bound.as_deref()))
             .await?;
-        self.admit(Signal::Traces, converted).await
+        self.admit(Signal::Traces, converted, logged).await
     }
 
     /// Ingests metric data points.
     pub async fn metrics(
         &self,
-        request: ExportMetricsServiceRequest,
+        request: Encoded<ExportMetricsServiceRequest>,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
         let resolver = self.inner.resolver.clone();
-        let bound = bound_tenant.map(str::to_string);
+        let logged = LoggedRequest {
+            bound: bound_tenant.map(str::to_string),
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            protobuf: request.bytes.clone(),
+        };
+        let bound = logged.bound.clone();
         let converted = self
-            .convert(Signal::Metrics, move || convert::metrics(&request, &resolver, bound.as_deref()))
+            .convert(Signal::Metrics, move || convert::metrics(&request.request, &resolver, bound.as_deref()))
             .await?;
-        self.admit(Signal::Metrics, converted).await
+        self.admit(Signal::Metrics, converted, logged).await
     }
 
     /// Ingests log records.
-    pub async fn logs(&self, request: LogsRequest, bound_tenant: Option<&str>) -> Result<Accepted, Refused> {
+    pub async fn logs(
+        &self,
+        request: Encoded<LogsRequest>,
+        bound_tenant: Option<&str>,
+    ) -> Result<Accepted, Refused> {
         let resolver = self.inner.resolver.clone();
-        let bound = bound_tenant.map(str::to_string);
-        let now = chrono::Utc::now().timestamp_micros();
+        let logged = LoggedRequest {
+            bound: bound_tenant.map(str::to_string),
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            protobuf: request.bytes.clone(),
+        };
+        let (bound, now) = (logged.bound.clone(), logged.now_micros);
         let converted = self
-            .convert(Signal::Logs, move || convert::logs(&request, &resolver, bound.as_deref(), now))
+            .convert(Signal::Logs, move || convert::logs(&request.request, &resolver, bound.as_deref(), now))
             .await?;
-        self.admit(Signal::Logs, converted).await
+        self.admit(Signal::Logs, converted, logged).await
+    }
+
+    /// The rows of a request logged before a restart, converted again as when it was
+    /// acknowledged (the same bound tenant and clock reading; tenant mappings as they are now).
+    fn reconvert(&self, table: Table, r: &LoggedRequest) -> Result<Option<RecordBatch>, String> {
+        let resolver = &self.inner.resolver;
+        let bound = r.bound.as_deref();
+        let invalid = |e: prost::DecodeError| format!("the logged {table} request cannot be decoded: {e}");
+        let converted = match table {
+            Table::Spans => {
+                let request = TraceRequest::decode(r.protobuf.clone()).map_err(invalid)?;
+                convert::traces(&request, resolver, bound)
+            }
+            Table::Logs => {
+                let request = LogsRequest::decode(r.protobuf.clone()).map_err(invalid)?;
+                convert::logs(&request, resolver, bound, r.now_micros)
+            }
+            Table::Metrics => {
+                let request = ExportMetricsServiceRequest::decode(r.protobuf.clone()).map_err(invalid)?;
+                convert::metrics(&request, resolver, bound)
+            }
+            other => return Err(format!("a logged request for table {other}, which takes no requests")),
+        };
+        converted.map(|c| c.batch).map_err(|e| format!("converting the logged {table} request: {e}"))
     }
 
     /// Counts a request refused whole (`items`: how many it held, when known).
@@ -350,7 +404,14 @@ impl Pipeline {
         Ok(converted)
     }
 
-    async fn admit(&self, signal: Signal, converted: Converted) -> Result<Accepted, Refused> {
+    /// Charges, logs durably and buffers converted rows. `request`: what they were converted
+    /// from, logged in their place.
+    async fn admit(
+        &self,
+        signal: Signal,
+        converted: Converted,
+        request: LoggedRequest,
+    ) -> Result<Accepted, Refused> {
         let accepted = converted.accepted();
         let outcome = Accepted { accepted, rejected: converted.rejected, message: converted.message.clone() };
         let Some(batch) = converted.batch else {
@@ -363,14 +424,7 @@ impl Pipeline {
                 return Err(refused);
             }
         };
-        let payload = match encode(&batch) {
-            Ok(p) => p,
-            Err(e) => {
-                self.release(&charges);
-                return Err(Refused::Unavailable(format!("encoding {}: {e}", signal.items())));
-            }
-        };
-        match self.inner.wal.append(converted.table, batch, payload).await {
+        match self.inner.wal.append(converted.table, batch, request).await {
             Ok(seq) => {
                 self.attach_charges(seq, charges);
                 self.inner

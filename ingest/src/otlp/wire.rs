@@ -230,7 +230,37 @@ pub struct LogRecord {
 
 /// `message` encoded and decoded as `W`: the same message in other types.
 fn reencode<W: Message + Default>(message: &impl Message) -> Result<W, prost::DecodeError> {
-    W::decode(Bytes::from(message.encode_to_vec()))
+    Encoded::from_proto(message).map(|e| e.request)
+}
+
+/// A decoded request with the protobuf bytes it was decoded from. The write-ahead log keeps
+/// those bytes, not the converted rows: they are a third of the size and need no encoding, and
+/// replaying them converts them again (the conversion is deterministic given the same bound
+/// tenant, clock reading and tenant mappings).
+#[derive(Debug, Clone)]
+pub struct Encoded<T> {
+    /// The decoded request (its strings are slices of `bytes`).
+    pub request: T,
+    /// Its protobuf encoding.
+    pub bytes: Bytes,
+}
+
+impl<T: Message + Default> Encoded<T> {
+    /// Decodes a protobuf request, keeping its bytes.
+    pub fn decode(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        Ok(Self { request: T::decode(bytes.clone())?, bytes })
+    }
+
+    /// The same message in another type (opentelemetry-proto's, from OTLP/JSON or the demo),
+    /// encoded and decoded into `T`.
+    pub fn from_proto(message: &impl Message) -> Result<Self, prost::DecodeError> {
+        Self::decode(Bytes::from(message.encode_to_vec()))
+    }
+
+    /// A request decoded some other way (from OTLP/JSON), with its protobuf encoding.
+    pub fn encode(request: T) -> Self {
+        Self { bytes: Bytes::from(request.encode_to_vec()), request }
+    }
 }
 
 /// A string field known to be UTF-8: the conversion reads a record only after its strings, its
