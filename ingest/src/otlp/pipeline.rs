@@ -294,17 +294,10 @@ impl Pipeline {
         request: Encoded<TraceRequest>,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
-        let resolver = self.inner.resolver.clone();
-        let logged = LoggedRequest {
-            bound: bound_tenant.map(str::to_string),
-            now_micros: chrono::Utc::now().timestamp_micros(),
-            protobuf: request.bytes.clone(),
-        };
-        let bound = logged.bound.clone();
-        let converted = self
-            .convert(Signal::Traces, move || convert::traces(&request.request, &resolver, bound.as_deref()))
-            .await?;
-        self.admit(Signal::Traces, converted, logged).await
+        self.ingest(Signal::Traces, request, bound_tenant, |r, resolver, bound, _| {
+            convert::traces(r, resolver, bound)
+        })
+        .await
     }
 
     /// Ingests metric data points.
@@ -313,17 +306,10 @@ impl Pipeline {
         request: Encoded<ExportMetricsServiceRequest>,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
-        let resolver = self.inner.resolver.clone();
-        let logged = LoggedRequest {
-            bound: bound_tenant.map(str::to_string),
-            now_micros: chrono::Utc::now().timestamp_micros(),
-            protobuf: request.bytes.clone(),
-        };
-        let bound = logged.bound.clone();
-        let converted = self
-            .convert(Signal::Metrics, move || convert::metrics(&request.request, &resolver, bound.as_deref()))
-            .await?;
-        self.admit(Signal::Metrics, converted, logged).await
+        self.ingest(Signal::Metrics, request, bound_tenant, |r, resolver, bound, _| {
+            convert::metrics(r, resolver, bound)
+        })
+        .await
     }
 
     /// Ingests log records.
@@ -332,6 +318,19 @@ impl Pipeline {
         request: Encoded<LogsRequest>,
         bound_tenant: Option<&str>,
     ) -> Result<Accepted, Refused> {
+        self.ingest(Signal::Logs, request, bound_tenant, convert::logs).await
+    }
+
+    /// Converts a request (`to_rows(request, resolver, bound tenant, clock reading in µs)`) and
+    /// admits its rows, logging the request itself as [`LoggedRequest`] (what a replay converts
+    /// again).
+    async fn ingest<T: Send + 'static>(
+        &self,
+        signal: Signal,
+        request: Encoded<T>,
+        bound_tenant: Option<&str>,
+        to_rows: fn(&T, &TenantResolver, Option<&str>, i64) -> Result<Converted, arrow::error::ArrowError>,
+    ) -> Result<Accepted, Refused> {
         let resolver = self.inner.resolver.clone();
         let logged = LoggedRequest {
             bound: bound_tenant.map(str::to_string),
@@ -339,10 +338,9 @@ impl Pipeline {
             protobuf: request.bytes.clone(),
         };
         let (bound, now) = (logged.bound.clone(), logged.now_micros);
-        let converted = self
-            .convert(Signal::Logs, move || convert::logs(&request.request, &resolver, bound.as_deref(), now))
-            .await?;
-        self.admit(Signal::Logs, converted, logged).await
+        let converted =
+            self.convert(signal, move || to_rows(&request.request, &resolver, bound.as_deref(), now)).await?;
+        self.admit(signal, converted, logged).await
     }
 
     /// The rows of a request logged before a restart, converted again as when it was
