@@ -389,3 +389,28 @@ def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_
     s3.stop()
     wal = os.path.join(str(tmp_path), "wal")
     assert sum(os.path.getsize(os.path.join(wal, f)) for f in os.listdir(wal) if f.endswith(".log")) == 0
+
+
+def test_a_replayed_request_keeps_the_tenant_of_its_ingest_token(server_factory, tmp_path):
+    """The log keeps the caller's bound tenant with the request: a replay after kill -9 gives
+    the rows that tenant, not the one the payload names (tenant isolation survives a crash)."""
+    import hashlib
+    auth = tmp_path / "auth.yaml"
+    sha = lambda t: hashlib.sha256(t.encode()).hexdigest()
+    auth.write_text("principals:\n"
+                    f"  - name: root\n    role: admin\n    token_sha256: {sha('root-token')}\n"
+                    f"  - name: collector\n    role: ingest\n    token_sha256: {sha('collector-token')}\n"
+                    "    tenant: acme\n")
+    s = server_factory(flush_ms=3_600_000, auth=str(auth), token="root-token")
+    body = {"resourceLogs": [{"resource": {"attributes": [{"key": "tenant.id", "value": {"stringValue": "globex"}}]},
+                              "scopeLogs": [{"logRecords": [{"body": {"stringValue": f"bound-{j}"}} for j in range(5)]}]}]}
+    status, _, resp = post(f"{s.otlp_http}/v1/logs", json.dumps(body).encode(),
+                           headers={"Authorization": "Bearer collector-token"})
+    assert status == 200, resp
+    assert s.sql("SELECT count(*) FROM logs") == [[0]]
+    s.kill9()
+
+    s2 = server_factory(flush_ms=200, auth=str(auth), token="root-token")
+    q = "SELECT tenant_id, count(*) FROM logs GROUP BY 1"
+    assert s2.wait_for(q, [["acme", 5]]) == [["acme", 5]], s2.logs()
+    s2.stop()

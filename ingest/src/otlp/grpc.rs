@@ -1,11 +1,7 @@
 //! OTLP/gRPC receiver: TraceService, MetricsService and LogsService, gzip or plain.
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse},
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tenantscope_schemas::{
     AuditEvent, Auditor,
     auth::{Auth, Caller, Principal},
@@ -21,8 +17,9 @@ use tonic::{
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::{
-    pipeline::{Accepted, Pipeline, Refused, Signal},
-    wire::{Encoded, LogsRequest, TraceRequest},
+    pipeline::{Pipeline, Refused},
+    request::ExportRequest,
+    wire::{LogsRequest, TraceRequest},
 };
 
 #[derive(Clone)]
@@ -42,24 +39,12 @@ fn status(refused: Refused) -> Status {
     }
 }
 
-/// A service with one unary method (`Export`) whose request is decoded into a `wire` type.
+/// A service with one unary method (`Export`) taking one kind of [`ExportRequest`].
 trait WireMethod: Clone + Send + Sync + 'static {
     /// The gRPC service's full name (its one method's path is `/{SERVICE}/Export`).
     const SERVICE: &'static str;
-    /// Its signal (for the refusal counters).
-    const SIGNAL: Signal;
-    /// The request, decoded without copying its strings.
-    type Request: prost::Message + Default + Send + 'static;
-    /// The response.
-    type Response: prost::Message + Send + 'static;
-    /// Ingests one request (`bound`: the caller's tenant, if its token is bound to one).
-    fn ingest(
-        pipeline: Pipeline,
-        request: Encoded<Self::Request>,
-        bound: Option<String>,
-    ) -> BoxFuture<Accepted, Refused>;
-    /// The answer to a request the pipeline took (with its partial success).
-    fn answer(accepted: &Accepted) -> Self::Response;
+    /// The request (decoded without copying its strings).
+    type Request: ExportRequest;
 }
 
 #[derive(Clone)]
@@ -67,26 +52,7 @@ struct Traces;
 
 impl WireMethod for Traces {
     const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const SIGNAL: Signal = Signal::Traces;
     type Request = TraceRequest;
-    type Response = ExportTraceServiceResponse;
-
-    fn ingest(
-        pipeline: Pipeline,
-        request: Encoded<TraceRequest>,
-        bound: Option<String>,
-    ) -> BoxFuture<Accepted, Refused> {
-        Box::pin(async move { pipeline.traces(request, bound.as_deref()).await })
-    }
-
-    fn answer(a: &Accepted) -> Self::Response {
-        ExportTraceServiceResponse {
-            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
-                rejected_spans,
-                error_message,
-            }),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -94,26 +60,7 @@ struct Metrics;
 
 impl WireMethod for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    const SIGNAL: Signal = Signal::Metrics;
     type Request = ExportMetricsServiceRequest;
-    type Response = ExportMetricsServiceResponse;
-
-    fn ingest(
-        pipeline: Pipeline,
-        request: Encoded<ExportMetricsServiceRequest>,
-        bound: Option<String>,
-    ) -> BoxFuture<Accepted, Refused> {
-        Box::pin(async move { pipeline.metrics(request, bound.as_deref()).await })
-    }
-
-    fn answer(a: &Accepted) -> Self::Response {
-        ExportMetricsServiceResponse {
-            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
-                rejected_data_points,
-                error_message,
-            }),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -121,32 +68,9 @@ struct Logs;
 
 impl WireMethod for Logs {
     const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const SIGNAL: Signal = Signal::Logs;
     type Request = LogsRequest;
-    type Response = ExportLogsServiceResponse;
-
-    fn ingest(
-        pipeline: Pipeline,
-        request: Encoded<LogsRequest>,
-        bound: Option<String>,
-    ) -> BoxFuture<Accepted, Refused> {
-        Box::pin(async move { pipeline.logs(request, bound.as_deref()).await })
-    }
-
-    fn answer(a: &Accepted) -> Self::Response {
-        ExportLogsServiceResponse {
-            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
-                rejected_log_records,
-                error_message,
-            }),
-        }
-    }
 }
 
-/// `TraceService` or `LogsService` as opentelemetry-proto's generated servers serve them, but
-/// decoding the request into a `wire` type (strings as slices of the request's buffer) instead
-/// of its types (a `String` per attribute key and value). The same path, codec settings (gzip
-/// both ways, the size limit) and answers.
 #[derive(Clone)]
 struct WireServer<M> {
     receiver: Receiver,
@@ -161,26 +85,26 @@ impl<M: WireMethod> tonic::server::NamedService for WireServer<M> {
 struct Export<M>(Receiver, std::marker::PhantomData<M>);
 
 impl<M: WireMethod> tonic::server::UnaryService<Bytes> for Export<M> {
-    type Response = M::Response;
+    type Response = Answer<M>;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let bound = bound_tenant(&request);
-        let decoded = match Encoded::<M::Request>::decode(request.into_inner()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.0.pipeline.count_refused(M::SIGNAL, "invalid", None);
-                let message = format!("invalid OTLP protobuf {} request: {e}", M::SIGNAL.name());
-                return Box::pin(async move { Err(Status::invalid_argument(message)) });
-            }
-        };
-        let ingested = M::ingest(self.0.pipeline.clone(), decoded, bound);
-        Box::pin(async move { Ok(Response::new(M::answer(&ingested.await.map_err(status)?))) })
+        let pipeline = self.0.pipeline.clone();
+        let decoded = pipeline.decode::<M::Request>(request.into_inner());
+        Box::pin(async move {
+            let accepted =
+                pipeline.ingest(decoded.map_err(Status::invalid_argument)?, bound.as_deref()).await;
+            Ok(Response::new(M::Request::answer(&accepted.map_err(status)?)))
+        })
     }
 }
 
+/// The answer to `M`'s request.
+type Answer<M> = <<M as WireMethod>::Request as ExportRequest>::Response;
+
 /// The codec of a [`WireServer`]: requests as the bytes of their protobuf message (decoded by
-/// [`Export`], which keeps them for the write-ahead log), responses by prost.
+/// the pipeline, which keeps them for the write-ahead log), responses by prost.
 struct RawRequestCodec<R>(std::marker::PhantomData<R>);
 
 /// Takes a request message's bytes as they are (no copy: a slice of the frame buffer).
@@ -240,7 +164,7 @@ where
         Box::pin(async move {
             let mut gzip = EnabledCompressionEncodings::default();
             gzip.enable(CompressionEncoding::Gzip);
-            let codec = RawRequestCodec::<M::Response>(std::marker::PhantomData);
+            let codec = RawRequestCodec::<Answer<M>>(std::marker::PhantomData);
             let mut grpc = tonic::server::Grpc::new(codec)
                 .apply_compression_config(gzip, gzip)
                 .apply_max_message_size_config(Some(limit), None);

@@ -14,11 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse},
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -26,6 +22,7 @@ use tenantscope_schemas::auth::Caller;
 
 use super::{
     pipeline::{Pipeline, Refused, Signal},
+    request::ExportRequest,
     wire::{Encoded, LogsRequest, TraceRequest},
 };
 
@@ -34,9 +31,9 @@ use super::{
 pub fn router(pipeline: Pipeline) -> Router {
     let limit = pipeline.config().max_request_bytes;
     Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/metrics", post(metrics))
-        .route("/v1/logs", post(logs))
+        .route("/v1/traces", post(export::<TraceRequest>))
+        .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
+        .route("/v1/logs", post(export::<LogsRequest>))
         // The limit applies to the body as sent; a gzip body is also capped after inflating.
         .layer(DefaultBodyLimit::max(limit))
         .with_state(pipeline)
@@ -111,33 +108,26 @@ fn refused(r: Refused, encoding: Encoding) -> Failure {
 }
 
 /// Reads the content type and encoding, inflates gzip, and decodes the request: protobuf by
-/// `from_protobuf` (for traces and logs into the `wire` types, which do not copy strings),
-/// OTLP/JSON into opentelemetry-proto's `P` (which has the JSON mapping), turned into `W` by
-/// `from_json`.
-fn decode<W, P: DeserializeOwned>(
+/// the pipeline (for traces and logs into the `wire` types, which do not copy strings),
+/// OTLP/JSON into opentelemetry-proto's type (which has the JSON mapping), then encoded and
+/// decoded into `T`.
+fn decode<T: ExportRequest>(
     pipeline: &Pipeline,
-    signal: Signal,
     headers: &HeaderMap,
     body: &Result<Bytes, BytesRejection>,
-    from_protobuf: fn(Bytes) -> Result<W, prost::DecodeError>,
-    from_json: fn(P) -> Result<W, prost::DecodeError>,
-) -> Result<(W, Encoding), Failure> {
+) -> Result<(Encoded<T>, Encoding), Failure> {
+    let signal = T::SIGNAL;
     let (bytes, encoding) = body_of(pipeline, signal, headers, body)?;
     let request = match encoding {
-        Encoding::Protobuf => {
-            from_protobuf(bytes).map_err(|e| format!("invalid OTLP protobuf {} request: {e}", signal.name()))
-        }
-        Encoding::Json => json::<P>(signal, &bytes).and_then(|r| {
-            from_json(r).map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
-        }),
+        Encoding::Protobuf => pipeline.decode::<T>(bytes),
+        Encoding::Json => json::<T::Json>(signal, &bytes)
+            .and_then(|r| {
+                Encoded::from_proto(&r)
+                    .map_err(|e| format!("invalid OTLP/JSON {} request: {e}", signal.name()))
+            })
+            .inspect_err(|_| pipeline.count_refused(signal, "invalid", None)),
     };
-    match request {
-        Ok(r) => Ok((r, encoding)),
-        Err(m) => {
-            pipeline.count_refused(signal, "invalid", None);
-            Err(failure(StatusCode::BAD_REQUEST, encoding, m))
-        }
-    }
+    request.map(|r| (r, encoding)).map_err(|m| failure(StatusCode::BAD_REQUEST, encoding, m))
 }
 
 fn json<T: DeserializeOwned>(signal: Signal, bytes: &[u8]) -> Result<T, String> {
@@ -235,76 +225,14 @@ fn respond<R: Message + Serialize>(encoding: Encoding, response: R) -> Response 
     ([(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
 }
 
-async fn traces(
+/// `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
+async fn export<T: ExportRequest>(
     State(p): State<Pipeline>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Failure> {
-    let (request, enc) = decode(
-        &p,
-        Signal::Traces,
-        &headers,
-        &body,
-        Encoded::<TraceRequest>::decode,
-        |r: ExportTraceServiceRequest| Encoded::from_proto(&r),
-    )?;
-    let a = p.traces(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
-    Ok(respond(
-        enc,
-        ExportTraceServiceResponse {
-            partial_success: a.partial(|rejected_spans, error_message| ExportTracePartialSuccess {
-                rejected_spans,
-                error_message,
-            }),
-        },
-    ))
-}
-
-async fn metrics(
-    State(p): State<Pipeline>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let (request, enc) =
-        decode(&p, Signal::Metrics, &headers, &body, Encoded::decode, |r: ExportMetricsServiceRequest| {
-            Ok(Encoded::encode(r))
-        })?;
-    let a = p.metrics(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
-    Ok(respond(
-        enc,
-        ExportMetricsServiceResponse {
-            partial_success: a.partial(|rejected_data_points, error_message| ExportMetricsPartialSuccess {
-                rejected_data_points,
-                error_message,
-            }),
-        },
-    ))
-}
-
-async fn logs(
-    State(p): State<Pipeline>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Failure> {
-    let (request, enc) = decode(
-        &p,
-        Signal::Logs,
-        &headers,
-        &body,
-        Encoded::<LogsRequest>::decode,
-        |r: ExportLogsServiceRequest| Encoded::from_proto(&r),
-    )?;
-    let a = p.logs(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
-    Ok(respond(
-        enc,
-        ExportLogsServiceResponse {
-            partial_success: a.partial(|rejected_log_records, error_message| ExportLogsPartialSuccess {
-                rejected_log_records,
-                error_message,
-            }),
-        },
-    ))
+    let (request, enc) = decode::<T>(&p, &headers, &body)?;
+    let a = p.ingest(request, caller.principal.bound_tenant()).await.map_err(|r| refused(r, enc))?;
+    Ok(respond(enc, T::answer(&a)))
 }

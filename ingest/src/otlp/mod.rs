@@ -8,10 +8,12 @@ pub mod grpc;
 pub mod http;
 mod metrics;
 pub mod pipeline;
+pub mod request;
 pub(crate) mod value;
 pub mod wal;
 pub mod wire;
 
 pub use attribution::{AttributionConfig, MappingRule, TenantResolver};
 pub use pipeline::{Accepted, IngestConfig, ItemCounts, Pipeline, RateLimit, RateLimits, Refused, Signal};
+pub use request::ExportRequest;
 pub use wal::WalError;

@@ -9,17 +9,18 @@ use std::{
 };
 
 use arrow::array::{AsArray, RecordBatch};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prometheus_client::registry::Registry;
-use prost::Message;
 use serde::Deserialize;
 use tenantscope_schemas::{Lake, Table};
 use tokio::sync::Notify;
 
 use super::{
     attribution::{AttributionConfig, TenantResolver},
-    convert::{self, Converted},
+    convert::Converted,
     metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
+    request::ExportRequest,
     wal::{Logged, LoggedRequest, Replay, Wal, WalError},
     wire::{Encoded, LogsRequest, TraceRequest},
 };
@@ -287,49 +288,23 @@ impl Pipeline {
         &self.inner.config
     }
 
-    /// Ingests spans. `bound_tenant`: the tenant of the caller's ingest token, which wins over
-    /// anything in the payload.
-    pub async fn traces(
-        &self,
-        request: Encoded<TraceRequest>,
-        bound_tenant: Option<&str>,
-    ) -> Result<Accepted, Refused> {
-        self.ingest(Signal::Traces, request, bound_tenant, |r, resolver, bound, _| {
-            convert::traces(r, resolver, bound)
+    /// Decodes a request's protobuf, keeping the bytes (what the write-ahead log keeps). A
+    /// request that cannot be decoded is counted as refused, and the message says why.
+    pub fn decode<T: ExportRequest>(&self, protobuf: Bytes) -> Result<Encoded<T>, String> {
+        Encoded::decode(protobuf).map_err(|e| {
+            self.count_refused(T::SIGNAL, "invalid", None);
+            format!("invalid OTLP protobuf {} request: {e}", T::SIGNAL.name())
         })
-        .await
     }
 
-    /// Ingests metric data points.
-    pub async fn metrics(
+    /// Ingests a request: converts it, admits its rows and logs the request itself durably
+    /// (with the bound tenant and the receive time: what a replay converts again).
+    /// `bound_tenant`: the tenant of the caller's ingest token, which wins over anything in the
+    /// payload.
+    pub async fn ingest<T: ExportRequest>(
         &self,
-        request: Encoded<ExportMetricsServiceRequest>,
-        bound_tenant: Option<&str>,
-    ) -> Result<Accepted, Refused> {
-        self.ingest(Signal::Metrics, request, bound_tenant, |r, resolver, bound, _| {
-            convert::metrics(r, resolver, bound)
-        })
-        .await
-    }
-
-    /// Ingests log records.
-    pub async fn logs(
-        &self,
-        request: Encoded<LogsRequest>,
-        bound_tenant: Option<&str>,
-    ) -> Result<Accepted, Refused> {
-        self.ingest(Signal::Logs, request, bound_tenant, convert::logs).await
-    }
-
-    /// Converts a request (`to_rows(request, resolver, bound tenant, clock reading in µs)`) and
-    /// admits its rows, logging the request itself as [`LoggedRequest`] (what a replay converts
-    /// again).
-    async fn ingest<T: Send + 'static>(
-        &self,
-        signal: Signal,
         request: Encoded<T>,
         bound_tenant: Option<&str>,
-        to_rows: fn(&T, &TenantResolver, Option<&str>, i64) -> Result<Converted, arrow::error::ArrowError>,
     ) -> Result<Accepted, Refused> {
         let resolver = self.inner.resolver.clone();
         let logged = LoggedRequest {
@@ -338,33 +313,34 @@ impl Pipeline {
             protobuf: request.bytes.clone(),
         };
         let (bound, now) = (logged.bound.clone(), logged.now_micros);
-        let converted =
-            self.convert(signal, move || to_rows(&request.request, &resolver, bound.as_deref(), now)).await?;
-        self.admit(signal, converted, logged).await
+        let converted = self
+            .convert(T::SIGNAL, move || request.request.to_rows(&resolver, bound.as_deref(), now))
+            .await?;
+        self.admit(T::SIGNAL, converted, logged).await
     }
 
     /// The rows of a request logged before a restart, converted again as when it was
     /// acknowledged (the same bound tenant and clock reading; tenant mappings as they are now).
     fn reconvert(&self, table: Table, r: &LoggedRequest) -> Result<Option<RecordBatch>, String> {
+        fn again<T: ExportRequest>(
+            r: &LoggedRequest,
+            resolver: &TenantResolver,
+        ) -> Result<Converted, String> {
+            let what = T::SIGNAL.name();
+            let request = T::decode(r.protobuf.clone())
+                .map_err(|e| format!("the logged {what} request cannot be decoded: {e}"))?;
+            request
+                .to_rows(resolver, r.bound.as_deref(), r.now_micros)
+                .map_err(|e| format!("converting the logged {what} request: {e}"))
+        }
         let resolver = &self.inner.resolver;
-        let bound = r.bound.as_deref();
-        let invalid = |e: prost::DecodeError| format!("the logged {table} request cannot be decoded: {e}");
         let converted = match table {
-            Table::Spans => {
-                let request = TraceRequest::decode(r.protobuf.clone()).map_err(invalid)?;
-                convert::traces(&request, resolver, bound)
-            }
-            Table::Logs => {
-                let request = LogsRequest::decode(r.protobuf.clone()).map_err(invalid)?;
-                convert::logs(&request, resolver, bound, r.now_micros)
-            }
-            Table::Metrics => {
-                let request = ExportMetricsServiceRequest::decode(r.protobuf.clone()).map_err(invalid)?;
-                convert::metrics(&request, resolver, bound)
-            }
-            other => return Err(format!("a logged request for table {other}, which takes no requests")),
-        };
-        converted.map(|c| c.batch).map_err(|e| format!("converting the logged {table} request: {e}"))
+            Table::Spans => again::<TraceRequest>(r, resolver),
+            Table::Logs => again::<LogsRequest>(r, resolver),
+            Table::Metrics => again::<ExportMetricsServiceRequest>(r, resolver),
+            other => Err(format!("a logged request for table {other}, which takes no requests")),
+        }?;
+        Ok(converted.batch)
     }
 
     /// Counts a request refused whole (`items`: how many it held, when known).

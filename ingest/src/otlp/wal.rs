@@ -190,11 +190,10 @@ struct Segment {
     last: u64,
 }
 
-/// Reads one segment's valid records; returns them and the length of the valid prefix.
-/// The records of a segment (sequence number, table, whether the payload is a request, payload)
-/// and the length of its valid part.
+/// Records as read: sequence number, table, whether the payload is a request, payload.
 type Records = Vec<(u64, Table, bool, Vec<u8>)>;
 
+/// Reads one segment's valid records; returns them and the length of the valid prefix.
 fn read_segment(path: &Path) -> Result<(Records, u64), WalError> {
     let mut data = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(path))?;

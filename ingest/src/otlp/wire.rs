@@ -256,11 +256,6 @@ impl<T: Message + Default> Encoded<T> {
     pub fn from_proto(message: &impl Message) -> Result<Self, prost::DecodeError> {
         Self::decode(Bytes::from(message.encode_to_vec()))
     }
-
-    /// A request decoded some other way (from OTLP/JSON), with its protobuf encoding.
-    pub fn encode(request: T) -> Self {
-        Self { bytes: Bytes::from(request.encode_to_vec()), request }
-    }
 }
 
 /// A string field known to be UTF-8: the conversion reads a record only after its strings, its
