@@ -46,11 +46,27 @@ pub fn string_map() -> DataType {
 
 /// A builder of [`string_map`] columns (the same field names, so no cast is needed).
 pub fn string_map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(
-        Some(MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }),
-        StringBuilder::new(),
-        StringBuilder::new(),
+    MapBuilder::new(Some(map_field_names()), StringBuilder::new(), StringBuilder::new())
+}
+
+/// A [`string_map_builder`] with room for `rows` maps of `entries` entries in all, whose keys
+/// and values take `key_bytes` and `value_bytes`.
+pub fn string_map_builder_with_capacity(
+    rows: usize,
+    entries: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+) -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::with_capacity(
+        Some(map_field_names()),
+        StringBuilder::with_capacity(entries, key_bytes),
+        StringBuilder::with_capacity(entries, value_bytes),
+        rows,
     )
+}
+
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }
 }
 
 /// A builder of [`list_of`] columns whose items `values` builds (of type `item`).

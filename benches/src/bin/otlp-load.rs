@@ -252,9 +252,9 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
-    /// Instead of sending: time protobuf decode, decode + conversion to Arrow rows, and
-    /// conversion + WAL encoding of the generated requests on this thread, for `--seconds`
-    /// each (the same loops as the criterion bench, without criterion).
+    /// Instead of sending: time protobuf decode, and decode + conversion to Arrow rows, of the
+    /// generated requests on this thread, for `--seconds` each (the same loops as the
+    /// criterion bench, without criterion).
     #[arg(long)]
     micro: bool,
 }

@@ -7,6 +7,7 @@
 //! 4. else none: the record is kept and counts as unattributed.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
 };
@@ -91,23 +92,29 @@ impl TenantResolver {
         ResourceTenant { bound: None, direct, mapped }
     }
 
-    /// The tenant of one record of a resource.
-    pub(crate) fn record<A: Attribute>(&self, resource: &ResourceTenant, attributes: &[A]) -> Option<String> {
-        if let Some(t) = resource.bound.as_ref().or(resource.direct.as_ref()) {
-            return Some(t.clone());
+    /// The tenant of one record of a resource (borrowed from the resource or the record where
+    /// it can be: this runs once per row).
+    pub(crate) fn record<'a, A: Attribute>(
+        &self,
+        resource: &'a ResourceTenant,
+        attributes: &'a [A],
+    ) -> Option<Cow<'a, str>> {
+        if let Some(t) = resource.bound.as_deref().or(resource.direct.as_deref()) {
+            return Some(Cow::Borrowed(t));
         }
+        let mapped = || resource.mapped.as_deref().map(Cow::Borrowed);
         if attributes.is_empty() {
-            return resource.mapped.clone();
+            return mapped();
         }
-        self.direct(attributes).or_else(|| resource.mapped.clone()).or_else(|| self.mapped(attributes))
+        self.direct_str(attributes).or_else(mapped).or_else(|| self.mapped(attributes).map(Cow::Owned))
     }
 
     fn direct<A: Attribute>(&self, attributes: &[A]) -> Option<String> {
-        self.config
-            .tenant_attributes
-            .iter()
-            .find_map(|key| attribute_str(attributes, key))
-            .map(|c| c.into_owned())
+        self.direct_str(attributes).map(Cow::into_owned)
+    }
+
+    fn direct_str<'a, A: Attribute>(&self, attributes: &'a [A]) -> Option<Cow<'a, str>> {
+        self.config.tenant_attributes.iter().find_map(|key| attribute_str(attributes, key))
     }
 
     fn mapped<A: Attribute>(&self, attributes: &[A]) -> Option<String> {

@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::{
 };
 use tenantscope_schemas::{
     Table,
-    types::{UTC, list_builder, string_map_builder},
+    types::{UTC, list_builder, string_map_builder, string_map_builder_with_capacity},
 };
 
 use super::{
@@ -98,8 +98,19 @@ fn day(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const_hex::encode(bytes)
+/// Appends `bytes` in lower-case hex; ids of 8 and 16 bytes (all checked ones) without an
+/// allocation.
+fn append_hex(builder: &mut StringBuilder, bytes: &[u8]) {
+    match bytes.len() {
+        16 => builder.append_value(const_hex::Buffer::<16>::new().format_slice(bytes)),
+        8 => builder.append_value(const_hex::Buffer::<8>::new().format_slice(bytes)),
+        _ => builder.append_value(const_hex::encode(bytes)),
+    }
+}
+
+/// Appends an optional id in hex (empty: NULL).
+fn append_hex_option(builder: &mut StringBuilder, bytes: &[u8]) {
+    if bytes.is_empty() { builder.append_null() } else { append_hex(builder, bytes) }
 }
 
 /// Checks an id's length: `required` ids must be present and not all zero.
@@ -128,10 +139,15 @@ impl MapColumn {
         Self(string_map_builder())
     }
 
+    /// A builder for `rows` maps of `entries` entries holding `bytes` of keys and values.
+    fn with_capacity(rows: usize, entries: usize, bytes: usize) -> Self {
+        Self(string_map_builder_with_capacity(rows, entries, bytes / 2, bytes / 2))
+    }
+
     pub(crate) fn push<A: Attribute>(&mut self, attributes: &[A]) -> Result<(), ArrowError> {
         for kv in attributes {
             self.0.keys().append_value(kv.key());
-            self.0.values().append_option(kv.text());
+            kv.append_text(self.0.values());
         }
         self.0.append(true)
     }
@@ -160,7 +176,11 @@ fn list_of_f64() -> ListBuilder<Float64Builder> {
 }
 
 fn timestamps() -> TimestampMicrosecondBuilder {
-    TimestampMicrosecondBuilder::new().with_timezone(UTC)
+    timestamps_with_capacity(0)
+}
+
+fn timestamps_with_capacity(rows: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC)
 }
 
 /// A list-of-struct column assembled from its children (events, links, quantiles).
@@ -207,19 +227,54 @@ struct Common {
     resource: MapColumn,
     scope: StringBuilder,
     date: Date32Builder,
-    per_tenant: HashMap<Option<String>, u64>,
+    per_tenant: TenantCounts,
+}
+
+/// Records per tenant, counted by runs: the records of a resource mostly share one tenant, so
+/// a row costs a string comparison rather than a hash and an owned key.
+#[derive(Default)]
+struct TenantCounts {
+    counts: HashMap<Option<String>, u64>,
+    run: Option<(Option<String>, u64)>,
+}
+
+impl TenantCounts {
+    fn add(&mut self, tenant: Option<&str>) {
+        match &mut self.run {
+            Some((t, n)) if t.as_deref() == tenant => *n += 1,
+            run => {
+                if let Some((t, n)) = run.replace((tenant.map(str::to_string), 1)) {
+                    *self.counts.entry(t).or_default() += n;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> HashMap<Option<String>, u64> {
+        if let Some((t, n)) = self.run.take() {
+            *self.counts.entry(t).or_default() += n;
+        }
+        self.counts
+    }
 }
 
 impl Common {
     fn new() -> Self {
+        Self::with_capacity(&Sizes::default())
+    }
+
+    /// Builders allocated once for records of `sizes` (growing them by doubling copied each
+    /// column several times per request).
+    fn with_capacity(sizes: &Sizes) -> Self {
+        let rows = sizes.rows;
         Self {
-            service: StringBuilder::new(),
-            tenant: StringBuilder::new(),
-            attributes: MapColumn::new(),
-            resource: MapColumn::new(),
-            scope: StringBuilder::new(),
-            date: Date32Builder::new(),
-            per_tenant: HashMap::new(),
+            service: StringBuilder::with_capacity(rows, rows * 16),
+            tenant: StringBuilder::with_capacity(rows, rows * 16),
+            attributes: MapColumn::with_capacity(rows, sizes.attributes, sizes.attribute_bytes),
+            resource: MapColumn::with_capacity(rows, sizes.resource_attributes, sizes.resource_bytes),
+            scope: StringBuilder::with_capacity(rows, rows * 16),
+            date: Date32Builder::with_capacity(rows),
+            per_tenant: TenantCounts::default(),
         }
     }
 
@@ -235,12 +290,37 @@ impl Common {
         self.service.append_option(ctx.service.as_deref());
         let tenant = resolver.record(&ctx.tenant, attributes);
         self.tenant.append_option(tenant.as_deref());
-        *self.per_tenant.entry(tenant).or_default() += 1;
+        self.per_tenant.add(tenant.as_deref());
         self.attributes.push(attributes)?;
         self.resource.push_rendered(&ctx.rendered)?;
         self.scope.append_option(scope_name.filter(|n| !n.is_empty()));
         self.date.append_value(day(time_micros));
         Ok(())
+    }
+}
+
+/// What a request's records hold, counted before converting them.
+#[derive(Debug, Default)]
+struct Sizes {
+    rows: usize,
+    attributes: usize,
+    attribute_bytes: usize,
+    resource_attributes: usize,
+    resource_bytes: usize,
+}
+
+impl Sizes {
+    /// Adds `rows` records of a resource with `resource` attributes; `records` yields each
+    /// record's own attributes.
+    fn add<'a>(&mut self, resource: &[wire::KeyValue], records: impl Iterator<Item = &'a [wire::KeyValue]>) {
+        let (count, bytes) = (resource.len(), wire::attribute_bytes(resource));
+        for attributes in records {
+            self.rows += 1;
+            self.resource_attributes += count;
+            self.resource_bytes += bytes;
+            self.attributes += attributes.len();
+            self.attribute_bytes += wire::attribute_bytes(attributes);
+        }
     }
 }
 
@@ -265,12 +345,18 @@ fn finish(
     table: Table,
     rows: usize,
     columns: Vec<ArrayRef>,
-    per_tenant: HashMap<Option<String>, u64>,
+    per_tenant: TenantCounts,
     rejects: &Rejects,
     what: &str,
 ) -> Result<Converted, ArrowError> {
     let batch = if rows == 0 { None } else { Some(RecordBatch::try_new(table.schema(), columns)?) };
-    Ok(Converted { table, batch, per_tenant, rejected: rejects.count, message: rejects.message(what) })
+    Ok(Converted {
+        table,
+        batch,
+        per_tenant: per_tenant.finish(),
+        rejected: rejects.count,
+        message: rejects.message(what),
+    })
 }
 
 fn span_kind(kind: i32) -> &'static str {
@@ -298,16 +384,30 @@ pub fn traces(
     resolver: &TenantResolver,
     bound: Option<&str>,
 ) -> Result<Converted, ArrowError> {
-    let mut time = timestamps();
-    let mut end_time = timestamps();
-    let mut duration = Int64Builder::new();
-    let (mut trace_id, mut span_id, mut parent) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-    let (mut trace_state, mut name, mut kind) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
-    let (mut status, mut status_message) = (StringBuilder::new(), StringBuilder::new());
-    let mut scope_version = StringBuilder::new();
-    let mut common = Common::new();
+    let mut sizes = Sizes::default();
+    for rs in &request.resource_spans {
+        let resource = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        for ss in &rs.scope_spans {
+            sizes.add(resource, ss.spans.iter().map(|s| &s.attributes[..]));
+        }
+    }
+    let n = sizes.rows;
+    let mut time = timestamps_with_capacity(n);
+    let mut end_time = timestamps_with_capacity(n);
+    let mut duration = Int64Builder::with_capacity(n);
+    let (mut trace_id, mut span_id, mut parent) = (
+        StringBuilder::with_capacity(n, n * 32),
+        StringBuilder::with_capacity(n, n * 16),
+        StringBuilder::with_capacity(n, n * 16),
+    );
+    let (mut trace_state, mut name, mut kind) = (
+        StringBuilder::new(),
+        StringBuilder::with_capacity(n, n * 24),
+        StringBuilder::with_capacity(n, n * 8),
+    );
+    let (mut status, mut status_message) = (StringBuilder::with_capacity(n, n * 5), StringBuilder::new());
+    let mut scope_version = StringBuilder::with_capacity(n, n * 8);
+    let mut common = Common::with_capacity(&sizes);
     let (mut ev_time, mut ev_name, mut ev_attrs) = (timestamps(), StringBuilder::new(), MapColumn::new());
     let mut events = ListOffsets::new();
     let (mut ln_trace, mut ln_span, mut ln_state, mut ln_attrs) =
@@ -354,9 +454,9 @@ pub fn traces(
                             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
                     );
                 }
-                trace_id.append_value(hex(&span.trace_id));
-                span_id.append_value(hex(&span.span_id));
-                parent.append_option((!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)));
+                append_hex(&mut trace_id, &span.trace_id);
+                append_hex(&mut span_id, &span.span_id);
+                append_hex_option(&mut parent, &span.parent_span_id);
                 trace_state.append_option((!span.trace_state.is_empty()).then(|| text(&span.trace_state)));
                 name.append_value(text(&span.name));
                 kind.append_value(span_kind(span.kind));
@@ -379,8 +479,8 @@ pub fn traces(
                 }
                 events.push(Some(span.events.len()));
                 for l in &span.links {
-                    ln_trace.append_value(hex(&l.trace_id));
-                    ln_span.append_value(hex(&l.span_id));
+                    append_hex(&mut ln_trace, &l.trace_id);
+                    append_hex(&mut ln_span, &l.span_id);
                     ln_state.append_option((!l.trace_state.is_empty()).then(|| text(&l.trace_state)));
                     ln_attrs.push(&l.attributes)?;
                 }
@@ -438,12 +538,27 @@ pub fn logs(
     bound: Option<&str>,
     received_micros: i64,
 ) -> Result<Converted, ArrowError> {
-    let (mut time, mut observed) = (timestamps(), timestamps());
-    let (mut severity, mut severity_text) = (Int32Builder::new(), StringBuilder::new());
-    let (mut body, mut trace_id, mut span_id) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let mut sizes = Sizes::default();
+    let mut body_bytes = 0;
+    for rl in &request.resource_logs {
+        let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        for sl in &rl.scope_logs {
+            sizes.add(resource, sl.log_records.iter().map(|l| &l.attributes[..]));
+            body_bytes +=
+                sl.log_records.iter().map(|l| l.body.as_ref().map_or(0, wire::value_bytes)).sum::<usize>();
+        }
+    }
+    let n = sizes.rows;
+    let (mut time, mut observed) = (timestamps_with_capacity(n), timestamps_with_capacity(n));
+    let (mut severity, mut severity_text) =
+        (Int32Builder::with_capacity(n), StringBuilder::with_capacity(n, n * 5));
+    let (mut body, mut trace_id, mut span_id) = (
+        StringBuilder::with_capacity(n, body_bytes),
+        StringBuilder::with_capacity(n, n * 32),
+        StringBuilder::with_capacity(n, n * 16),
+    );
     let mut event_name = StringBuilder::new();
-    let mut common = Common::new();
+    let mut common = Common::with_capacity(&sizes);
     let mut rejects = Rejects::default();
     let mut rows = 0;
     for (r, rl) in request.resource_logs.iter().enumerate() {
@@ -478,8 +593,8 @@ pub fn logs(
                 severity_text
                     .append_option((!log.severity_text.is_empty()).then(|| text(&log.severity_text)));
                 body.append_option(log.body.as_ref().and_then(wire::value_text));
-                trace_id.append_option((!log.trace_id.is_empty()).then(|| hex(&log.trace_id)));
-                span_id.append_option((!log.span_id.is_empty()).then(|| hex(&log.span_id)));
+                append_hex_option(&mut trace_id, &log.trace_id);
+                append_hex_option(&mut span_id, &log.span_id);
                 event_name.append_option((!log.event_name.is_empty()).then(|| text(&log.event_name)));
                 common.push(resolver, &ctx, sl.scope.as_ref().map(|s| text(&s.name)), &log.attributes, t)?;
             }
@@ -918,6 +1033,18 @@ mod tests {
         },
         resource::v1::Resource,
     };
+
+    #[test]
+    fn tenants_are_counted_across_runs() {
+        let mut counts = TenantCounts::default();
+        for t in [Some("a"), Some("a"), None, Some("a"), Some("b"), None, None] {
+            counts.add(t);
+        }
+        let expect: HashMap<Option<String>, u64> =
+            [(Some("a".to_string()), 3), (Some("b".to_string()), 1), (None, 3)].into();
+        assert_eq!(counts.finish(), expect);
+        assert!(TenantCounts::default().finish().is_empty());
+    }
 
     fn kv(key: &str, value: &str) -> KeyValue {
         KeyValue {

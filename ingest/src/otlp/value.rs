@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use arrow::array::StringBuilder;
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde_json::Value as Json;
@@ -52,6 +53,11 @@ pub(crate) trait Attribute {
     fn key(&self) -> &str;
     /// Its value's text (see [`text`]).
     fn text(&self) -> Option<Cow<'_, str>>;
+
+    /// Appends its value's text (NULL for none) to `builder`.
+    fn append_text(&self, builder: &mut StringBuilder) {
+        builder.append_option(self.text());
+    }
 }
 
 impl Attribute for KeyValue {
@@ -71,6 +77,10 @@ impl Attribute for super::wire::KeyValue {
 
     fn text(&self) -> Option<Cow<'_, str>> {
         self.value.as_ref().and_then(super::wire::value_text)
+    }
+
+    fn append_text(&self, builder: &mut StringBuilder) {
+        super::wire::append_value_text(builder, self.value.as_ref());
     }
 }
 

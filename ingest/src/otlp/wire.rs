@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 
+use arrow::array::StringBuilder;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::{
     collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
@@ -364,6 +365,43 @@ pub(crate) fn value_text(value: &AnyValue) -> Option<Cow<'_, str>> {
     match value.value.as_ref()? {
         Value::StringValue(s) => Some(Cow::Borrowed(text(s))),
         _ => super::value::text(&to_proto(value)).map(|c| Cow::Owned(c.into_owned())),
+    }
+}
+
+/// Appends the text of `value` ([`value_text`]; NULL for none) to `builder`: numbers are
+/// written into the builder, not into a `String` of their own (an attribute such as
+/// `http.response.status_code` is on most spans).
+pub(crate) fn append_value_text(builder: &mut StringBuilder, value: Option<&AnyValue>) {
+    use std::fmt::Write as _;
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => builder.append_value(text(s)),
+        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
+        Some(Value::IntValue(i)) => {
+            // Writing to a builder cannot fail.
+            let _ = write!(builder, "{i}");
+            builder.append_value("");
+        }
+        Some(Value::DoubleValue(d)) => {
+            let _ = write!(builder, "{d}");
+            builder.append_value("");
+        }
+        _ => builder.append_option(value.and_then(value_text)),
+    }
+}
+
+/// Bytes the keys and values of `attributes` take as text, about (numbers count 8; a sizing
+/// hint for column builders).
+pub(crate) fn attribute_bytes(attributes: &[KeyValue]) -> usize {
+    attributes.iter().map(|kv| kv.key.len() + kv.value.as_ref().map_or(0, value_bytes)).sum()
+}
+
+/// Bytes a value takes as text, about (see [`attribute_bytes`]).
+pub(crate) fn value_bytes(value: &AnyValue) -> usize {
+    match &value.value {
+        Some(Value::StringValue(s) | Value::BytesValue(s)) => s.len(),
+        Some(Value::ArrayValue(a)) => a.values.iter().map(|v| value_bytes(v) + 3).sum(),
+        Some(Value::KvlistValue(kv)) => attribute_bytes(&kv.values) + 6 * kv.values.len(),
+        _ => 8,
     }
 }
 
