@@ -253,8 +253,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Instead of sending: time protobuf decode, and decode + conversion to Arrow rows, of the
-    /// generated requests on this thread, for `--seconds` each (the same loops as the
-    /// criterion bench, without criterion).
+    /// generated requests on this thread (the same loops as the criterion bench, without
+    /// criterion), and a flush of their rows to Parquet in memory; `--seconds` each.
     #[arg(long)]
     micro: bool,
 }
@@ -289,6 +289,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
         let r = Req::decode(encoded[i].clone()).expect("valid");
         std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
     });
+    let flush = flush_rate(args, &encoded, &resolver)?;
     if args.json {
         println!(
             "{}",
@@ -296,14 +297,62 @@ fn micro(args: &Args) -> anyhow::Result<()> {
                 "bytes_per_span": bytes_per_span,
                 "decode_spans_per_s": decode.round() as u64,
                 "decode_convert_spans_per_s": convert_rate.round() as u64,
+                "flush_spans": FLUSH_REQUESTS * args.batch,
+                "flush_spans_per_cpu_s": flush.round() as u64,
             })
         );
     } else {
         println!("{bytes_per_span} protobuf bytes per span, one thread:");
         println!("  decode                      {decode:>12.0} spans/s");
         println!("  decode + convert to Arrow   {convert_rate:>12.0} spans/s");
+        println!(
+            "flush of {} spans (sort into the lake's order, Parquet + zstd in memory, all cores):",
+            FLUSH_REQUESTS * args.batch
+        );
+        println!("  per CPU-second              {flush:>12.0} spans/s");
     }
     Ok(())
+}
+
+/// Requests in one flush of `--micro` (200 x 512 spans: about what `ingest.flush_bytes`, 64 MiB,
+/// holds).
+const FLUSH_REQUESTS: usize = 200;
+
+/// Spans per CPU-second of this process (the flush sorts on every core) of a server's flush
+/// minus its I/O: the converted rows of [`FLUSH_REQUESTS`] requests put in the lake's order
+/// (`prepare`) and written as Parquet with the lake's settings to memory, for about `seconds`.
+fn flush_rate(
+    args: &Args,
+    encoded: &[Bytes],
+    resolver: &tenantscope_ingest::otlp::TenantResolver,
+) -> anyhow::Result<f64> {
+    use tenantscope_ingest::otlp::{convert, wire::TraceRequest};
+    use tenantscope_schemas::{
+        Table,
+        deltalake::parquet::arrow::ArrowWriter,
+        lake::{prepare, writer_properties},
+    };
+    let batches = (0..FLUSH_REQUESTS)
+        .map(|i| {
+            let request = TraceRequest::decode(encoded[i % encoded.len()].clone())?;
+            convert::traces(&request, resolver, None)?.batch.ok_or_else(|| anyhow::anyhow!("no rows"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let me = std::process::id();
+    let (start, cpu0) = (Instant::now(), cpu_seconds(me).unwrap_or_default());
+    let mut spans = 0;
+    while start.elapsed() < Duration::from_secs(args.seconds) {
+        let sorted = prepare(Table::Spans, &batches)?.unwrap_or_default();
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), Table::Spans.schema(), Some(writer_properties(Table::Spans)))?;
+        for batch in &sorted {
+            writer.write(batch)?;
+            spans += batch.num_rows();
+        }
+        std::hint::black_box(writer.into_inner()?.len());
+    }
+    let cpu = cpu_seconds(me).unwrap_or_default() - cpu0;
+    Ok(spans as f64 / cpu.max(1e-3))
 }
 
 /// utime + stime of a process in seconds (Linux).
