@@ -259,8 +259,15 @@ impl TenantCounts {
 }
 
 impl Common {
+    /// Builders of arrow's default sizes (for metrics, not counted first).
     fn new() -> Self {
-        Self::with_capacity(&Sizes::default())
+        Self::with_capacity(&Sizes {
+            rows: 1024,
+            attributes: 1024,
+            attribute_bytes: 2048,
+            resource_attributes: 1024,
+            resource_bytes: 2048,
+        })
     }
 
     /// Builders allocated once for records of `sizes` (growing them by doubling copied each
