@@ -176,7 +176,7 @@ fn list_of_f64() -> ListBuilder<Float64Builder> {
 }
 
 fn timestamps() -> TimestampMicrosecondBuilder {
-    timestamps_with_capacity(0)
+    TimestampMicrosecondBuilder::new().with_timezone(UTC)
 }
 
 fn timestamps_with_capacity(rows: usize) -> TimestampMicrosecondBuilder {
@@ -317,7 +317,7 @@ struct Sizes {
 }
 
 impl Sizes {
-    /// Adds `rows` records of a resource with `resource` attributes; `records` yields each
+    /// Adds the records of a resource with `resource` attributes; `records` yields each
     /// record's own attributes.
     fn add<'a>(&mut self, resource: &[wire::KeyValue], records: impl Iterator<Item = &'a [wire::KeyValue]>) {
         let (count, bytes) = (resource.len(), wire::attribute_bytes(resource));

@@ -372,19 +372,18 @@ pub(crate) fn value_text(value: &AnyValue) -> Option<Cow<'_, str>> {
 /// written into the builder, not into a `String` of their own (an attribute such as
 /// `http.response.status_code` is on most spans).
 pub(crate) fn append_value_text(builder: &mut StringBuilder, value: Option<&AnyValue>) {
-    use std::fmt::Write as _;
+    /// A scalar's `Display`, as `value::text`'s `to_string` spells it.
+    fn display(builder: &mut StringBuilder, scalar: &dyn std::fmt::Display) {
+        use std::fmt::Write as _;
+        // Writing to a builder cannot fail.
+        let _ = write!(builder, "{scalar}");
+        builder.append_value("");
+    }
     match value.and_then(|v| v.value.as_ref()) {
         Some(Value::StringValue(s)) => builder.append_value(text(s)),
-        Some(Value::BoolValue(b)) => builder.append_value(if *b { "true" } else { "false" }),
-        Some(Value::IntValue(i)) => {
-            // Writing to a builder cannot fail.
-            let _ = write!(builder, "{i}");
-            builder.append_value("");
-        }
-        Some(Value::DoubleValue(d)) => {
-            let _ = write!(builder, "{d}");
-            builder.append_value("");
-        }
+        Some(Value::BoolValue(b)) => display(builder, b),
+        Some(Value::IntValue(i)) => display(builder, i),
+        Some(Value::DoubleValue(d)) => display(builder, d),
         _ => builder.append_option(value.and_then(value_text)),
     }
 }

@@ -51,9 +51,7 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         // to plain mid-chunk after a hash lookup per value. Plain values under zstd: OTLP ingest
         // 6% more spans per CPU-second for 5% larger files (benches/RESULTS.md). Keys keep
         // theirs, and so do billing tags (a few values each: team, environment).
-        if matches!(table, Table::Spans | Table::Logs | Table::Metrics)
-            && is_map_value(&table.schema(), &path)
-        {
+        if matches!(table, Table::Spans | Table::Logs | Table::Metrics) && is_map_value(&path) {
             builder = builder.set_column_dictionary_enabled(path.clone(), false);
         }
         builder = builder.set_column_statistics_enabled(path, EnabledStatistics::None);
@@ -61,16 +59,11 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     builder.build()
 }
 
-/// Whether `leaf` is the value column of a `map<string, string>` (at the top level or inside a
-/// list of structs, as events' and links' attributes).
-fn is_map_value(schema: &SchemaRef, leaf: &ColumnPath) -> bool {
-    let parts = leaf.parts();
-    parts.len() >= 3
-        && parts[parts.len() - 1] == "value"
-        && parts[parts.len() - 2] == "key_value"
-        && schema.field_with_name(&parts[0]).is_ok_and(|f| {
-            matches!(f.data_type(), DataType::Map(..) | DataType::List(_) | DataType::LargeList(_))
-        })
+/// Whether `leaf` is the value column of a `map<string, string>` (`key_value.value`, the entry
+/// names [`crate::types::string_map`] gives), at the top level or inside a list of structs, as
+/// events' and links' attributes.
+fn is_map_value(leaf: &ColumnPath) -> bool {
+    leaf.parts().ends_with(&["key_value".to_string(), "value".to_string()])
 }
 
 /// The Parquet leaf columns of `table` written without statistics: its
