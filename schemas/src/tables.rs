@@ -152,11 +152,13 @@ impl Table {
     }
 
     /// Columns whose values are (nearly) all different: a Parquet dictionary of them only fills
-    /// up and is abandoned, after hashing every value into it.
+    /// up and is abandoned, after hashing every value into it. Nanosecond times and durations
+    /// too: their dictionary was a hash of every value and a larger file (a flush of 102,400
+    /// spans: 433k -> 524k spans per CPU-second, 51.3 -> 46.0 bytes per span).
     pub fn unique_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Spans => &[TRACE_ID, SPAN_ID, PARENT_SPAN_ID],
-            Table::Logs => &[TRACE_ID, SPAN_ID],
+            Table::Spans => &[TIME, END_TIME, DURATION_NS, TRACE_ID, SPAN_ID, PARENT_SPAN_ID],
+            Table::Logs => &[TIME, OBSERVED_TIME, TRACE_ID, SPAN_ID],
             _ => &[],
         }
     }

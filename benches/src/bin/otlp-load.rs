@@ -257,6 +257,9 @@ struct Args {
     /// criterion), and a flush of their rows to Parquet in memory; `--seconds` each.
     #[arg(long)]
     micro: bool,
+    /// With `--micro`: time the flush only (to compare Parquet settings quickly).
+    #[arg(long, requires = "micro")]
+    flush_only: bool,
 }
 
 /// Spans per second of `f` over `requests` (each of `batch` spans), run for about `seconds`.
@@ -282,14 +285,15 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     // As the receivers decode: strings as slices of the request's buffer (`wire`).
     type Req = TraceRequest;
     let encoded: Vec<Bytes> = encoded.into_iter().map(Bytes::from).collect();
-    let decode = rate(args.seconds, args.batch, requests.len(), |i| {
+    let seconds = if args.flush_only { 0 } else { args.seconds };
+    let decode = rate(seconds, args.batch, requests.len(), |i| {
         std::hint::black_box(Req::decode(encoded[i].clone()).map(|r| r.resource_spans.len()).ok());
     });
-    let convert_rate = rate(args.seconds, args.batch, requests.len(), |i| {
+    let convert_rate = rate(seconds, args.batch, requests.len(), |i| {
         let r = Req::decode(encoded[i].clone()).expect("valid");
         std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
     });
-    let flush = flush_rate(args, &encoded, &resolver)?;
+    let (flush, flush_bytes) = flush_rate(args, &encoded, &resolver)?;
     if args.json {
         println!(
             "{}",
@@ -299,6 +303,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
                 "decode_convert_spans_per_s": convert_rate.round() as u64,
                 "flush_spans": FLUSH_REQUESTS * args.batch,
                 "flush_spans_per_cpu_s": flush.round() as u64,
+                "flush_parquet_bytes_per_span": flush_bytes,
             })
         );
     } else {
@@ -310,6 +315,7 @@ fn micro(args: &Args) -> anyhow::Result<()> {
             FLUSH_REQUESTS * args.batch
         );
         println!("  per CPU-second              {flush:>12.0} spans/s");
+        println!("  Parquet bytes per span      {flush_bytes:>12.1}");
     }
     Ok(())
 }
@@ -325,7 +331,7 @@ fn flush_rate(
     args: &Args,
     encoded: &[Bytes],
     resolver: &tenantscope_ingest::otlp::TenantResolver,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     use tenantscope_ingest::otlp::{convert, wire::TraceRequest};
     use tenantscope_schemas::{
         Table,
@@ -340,7 +346,7 @@ fn flush_rate(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let me = std::process::id();
     let (start, cpu0) = (Instant::now(), cpu_seconds(me).unwrap_or_default());
-    let mut spans = 0;
+    let (mut spans, mut bytes) = (0, 0);
     while start.elapsed() < Duration::from_secs(args.seconds) {
         let sorted = prepare(Table::Spans, &batches)?.unwrap_or_default();
         let mut writer =
@@ -349,10 +355,10 @@ fn flush_rate(
             writer.write(batch)?;
             spans += batch.num_rows();
         }
-        std::hint::black_box(writer.into_inner()?.len());
+        bytes += writer.into_inner()?.len();
     }
     let cpu = cpu_seconds(me).unwrap_or_default() - cpu0;
-    Ok(spans as f64 / cpu.max(1e-3))
+    Ok((spans as f64 / cpu.max(1e-3), bytes as f64 / spans.max(1) as f64))
 }
 
 /// utime + stime of a process in seconds (Linux).

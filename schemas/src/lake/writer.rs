@@ -449,6 +449,9 @@ mod tests {
             &["links", "list", "element", "attributes", "key_value", "value"],
             &["trace_id"],
             &["span_id"],
+            &["time"],
+            &["end_time"],
+            &["duration_ns"],
         ] {
             assert!(!spans.dictionary_enabled(&path(plain)), "{plain:?}");
         }
@@ -464,6 +467,9 @@ mod tests {
         let billing = writer_properties(Table::Billing);
         assert!(billing.dictionary_enabled(&path(&["tags", "key_value", "value"])));
         assert!(billing.dictionary_enabled(&path(&["tags", "key_value", "key"])));
+        // Billing times repeat (a few periods per file): their dictionary pays.
+        assert!(billing.dictionary_enabled(&path(&["charge_period_start"])));
+        assert!(!writer_properties(Table::Logs).dictionary_enabled(&path(&["observed_time"])));
     }
 
     #[test]
