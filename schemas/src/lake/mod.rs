@@ -6,6 +6,7 @@ mod error;
 mod files;
 mod location;
 mod maintenance;
+mod order;
 mod writer;
 
 use std::{

@@ -4,7 +4,7 @@
 use std::{cmp::Ordering, sync::Arc};
 
 use arrow::{
-    array::{ArrayRef, RecordBatch, make_comparator, new_null_array},
+    array::{ArrayRef, RecordBatch, UInt32Array, make_comparator, new_null_array},
     compute::{
         SortColumn, SortOptions, cast, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
     },
@@ -17,7 +17,10 @@ use deltalake::parquet::{
     schema::types::ColumnPath,
 };
 
-use super::error::{LakeError, Result};
+use super::{
+    error::{LakeError, Result},
+    order,
+};
 use crate::{columns::TENANT_ID, tables::Table};
 
 /// Rows per row group: small enough that a tenant filter skips most of a file, large enough for
@@ -133,16 +136,19 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     for (b, batch) in conformed.iter().enumerate() {
         order.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
-    {
-        let mut sort = Vec::with_capacity(keys.len());
-        for &index in &keys {
-            let parts: Vec<&dyn arrow::array::Array> =
-                conformed.iter().map(|b| b.column(index).as_ref()).collect();
-            sort.push(ascending(concat(&parts).map_err(arrow_err)?));
+    let positions = match order::sorted_positions(&conformed, &keys) {
+        Some(positions) => positions,
+        None => {
+            let mut sort = Vec::with_capacity(keys.len());
+            for &index in &keys {
+                let parts: Vec<&dyn arrow::array::Array> =
+                    conformed.iter().map(|b| b.column(index).as_ref()).collect();
+                sort.push(ascending(concat(&parts).map_err(arrow_err)?));
+            }
+            lexsort_to_indices(&sort, None).map_err(arrow_err)?.values().to_vec()
         }
-        let indices = lexsort_to_indices(&sort, None).map_err(arrow_err)?;
-        order = indices.values().iter().map(|&i| order[i as usize]).collect();
-    }
+    };
+    order = positions.iter().map(|&i| order[i as usize]).collect();
     let sources: Vec<&RecordBatch> = conformed.iter().collect();
     let groups: Vec<&[(usize, usize)]> = order.chunks(ROW_GROUP_ROWS).collect();
     par_map(table, &groups, |g| interleave_record_batch(&sources, g)).map(Some)
@@ -263,8 +269,14 @@ fn sort_runs(table: Table, batches: Vec<RecordBatch>, keys: &[usize]) -> Result<
         if run.num_rows() < RUN_ROWS {
             return Ok(run.clone());
         }
-        let columns: Vec<SortColumn> = keys.iter().map(|&k| ascending(Arc::clone(run.column(k)))).collect();
-        let indices = lexsort_to_indices(&columns, None)?;
+        let indices = match order::sorted_positions(std::slice::from_ref(run), keys) {
+            Some(positions) => UInt32Array::from(positions),
+            None => {
+                let columns: Vec<SortColumn> =
+                    keys.iter().map(|&k| ascending(Arc::clone(run.column(k)))).collect();
+                lexsort_to_indices(&columns, None)?
+            }
+        };
         take_record_batch(run, &indices)
     };
     par_map(table, &runs, sort_one)
