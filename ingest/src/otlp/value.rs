@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use arrow::array::StringBuilder;
+use arrow::array::BinaryBuilder;
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use serde_json::Value as Json;
@@ -51,12 +51,17 @@ pub(crate) fn json(value: &AnyValue) -> Json {
 pub(crate) trait Attribute {
     /// Its key.
     fn key(&self) -> &str;
+    /// Its key's bytes (compared and copied without checking them as UTF-8 again).
+    fn key_bytes(&self) -> &[u8] {
+        self.key().as_bytes()
+    }
     /// Its value's text (see [`text`]).
     fn text(&self) -> Option<Cow<'_, str>>;
 
-    /// Appends its value's text (NULL for none) to `builder`.
-    fn append_text(&self, builder: &mut StringBuilder) {
-        builder.append_option(self.text());
+    /// Appends its value's text (NULL for none) to `builder`, a string column gathered as bytes
+    /// (`convert::MapColumn`).
+    fn append_text(&self, builder: &mut BinaryBuilder) {
+        builder.append_option(self.text().as_deref().map(str::as_bytes));
     }
 }
 
@@ -75,11 +80,15 @@ impl Attribute for super::wire::KeyValue {
         super::wire::text(&self.key)
     }
 
+    fn key_bytes(&self) -> &[u8] {
+        &self.key
+    }
+
     fn text(&self) -> Option<Cow<'_, str>> {
         self.value.as_ref().and_then(super::wire::value_text)
     }
 
-    fn append_text(&self, builder: &mut StringBuilder) {
+    fn append_text(&self, builder: &mut BinaryBuilder) {
         super::wire::append_value_text(builder, self.value.as_ref());
     }
 }
@@ -87,7 +96,7 @@ impl Attribute for super::wire::KeyValue {
 /// The text of attribute `key`, without copying a string value (tenant ids, service names are
 /// strings); `None` when it is absent or empty.
 pub(crate) fn attribute_str<'a, A: Attribute>(attributes: &'a [A], key: &str) -> Option<Cow<'a, str>> {
-    attributes.iter().find(|kv| kv.key() == key)?.text().filter(|s| !s.is_empty())
+    attributes.iter().find(|kv| kv.key_bytes() == key.as_bytes())?.text().filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 
-use arrow::array::StringBuilder;
+use arrow::array::BinaryBuilder;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::{
     collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
@@ -335,12 +335,17 @@ impl LogRecord {
 }
 
 fn check_str(b: &Bytes, at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
-    std::str::from_utf8(b).map(|_| ()).map_err(|_| NotUtf8(at()))
+    if is_utf8(b) { Ok(()) } else { Err(NotUtf8(at())) }
+}
+
+/// Whether `b` is UTF-8: ASCII (nearly every attribute) by the quicker test first.
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
 }
 
 fn check_attributes(attributes: &[KeyValue], at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
     for kv in attributes {
-        if std::str::from_utf8(&kv.key).is_err() {
+        if !is_utf8(&kv.key) {
             return Err(NotUtf8(at()));
         }
         if let Some(v) = &kv.value {
@@ -352,7 +357,7 @@ fn check_attributes(attributes: &[KeyValue], at: &dyn Fn() -> String) -> Result<
 
 fn check_value(value: &AnyValue, at: &dyn Fn() -> String) -> Result<(), NotUtf8> {
     match &value.value {
-        Some(Value::StringValue(s)) if std::str::from_utf8(s).is_err() => Err(NotUtf8(at())),
+        Some(Value::StringValue(s)) if !is_utf8(s) => Err(NotUtf8(at())),
         Some(Value::ArrayValue(a)) => a.values.iter().try_for_each(|v| check_value(v, at)),
         Some(Value::KvlistValue(kv)) => check_attributes(&kv.values, at),
         _ => Ok(()),
@@ -368,23 +373,25 @@ pub(crate) fn value_text(value: &AnyValue) -> Option<Cow<'_, str>> {
     }
 }
 
-/// Appends the text of `value` ([`value_text`]; NULL for none) to `builder`: numbers are
-/// written into the builder, not into a `String` of their own (an attribute such as
-/// `http.response.status_code` is on most spans).
-pub(crate) fn append_value_text(builder: &mut StringBuilder, value: Option<&AnyValue>) {
+/// Appends the text of `value` ([`value_text`]; NULL for none) to `builder`, a string column
+/// gathered as bytes (`convert::MapColumn`, which checks them as UTF-8 once for the column): a
+/// string's bytes as they are (its record was checked), numbers written into the builder, not
+/// into a `String` of their own (an attribute such as `http.response.status_code` is on most
+/// spans).
+pub(crate) fn append_value_text(builder: &mut BinaryBuilder, value: Option<&AnyValue>) {
     /// A scalar's `Display`, as `value::text`'s `to_string` spells it.
-    fn display(builder: &mut StringBuilder, scalar: &dyn std::fmt::Display) {
-        use std::fmt::Write as _;
+    fn display(builder: &mut BinaryBuilder, scalar: &dyn std::fmt::Display) {
+        use std::io::Write as _;
         // Writing to a builder cannot fail.
         let _ = write!(builder, "{scalar}");
-        builder.append_value("");
+        builder.append_value(b"");
     }
     match value.and_then(|v| v.value.as_ref()) {
-        Some(Value::StringValue(s)) => builder.append_value(text(s)),
+        Some(Value::StringValue(s)) => builder.append_value(s),
         Some(Value::BoolValue(b)) => display(builder, b),
         Some(Value::IntValue(i)) => display(builder, i),
         Some(Value::DoubleValue(d)) => display(builder, d),
-        _ => builder.append_option(value.and_then(value_text)),
+        _ => builder.append_option(value.and_then(value_text).as_deref().map(str::as_bytes)),
     }
 }
 
