@@ -9,7 +9,7 @@ refusals and bounded memory. Finally the one-thread loops of the micro bench (de
 convert to Arrow) and a flush without I/O (sort into the lake's order, Parquet + zstd in memory).
 The spans-only runs are repeated (--repeat, default 3) and their median reported.
 
-    .venv/bin/python benches/otlp_ingest.py [--seconds 20] [--clients 8] [--record]
+    .venv/bin/python benches/otlp_ingest.py [--seconds 20] [--clients 8] [--repeat 3] [--record]
 
 Per core = accepted spans / server CPU seconds (utime + stime from /proc), because the load
 generator shares the machine's cores with the server.
@@ -140,13 +140,11 @@ def main():
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    # Per configuration: the run with the median spans per server CPU-second, and every run's.
-    all_runs = {}
-    for protocol, what, r, _ in steady:
-        all_runs.setdefault((protocol, what), []).append(r["items_per_server_cpu_s"])
-    medians = []
+    # Per configuration: every run's spans per server CPU-second, and the run with the median.
+    all_runs, medians = {}, []
     for c in configurations:
         mine = sorted((x for x in steady if (x[0], x[1]) == c), key=lambda x: x[2]["items_per_server_cpu_s"])
+        all_runs[c] = [x[2]["items_per_server_cpu_s"] for x in steady if (x[0], x[1]) == c]
         medians.append(mine[len(mine) // 2])
 
     micro_results = micro()

@@ -257,7 +257,8 @@ struct Args {
     /// criterion), and a flush of their rows to Parquet in memory; `--seconds` each.
     #[arg(long)]
     micro: bool,
-    /// With `--micro`: time the flush only (to compare Parquet settings quickly).
+    /// With `--micro`: time the flush only (to compare Parquet settings quickly); the
+    /// one-thread stages are reported as null.
     #[arg(long, requires = "micro")]
     flush_only: bool,
 }
@@ -285,13 +286,16 @@ fn micro(args: &Args) -> anyhow::Result<()> {
     // As the receivers decode: strings as slices of the request's buffer (`wire`).
     type Req = TraceRequest;
     let encoded: Vec<Bytes> = encoded.into_iter().map(Bytes::from).collect();
-    let seconds = if args.flush_only { 0 } else { args.seconds };
-    let decode = rate(seconds, args.batch, requests.len(), |i| {
-        std::hint::black_box(Req::decode(encoded[i].clone()).map(|r| r.resource_spans.len()).ok());
-    });
-    let convert_rate = rate(seconds, args.batch, requests.len(), |i| {
-        let r = Req::decode(encoded[i].clone()).expect("valid");
-        std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
+    // The one-thread stages, unless only the flush is wanted.
+    let stages = (!args.flush_only).then(|| {
+        let decode = rate(args.seconds, args.batch, requests.len(), |i| {
+            std::hint::black_box(Req::decode(encoded[i].clone()).map(|r| r.resource_spans.len()).ok());
+        });
+        let convert_rate = rate(args.seconds, args.batch, requests.len(), |i| {
+            let r = Req::decode(encoded[i].clone()).expect("valid");
+            std::hint::black_box(convert::traces(&r, &resolver, None).map(|c| c.accepted()).ok());
+        });
+        (decode, convert_rate)
     });
     let (flush, flush_bytes) = flush_rate(args, &encoded, &resolver)?;
     if args.json {
@@ -299,17 +303,19 @@ fn micro(args: &Args) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "bytes_per_span": bytes_per_span,
-                "decode_spans_per_s": decode.round() as u64,
-                "decode_convert_spans_per_s": convert_rate.round() as u64,
+                "decode_spans_per_s": stages.map(|(d, _)| d.round() as u64),
+                "decode_convert_spans_per_s": stages.map(|(_, c)| c.round() as u64),
                 "flush_spans": FLUSH_REQUESTS * args.batch,
                 "flush_spans_per_cpu_s": flush.round() as u64,
                 "flush_parquet_bytes_per_span": flush_bytes,
             })
         );
     } else {
-        println!("{bytes_per_span} protobuf bytes per span, one thread:");
-        println!("  decode                      {decode:>12.0} spans/s");
-        println!("  decode + convert to Arrow   {convert_rate:>12.0} spans/s");
+        if let Some((decode, convert_rate)) = stages {
+            println!("{bytes_per_span} protobuf bytes per span, one thread:");
+            println!("  decode                      {decode:>12.0} spans/s");
+            println!("  decode + convert to Arrow   {convert_rate:>12.0} spans/s");
+        }
         println!(
             "flush of {} spans (sort into the lake's order, Parquet + zstd in memory, all cores):",
             FLUSH_REQUESTS * args.batch

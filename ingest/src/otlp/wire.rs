@@ -626,8 +626,31 @@ mod tests {
         let mut other = in_a_resource.resource_spans[0].clone();
         other.resource.as_mut().unwrap().attributes.push(kv("host.name", V::StringValue("fine".into())));
         in_a_resource.resource_spans.push(other);
+        // Attribute maps are gathered unchecked and checked once per column (`MapColumn`):
+        // every way into one must be checked per record, or a bad string fails the request.
+        let mut in_a_key = request();
+        in_a_key.resource_spans[0].scope_spans[0].spans[2].attributes.push(kv("fine", V::IntValue(1)));
+        let mut in_an_event = request();
+        in_an_event.resource_spans[0].scope_spans[0].spans[2].events[0]
+            .attributes
+            .push(kv("e", V::StringValue("fine".into())));
+        let mut in_a_link = request();
+        let span = &mut in_a_link.resource_spans[0].scope_spans[0].spans[2];
+        assert!(!span.links.is_empty(), "the request has links");
+        span.links[0].attributes.push(kv("fine", V::BoolValue(true)));
         let cases = [
             (in_a_span, (1, 2), "resource_spans[0].scope_spans[0].spans[2]: attributes is not UTF-8"),
+            (in_a_key, (1, 2), "resource_spans[0].scope_spans[0].spans[2]: attributes is not UTF-8"),
+            (
+                in_an_event,
+                (1, 2),
+                "resource_spans[0].scope_spans[0].spans[2]: events[0].attributes is not UTF-8",
+            ),
+            (
+                in_a_link,
+                (1, 2),
+                "resource_spans[0].scope_spans[0].spans[2]: links[0].attributes is not UTF-8",
+            ),
             (
                 in_a_resource,
                 (2, 4),
@@ -695,6 +718,15 @@ mod tests {
         let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
         assert_eq!((b.accepted(), b.rejected), (3, 2));
         assert!(b.message.contains("log_records[0]: body is not UTF-8"), "{}", b.message);
+        // So does an attribute that is not (attribute maps are checked per record, not as a
+        // column: `MapColumn`).
+        let mut bytes = pb.encode_to_vec();
+        let at = bytes.windows(3).position(|w| w == b"\x02u2").unwrap();
+        bytes[at + 2] = 0xff;
+        let bad = LogsRequest::decode(Bytes::from(bytes)).unwrap();
+        let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
+        assert_eq!((b.accepted(), b.rejected), (3, 2));
+        assert!(b.message.contains("log_records[3]: attributes is not UTF-8"), "{}", b.message);
         assert!(c.message.contains("log_records[1]: span_id has 3 bytes"), "{}", c.message);
         let batch = c.batch.unwrap();
         let col = |name: &str| batch.column_by_name(name).unwrap();

@@ -15,19 +15,40 @@ use std::collections::HashMap;
 
 use arrow::{
     array::{Array, ArrayRef, AsArray, PrimitiveArray, RecordBatch},
+    compute::{SortColumn, SortOptions, concat, lexsort_to_indices},
     datatypes::{
         ArrowNativeType, ArrowPrimitiveType, DataType, Date32Type, Date64Type, Int8Type, Int16Type,
         Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
         TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type, UInt32Type,
     },
+    error::ArrowError,
 };
 
-/// The positions of the rows of `batches` (one after the other) in ascending order of the
-/// columns `keys`, NULLs first, ties in input order; `None` when a key's type has no ordinal
-/// here or the keys do not pack into three words (the caller sorts with arrow instead).
-pub(super) fn sorted_positions(batches: &[RecordBatch], keys: &[usize]) -> Option<Vec<u32>> {
+/// The lake's order on each key: ascending, NULLs (unattributed rows) first.
+pub(super) const LAKE_ORDER: SortOptions = SortOptions { descending: false, nulls_first: true };
+
+/// The positions of the rows of `batches` (one after the other) in the lake's order of the
+/// columns `keys`: on packed integer keys (ties in input order) where the keys' types and
+/// ranges allow, else by arrow's `lexsort_to_indices`.
+pub(super) fn sorted_positions(batches: &[RecordBatch], keys: &[usize]) -> Result<Vec<u32>, ArrowError> {
+    if let Some(positions) = packed_positions(batches, keys) {
+        return Ok(positions);
+    }
+    let columns = keys
+        .iter()
+        .map(|&k| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(k).as_ref()).collect();
+            Ok(SortColumn { values: concat(&parts)?, options: Some(LAKE_ORDER) })
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    Ok(lexsort_to_indices(&columns, None)?.values().to_vec())
+}
+
+/// [`sorted_positions`] on packed integer keys; `None` when a key's type has no ordinal here or
+/// the keys do not pack into three words.
+fn packed_positions(batches: &[RecordBatch], keys: &[usize]) -> Option<Vec<u32>> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    if rows > u32::MAX as usize || keys.is_empty() {
+    if rows > u32::MAX as usize {
         return None;
     }
     let mut words: Vec<Vec<u64>> = Vec::new();
@@ -182,7 +203,6 @@ mod tests {
 
     use arrow::{
         array::{Int64Array, StringArray, TimestampNanosecondArray, UInt64Array},
-        compute::{SortColumn, SortOptions, concat, lexsort_to_indices},
         datatypes::{Field, Schema},
     };
 
@@ -205,7 +225,7 @@ mod tests {
 
     /// The order arrow's lexsort gives (ties broken by position, as ours).
     fn arrow_order(batches: &[RecordBatch], keys: &[usize]) -> Vec<u32> {
-        let options = Some(SortOptions { descending: false, nulls_first: true });
+        let options = Some(LAKE_ORDER);
         let mut columns: Vec<SortColumn> = keys
             .iter()
             .map(|&k| {
@@ -230,11 +250,11 @@ mod tests {
                 &[Some(i64::MIN + 1), Some(0), Some(3), Some(-7)],
             ),
         ];
-        let ours = sorted_positions(&batches, &[0, 1]).unwrap();
+        let ours = packed_positions(&batches, &[0, 1]).unwrap();
         assert_eq!(ours, arrow_order(&batches, &[0, 1]));
         assert_eq!(ours, vec![1, 7, 4, 5, 2, 3, 8, 0, 6]);
         // Time alone spans nearly the whole i64 range: its own word.
-        assert_eq!(sorted_positions(&batches, &[1]).unwrap(), arrow_order(&batches, &[1]));
+        assert_eq!(packed_positions(&batches, &[1]).unwrap(), arrow_order(&batches, &[1]));
     }
 
     #[test]
@@ -258,8 +278,8 @@ mod tests {
                 batch(&tenants, &times)
             })
             .collect();
-        assert_eq!(sorted_positions(&batches, &[0, 1]).unwrap(), arrow_order(&batches, &[0, 1]));
-        assert_eq!(sorted_positions(&batches, &[1, 0]).unwrap(), arrow_order(&batches, &[1, 0]));
+        assert_eq!(packed_positions(&batches, &[0, 1]).unwrap(), arrow_order(&batches, &[0, 1]));
+        assert_eq!(packed_positions(&batches, &[1, 0]).unwrap(), arrow_order(&batches, &[1, 0]));
     }
 
     #[test]
@@ -276,8 +296,12 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(sorted_positions(std::slice::from_ref(&b), &[0]), None);
+        let b = std::slice::from_ref(&b);
+        assert_eq!(packed_positions(b, &[0]), None);
         // NULL plus the whole i64 range needs 65 bits.
-        assert_eq!(sorted_positions(std::slice::from_ref(&b), &[1]), None);
+        assert_eq!(packed_positions(b, &[1]), None);
+        // Both still sort, by arrow.
+        assert_eq!(sorted_positions(b, &[0]).unwrap(), vec![0, 1, 2]);
+        assert_eq!(sorted_positions(b, &[1]).unwrap(), vec![1, 0, 2]);
     }
 }

@@ -5,9 +5,7 @@ use std::{cmp::Ordering, sync::Arc};
 
 use arrow::{
     array::{ArrayRef, RecordBatch, UInt32Array, make_comparator, new_null_array},
-    compute::{
-        SortColumn, SortOptions, cast, concat, interleave_record_batch, lexsort_to_indices, take_record_batch,
-    },
+    compute::{cast, interleave_record_batch, take_record_batch},
     datatypes::{DataType, SchemaRef},
 };
 use deltalake::parquet::{
@@ -136,18 +134,7 @@ pub fn prepare(table: Table, batches: &[RecordBatch]) -> Result<Option<Vec<Recor
     for (b, batch) in conformed.iter().enumerate() {
         order.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
-    let positions = match order::sorted_positions(&conformed, &keys) {
-        Some(positions) => positions,
-        None => {
-            let mut sort = Vec::with_capacity(keys.len());
-            for &index in &keys {
-                let parts: Vec<&dyn arrow::array::Array> =
-                    conformed.iter().map(|b| b.column(index).as_ref()).collect();
-                sort.push(ascending(concat(&parts).map_err(arrow_err)?));
-            }
-            lexsort_to_indices(&sort, None).map_err(arrow_err)?.values().to_vec()
-        }
-    };
+    let positions = order::sorted_positions(&conformed, &keys).map_err(arrow_err)?;
     order = positions.iter().map(|&i| order[i as usize]).collect();
     let sources: Vec<&RecordBatch> = conformed.iter().collect();
     let groups: Vec<&[(usize, usize)]> = order.chunks(ROW_GROUP_ROWS).collect();
@@ -168,7 +155,7 @@ pub(super) fn in_order(
     batches: &[RecordBatch],
     keys: &[usize],
 ) -> std::result::Result<bool, arrow::error::ArrowError> {
-    let options = SortOptions { descending: false, nulls_first: true };
+    let options = order::LAKE_ORDER;
     let mut previous: Option<&RecordBatch> = None;
     for batch in batches {
         let n = batch.num_rows();
@@ -204,11 +191,6 @@ pub(super) fn in_order(
         }
     }
     Ok(true)
-}
-
-/// The lake's sort order on one key: ascending, NULLs (unattributed rows) first.
-fn ascending(values: ArrayRef) -> SortColumn {
-    SortColumn { values, options: Some(SortOptions { descending: false, nulls_first: true }) }
 }
 
 /// The cores this process may use (at least 1).
@@ -269,14 +251,7 @@ fn sort_runs(table: Table, batches: Vec<RecordBatch>, keys: &[usize]) -> Result<
         if run.num_rows() < RUN_ROWS {
             return Ok(run.clone());
         }
-        let indices = match order::sorted_positions(std::slice::from_ref(run), keys) {
-            Some(positions) => UInt32Array::from(positions),
-            None => {
-                let columns: Vec<SortColumn> =
-                    keys.iter().map(|&k| ascending(Arc::clone(run.column(k)))).collect();
-                lexsort_to_indices(&columns, None)?
-            }
-        };
+        let indices = UInt32Array::from(order::sorted_positions(std::slice::from_ref(run), keys)?);
         take_record_batch(run, &indices)
     };
     par_map(table, &runs, sort_one)
