@@ -710,23 +710,20 @@ mod tests {
         assert_eq!(wire, LogsRequest::from_proto(&pb).unwrap());
         let c = convert::logs(&wire, &TenantResolver::new(Default::default()), None, 0).unwrap();
         assert_eq!((c.accepted(), c.rejected), (4, 1));
-        // A body that is not UTF-8 rejects its record alone.
-        let mut bytes = pb.encode_to_vec();
-        let at = bytes.windows(9).position(|w| w == b"disk full").unwrap();
-        bytes[at + 4] = 0xff;
-        let bad = LogsRequest::decode(Bytes::from(bytes)).unwrap();
-        let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
-        assert_eq!((b.accepted(), b.rejected), (3, 2));
-        assert!(b.message.contains("log_records[0]: body is not UTF-8"), "{}", b.message);
-        // So does an attribute that is not (attribute maps are checked per record, not as a
-        // column: `MapColumn`).
-        let mut bytes = pb.encode_to_vec();
-        let at = bytes.windows(3).position(|w| w == b"\x02u2").unwrap();
-        bytes[at + 2] = 0xff;
-        let bad = LogsRequest::decode(Bytes::from(bytes)).unwrap();
-        let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
-        assert_eq!((b.accepted(), b.rejected), (3, 2));
-        assert!(b.message.contains("log_records[3]: attributes is not UTF-8"), "{}", b.message);
+        // A string that is not UTF-8 rejects its record alone: `pattern`'s byte at `offset` made
+        // 0xff. Attributes too (their maps are checked per record, not as a column: `MapColumn`).
+        for (pattern, offset, message) in [
+            (&b"disk full"[..], 4, "log_records[0]: body is not UTF-8"),
+            (&b"\x02u2"[..], 2, "log_records[3]: attributes is not UTF-8"),
+        ] {
+            let mut bytes = pb.encode_to_vec();
+            let at = bytes.windows(pattern.len()).position(|w| w == pattern).unwrap();
+            bytes[at + offset] = 0xff;
+            let bad = LogsRequest::decode(Bytes::from(bytes)).unwrap();
+            let b = convert::logs(&bad, &TenantResolver::new(Default::default()), None, 0).unwrap();
+            assert_eq!((b.accepted(), b.rejected), (3, 2));
+            assert!(b.message.contains(message), "{}", b.message);
+        }
         assert!(c.message.contains("log_records[1]: span_id has 3 bytes"), "{}", c.message);
         let batch = c.batch.unwrap();
         let col = |name: &str| batch.column_by_name(name).unwrap();
