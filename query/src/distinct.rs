@@ -127,7 +127,7 @@ impl PhysicalOptimizerRule for DistinctPrefilter {
 }
 
 /// Whether values of this type have an identity the operator can compute.
-fn has_identity(data_type: &DataType) -> bool {
+pub(crate) fn has_identity(data_type: &DataType) -> bool {
     match data_type {
         DataType::Utf8View | DataType::BinaryView | DataType::Boolean => true,
         t => t.is_primitive() && t.primitive_width().is_some_and(|w| w <= 8),
@@ -403,7 +403,7 @@ impl Interner {
 
 /// A 64-bit hash: both halves folded in by a multiply (as foldhash does), which spreads
 /// addresses, packed ids and small integers alike over the bits hashbrown uses.
-fn hash_u128(v: u128) -> u64 {
+pub(crate) fn hash_u128(v: u128) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let r = u128::from(v as u64 ^ 0x243f_6a88_85a3_08d3) * u128::from((v >> 64) as u64 ^ K);
     (r as u64) ^ ((r >> 64) as u64)

@@ -158,6 +158,7 @@ impl QueryEngine {
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
             .with_physical_optimizer_rule(Arc::new(crate::distinct::DistinctPrefilter))
+            .with_physical_optimizer_rule(Arc::new(crate::few_groups::FewGroups))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::access::setup_pg_catalog(&ctx).map_err(QueryError::DataFusion)?;

@@ -7,6 +7,7 @@ pub mod cost;
 mod distinct;
 pub mod engine;
 pub mod error;
+mod few_groups;
 pub mod format;
 pub mod http;
 pub mod json;
