@@ -9,7 +9,10 @@
 //!
 //! [`DistinctPrefilter`] puts a [`DistinctPrefilterExec`] under every aggregation that reads raw
 //! rows (`Partial`, `Single`, `SinglePartitioned`) and has no aggregate functions, only one to
-//! four group columns of string view, integer, date, timestamp or boolean type. It gives each
+//! four group columns of string view, integer, date, timestamp or boolean type. It runs after
+//! [`crate::few_groups::FewGroups`], which takes the partial ones it can whole (they are no
+//! longer `AggregateExec`s then): what is left here is mostly one-phase aggregation (one
+//! partition) and partial ones with a limit or a sorted input. It gives each
 //! value a small id by its identity (`Interner`): a long string by where it starts in its buffer
 //! (one array lookup, no hashing: a dictionary page's strings lie one after another), a short
 //! string by its 16-byte view, any other value by its bits. It passes on the first row of each

@@ -157,8 +157,10 @@ impl QueryEngine {
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
-            .with_physical_optimizer_rule(Arc::new(crate::distinct::DistinctPrefilter))
+            // Partial groupings by plain columns first (`FewGroupsExec`, with or without
+            // aggregates); the prefilter then takes the groupings without aggregates left.
             .with_physical_optimizer_rule(Arc::new(crate::few_groups::FewGroups))
+            .with_physical_optimizer_rule(Arc::new(crate::distinct::DistinctPrefilter))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::access::setup_pg_catalog(&ctx).map_err(QueryError::DataFusion)?;

@@ -79,8 +79,9 @@ pub(crate) const MAX_GROUPS: usize = 1 << 17;
 /// input goes to DataFusion's aggregation (which may then skip the partial phase altogether).
 pub(crate) const PROBE_ROWS: usize = 100_000;
 
-/// Entries of each column's identity cache (emptied before each batch).
-const VALUE_CACHE: usize = 256;
+/// Entries of each column's identity cache (a power of two; its entries of earlier batches do
+/// not count).
+const VALUE_CACHE: usize = 4096;
 
 /// Entries of the cache of packed ids in front of the hashed group table.
 const GROUP_CACHE: usize = 4096;
@@ -126,7 +127,6 @@ fn takes(agg: &AggregateExec) -> Option<Vec<usize>> {
     let plain = *agg.mode() == AggregateMode::Partial
         && group_by.is_single()
         && (1..=MAX_COLUMNS).contains(&group_by.expr().len())
-        && !agg.aggr_expr().is_empty()
         && agg.limit_options().is_none()
         && agg.dynamic_expressions_produced().is_empty()
         && matches!(agg.input_order_mode(), InputOrderMode::Linear)
@@ -538,8 +538,10 @@ struct KeyColumn {
     data_type: DataType,
     /// Identity (view or bits) and id of the row before.
     last: Option<(u128, u32)>,
-    /// Identity and id, direct-mapped by hash; emptied before each batch.
-    cache: Vec<(u128, u32)>,
+    /// Identity and id, direct-mapped by hash, of this batch (`batch`).
+    cache: Vec<CacheEntry>,
+    /// The number of the batch at hand (0: none; the cache's entries of 0 are empty).
+    batch: u32,
     /// Identities that are the value itself (short strings, primitive bits) and their ids.
     short: HashTable<(u128, u32)>,
     /// Longer strings by their bytes.
@@ -551,15 +553,20 @@ struct KeyColumn {
     next: u32,
 }
 
-/// An identity no value has (a view of length 0 with bits set in its padding).
-const NO_IDENTITY: u128 = u128::MAX;
+#[derive(Clone, Copy, Default)]
+struct CacheEntry {
+    identity: u128,
+    id: u32,
+    batch: u32,
+}
 
 impl KeyColumn {
     fn new(data_type: &DataType) -> Self {
         Self {
             data_type: data_type.clone(),
             last: None,
-            cache: vec![(NO_IDENTITY, 0); VALUE_CACHE],
+            cache: vec![CacheEntry::default(); VALUE_CACHE],
+            batch: 0,
             short: HashTable::new(),
             long: HashMap::new(),
             new_rows: Vec::new(),
@@ -582,7 +589,13 @@ impl KeyColumn {
     fn ids(&mut self, array: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
         out.clear();
         out.resize(array.len(), 0);
-        self.cache.fill((NO_IDENTITY, 0));
+        // A new batch: the cache's entries of earlier ones no longer count (long strings' views
+        // name this batch's buffers).
+        self.batch = self.batch.wrapping_add(1);
+        if self.batch == 0 {
+            self.cache.fill(CacheEntry::default());
+            self.batch = 1;
+        }
         self.last = None;
         self.new_rows.clear();
         let nulls = array.logical_nulls();
@@ -670,10 +683,15 @@ impl KeyColumn {
         {
             return id;
         }
-        let slot = (hash_u128(identity) >> 56) as usize % VALUE_CACHE;
-        let (v, id) = self.cache[slot];
-        let id = if v == identity { id } else { slow(self, i) };
-        self.cache[slot] = (identity, id);
+        let slot = (hash_u128(identity) >> 52) as usize % VALUE_CACHE;
+        let entry = self.cache[slot];
+        let id = if entry.identity == identity && entry.batch == self.batch {
+            entry.id
+        } else {
+            let id = slow(self, i);
+            self.cache[slot] = CacheEntry { identity, id, batch: self.batch };
+            id
+        };
         self.last = Some((identity, id));
         id
     }
