@@ -341,20 +341,10 @@ impl Interner {
         let nulls = array.logical_nulls();
         let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
         out.clear();
-        match array.data_type() {
-            DataType::Utf8View | DataType::BinaryView => {
-                let (views, buffers) = match array.data_type() {
-                    DataType::Utf8View => {
-                        let a = array.as_string_view();
-                        (a.views(), a.data_buffers())
-                    }
-                    _ => {
-                        let a = array.as_binary_view();
-                        (a.views(), a.data_buffers())
-                    }
-                };
+        out.reserve(array.len());
+        match identities(array) {
+            Some(Identities::Views { views, buffers }) => {
                 let tables = self.tables_of(buffers);
-                out.reserve(views.len());
                 for (i, &view) in views.iter().enumerate() {
                     let id = if !valid(i) {
                         0
@@ -379,29 +369,68 @@ impl Interner {
                     out.push(id);
                 }
             }
-            DataType::Boolean => {
-                let a = array.as_boolean();
+            Some(Identities::Booleans(a)) => {
                 out.extend((0..a.len()).map(|i| if valid(i) { 1 + u32::from(a.value(i)) } else { 0 }));
             }
-            t => {
-                // Primitive, at most 8 bytes (`has_identity`): the value's little-endian bits.
-                let w = t.primitive_width().unwrap_or(8);
-                let data = array.to_data();
-                let bytes = &data.buffers()[0].as_slice()[data.offset() * w..];
-                out.reserve(array.len());
-                for (i, value) in bytes.chunks_exact(w).take(array.len()).enumerate() {
-                    let id = if valid(i) {
-                        let mut v = [0u8; 8];
-                        v[..w].copy_from_slice(value);
-                        self.value(u128::from(u64::from_le_bytes(v)))
-                    } else {
-                        0
-                    };
-                    out.push(id);
+            Some(Identities::Bits { bytes, width }) => {
+                for (i, value) in bytes.chunks_exact(width).take(array.len()).enumerate() {
+                    out.push(if valid(i) { self.value(bits(value)) } else { 0 });
                 }
             }
+            None => out.resize(array.len(), 0),
         }
     }
+}
+
+/// What tells the values of a [`has_identity`] array apart without reading them whole.
+pub(crate) enum Identities<'a> {
+    /// String or binary views (a short value whole, a long one's length, prefix, buffer and
+    /// offset) and the buffers they point into.
+    Views {
+        views: &'a [u128],
+        buffers: &'a [Buffer],
+    },
+    Booleans(&'a BooleanArray),
+    /// Primitive values of `width` bytes (at most 8): their little-endian bytes, from the
+    /// array's first value on.
+    Bits {
+        bytes: Buffer,
+        width: usize,
+    },
+}
+
+/// The identities of `array`'s values; `None` for a type without ([`has_identity`]).
+pub(crate) fn identities(array: &ArrayRef) -> Option<Identities<'_>> {
+    match array.data_type() {
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            Some(Identities::Views { views: a.views(), buffers: a.data_buffers() })
+        }
+        DataType::BinaryView => {
+            let a = array.as_binary_view();
+            Some(Identities::Views { views: a.views(), buffers: a.data_buffers() })
+        }
+        DataType::Boolean => Some(Identities::Booleans(array.as_boolean())),
+        t => {
+            let width = t.primitive_width().filter(|&w| w <= 8)?;
+            let data = array.to_data();
+            let bytes = data.buffers().first()?.slice(data.offset() * width);
+            Some(Identities::Bits { bytes, width })
+        }
+    }
+}
+
+/// The identity of a primitive value: its little-endian bytes (at most 8) as a number.
+pub(crate) fn bits(value: &[u8]) -> u128 {
+    let mut v = [0u8; 8];
+    v[..value.len()].copy_from_slice(value);
+    u128::from(u64::from_le_bytes(v))
+}
+
+/// The bytes a long string's view (more than 12 bytes) points to in `buffers`.
+pub(crate) fn viewed_bytes(view: u128, buffers: &[Buffer]) -> &[u8] {
+    let v = ByteView::from(view);
+    &buffers[v.buffer_index as usize].as_slice()[v.offset as usize..][..v.length as usize]
 }
 
 /// A 64-bit hash: both halves folded in by a multiply (as foldhash does), which spreads

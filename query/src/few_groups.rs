@@ -67,7 +67,7 @@ use datafusion::{
 use futures::{StreamExt, TryStreamExt, stream};
 use hashbrown::{HashMap, HashTable};
 
-use crate::distinct::{has_identity, hash_u128};
+use crate::distinct::{Identities, bits, has_identity, hash_u128, identities, viewed_bytes};
 
 /// Key columns handled at most (their ids pack into a `u128`).
 const MAX_COLUMNS: usize = 4;
@@ -600,42 +600,28 @@ impl KeyColumn {
         self.new_rows.clear();
         let nulls = array.logical_nulls();
         let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
-        match array.data_type() {
-            DataType::Utf8View | DataType::BinaryView => {
-                let views = match array.data_type() {
-                    DataType::Utf8View => array.as_string_view().views(),
-                    _ => array.as_binary_view().views(),
-                };
-                let bytes = |i: usize| -> &[u8] {
-                    match array.data_type() {
-                        DataType::Utf8View => array.as_string_view().value(i).as_bytes(),
-                        _ => array.as_binary_view().value(i),
-                    }
-                };
+        match identities(array) {
+            Some(Identities::Views { views, buffers }) => {
                 for (i, (o, &view)) in out.iter_mut().zip(views.iter()).enumerate() {
-                    *o = if !valid(i) {
-                        0
-                    } else {
-                        self.lookup(view, i, |this, i| {
+                    if valid(i) {
+                        *o = self.lookup(view, i, |this, i| {
                             if (view as u32) <= 12 {
-                                this.short_id(view, i)
-                            } else {
-                                let value = bytes(i);
-                                match this.long.get(value) {
-                                    Some(&id) => id,
-                                    None => {
-                                        let id = this.new_id(i);
-                                        this.long.insert(value.into(), id);
-                                        id
-                                    }
+                                return this.short_id(view, i);
+                            }
+                            let value = viewed_bytes(view, buffers);
+                            match this.long.get(value) {
+                                Some(&id) => id,
+                                None => {
+                                    let id = this.new_id(i);
+                                    this.long.insert(value.into(), id);
+                                    id
                                 }
                             }
-                        })
-                    };
+                        });
+                    }
                 }
             }
-            DataType::Boolean => {
-                let a = array.as_boolean();
+            Some(Identities::Booleans(a)) => {
                 for (i, o) in out.iter_mut().enumerate() {
                     if valid(i) {
                         let bit = u128::from(a.value(i));
@@ -643,21 +629,16 @@ impl KeyColumn {
                     }
                 }
             }
-            t => {
-                // Primitive, at most 8 bytes (`has_identity`): the value's little-endian bits.
-                let Some(w) = t.primitive_width() else {
-                    return internal_err!("FewGroupsExec: no ids for values of type {t}");
-                };
-                let data = array.to_data();
-                let bytes = &data.buffers()[0].as_slice()[data.offset() * w..];
-                for (i, (o, value)) in out.iter_mut().zip(bytes.chunks_exact(w)).enumerate() {
+            Some(Identities::Bits { bytes, width }) => {
+                for (i, (o, value)) in out.iter_mut().zip(bytes.chunks_exact(width)).enumerate() {
                     if valid(i) {
-                        let mut v = [0u8; 8];
-                        v[..w].copy_from_slice(value);
-                        let bits = u128::from(u64::from_le_bytes(v));
+                        let bits = bits(value);
                         *o = self.lookup(bits, i, |this, i| this.short_id(bits, i));
                     }
                 }
+            }
+            None => {
+                return internal_err!("FewGroupsExec: no ids for values of type {}", array.data_type());
             }
         }
         if !self.new_rows.is_empty() {
