@@ -87,7 +87,9 @@ def test_usage_and_a_bill_in_cost_and_margin_out_over_psql(server_factory, tmp_p
 
     # The bill: shared compute for the hours around now, a DNS line, a support line, and one
     # line tagged for acme (direct).
-    begin = (start - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # An hour before now, but never in the month before: revenue and cost meet per month, and the
+    # usage is this month's (in a month's first hour the hour before is the last month's).
+    begin = max(start - dt.timedelta(hours=1), start.replace(day=1, hour=0)).strftime("%Y-%m-%dT%H:%M:%SZ")
     end = (start + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     month = start.replace(day=1).strftime("%Y-%m-%dT%H:%M:%SZ")
     bill = tmp_path / "bill.csv"
