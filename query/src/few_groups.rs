@@ -23,8 +23,9 @@
 //! partial `AggregateExec`'s, so the final phase above is unchanged. Equal values always get
 //! the same id (the hash table of values decides), so each group appears once.
 //!
-//! It takes only what it is made for: partial aggregations of raw rows with one to four
-//! columns of string view, integer, date, timestamp or boolean type, and aggregate functions
+//! It takes only what it is made for: partial aggregations of raw rows with one to four keys
+//! (columns, or expressions evaluated per batch) of string view, integer, date, timestamp or
+//! boolean type, and aggregate functions
 //! with a groups accumulator, no ordering and no limit. Past [`MAX_GROUPS`] groups, or when the
 //! groups are not few compared with the rows ([`PROBE_ROWS`]), it emits what it has and hands
 //! the rest of its input to DataFusion's partial aggregation (the final phase merges both).
@@ -59,7 +60,6 @@ use datafusion::{
         SendableRecordBatchStream,
         aggregates::{AggregateExec, AggregateMode},
         execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions},
-        expressions::Column,
         metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet},
         stream::RecordBatchStreamAdapter,
     },
@@ -103,11 +103,11 @@ impl PhysicalOptimizerRule for FewGroups {
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let Some(keys) = takes(agg) else {
+            if !takes(agg) {
                 return Ok(Transformed::no(node));
-            };
+            }
             let agg = Arc::new(agg.clone());
-            Ok(Transformed::new(Arc::new(FewGroupsExec::new(agg, keys)), true, TreeNodeRecursion::Continue))
+            Ok(Transformed::new(Arc::new(FewGroupsExec::new(agg)), true, TreeNodeRecursion::Continue))
         })
         .map(|t| t.data)
     }
@@ -121,8 +121,9 @@ impl PhysicalOptimizerRule for FewGroups {
     }
 }
 
-/// The input columns of `agg`'s keys, if [`FewGroupsExec`] can stand in for it.
-fn takes(agg: &AggregateExec) -> Option<Vec<usize>> {
+/// Whether [`FewGroupsExec`] can stand in for `agg`: its keys are columns or expressions whose
+/// values have an identity ([`has_identity`]).
+fn takes(agg: &AggregateExec) -> bool {
     let group_by = agg.group_expr();
     let plain = *agg.mode() == AggregateMode::Partial
         && group_by.is_single()
@@ -134,18 +135,8 @@ fn takes(agg: &AggregateExec) -> Option<Vec<usize>> {
             .aggr_expr()
             .iter()
             .all(|a| a.groups_accumulator_supported() && a.order_bys().is_empty() && !a.is_distinct());
-    if !plain {
-        return None;
-    }
     let schema = agg.input().schema();
-    group_by
-        .expr()
-        .iter()
-        .map(|(expr, _)| {
-            let column = expr.downcast_ref::<Column>()?;
-            has_identity(schema.field(column.index()).data_type()).then(|| column.index())
-        })
-        .collect()
+    plain && group_by.expr().iter().all(|(expr, _)| expr.data_type(&schema).is_ok_and(|t| has_identity(&t)))
 }
 
 /// A partial `AggregateExec` computed by small ids (module docs). It keeps the aggregation it
@@ -153,14 +144,12 @@ fn takes(agg: &AggregateExec) -> Option<Vec<usize>> {
 #[derive(Debug)]
 pub(crate) struct FewGroupsExec {
     agg: Arc<AggregateExec>,
-    /// Input columns of the group keys, in the aggregation's order.
-    keys: Vec<usize>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl FewGroupsExec {
-    fn new(agg: Arc<AggregateExec>, keys: Vec<usize>) -> Self {
-        Self { agg, keys, metrics: ExecutionPlanMetricsSet::new() }
+    fn new(agg: Arc<AggregateExec>) -> Self {
+        Self { agg, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
 
@@ -210,7 +199,7 @@ impl ExecutionPlan for FewGroupsExec {
         let Some(agg) = agg.downcast_ref::<AggregateExec>() else {
             return internal_err!("FewGroupsExec: the aggregation's new children made another plan");
         };
-        Ok(Arc::new(Self::new(Arc::new(agg.clone()), self.keys.clone())))
+        Ok(Arc::new(Self::new(Arc::new(agg.clone()))))
     }
 
     fn with_new_children(
@@ -226,7 +215,7 @@ impl ExecutionPlan for FewGroupsExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let handed_over = MetricBuilder::new(&self.metrics).counter("handed_over_rows", partition);
         let batch_size = context.session_config().batch_size();
-        let mut groups = Groups::new(&self.agg, self.keys.clone())?;
+        let mut groups = Groups::new(&self.agg)?;
         let agg = Arc::clone(&self.agg);
         let out_schema = Arc::clone(&schema);
         let aggregate = async move {
@@ -275,7 +264,8 @@ impl ExecutionPlan for FewGroupsExec {
 /// One partition's groups: the ids of the key values, the groups of the id tuples, and one
 /// accumulator per aggregate function.
 struct Groups {
-    keys: Vec<usize>,
+    /// The group expressions (columns of the input, or expressions of them).
+    keys: Vec<Arc<dyn PhysicalExpr>>,
     columns: Vec<KeyColumn>,
     /// Per key column, the ids of the batch at hand.
     ids: Vec<Vec<u32>>,
@@ -293,9 +283,11 @@ struct Accumulator {
 }
 
 impl Groups {
-    fn new(agg: &AggregateExec, keys: Vec<usize>) -> Result<Self> {
+    fn new(agg: &AggregateExec) -> Result<Self> {
         let input = agg.input().schema();
-        let columns = keys.iter().map(|&k| KeyColumn::new(input.field(k).data_type())).collect();
+        let keys: Vec<_> = agg.group_expr().expr().iter().map(|(e, _)| Arc::clone(e)).collect();
+        let columns =
+            keys.iter().map(|k| Ok(KeyColumn::new(&k.data_type(&input)?))).collect::<Result<_>>()?;
         let accumulators = agg
             .aggr_expr()
             .iter()
@@ -324,11 +316,11 @@ impl Groups {
     }
 
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
-        for ((column, ids), &k) in self.columns.iter_mut().zip(&mut self.ids).zip(&self.keys) {
-            column.ids(batch.column(k), ids)?;
+        let rows = batch.num_rows();
+        for ((column, ids), key) in self.columns.iter_mut().zip(&mut self.ids).zip(&self.keys) {
+            column.ids(&key.evaluate(batch)?.into_array(rows)?, ids)?;
         }
         let width = self.keys.len();
-        let rows = batch.num_rows();
         self.indices.clear();
         self.indices.resize(rows, 0);
         if width == 1 {
@@ -869,6 +861,8 @@ mod tests {
         "SELECT long, short, count(v), sum(CASE WHEN flag THEN 1 ELSE 0 END) FROM t GROUP BY long, short",
         "SELECT n, flag, count(*) FILTER (WHERE v > 5000), sum(v) FILTER (WHERE short = 's1') FROM t GROUP BY n, flag",
         "SELECT short, long, n, flag, count(*), max(long) FROM t GROUP BY short, long, n, flag",
+        // Keys that are expressions, evaluated per batch.
+        "SELECT v % 7, NOT flag, n + 1, count(*), sum(v) FROM t GROUP BY v % 7, NOT flag, n + 1",
     ];
 
     #[tokio::test]
