@@ -29,8 +29,8 @@
 //! with a groups accumulator, no ordering and no limit. Past [`MAX_GROUPS`] groups, or when the
 //! groups are not few compared with the rows ([`PROBE_ROWS`]), it emits what it has and hands
 //! the rest of its input to DataFusion's partial aggregation (the final phase merges both).
-//! Its memory (at most [`MAX_GROUPS`] groups, their key values and states) is not reserved in
-//! the session's memory pool.
+//! It reserves what it holds (ids, tables, key values, the accumulators' states) in the
+//! session's memory pool after each batch; when the pool refuses, it hands over as above.
 //!
 //! Written by hand: DataFusion (55) cannot be given another `GroupValues` from outside.
 
@@ -51,7 +51,7 @@ use datafusion::{
         internal_err,
         tree_node::{Transformed, TreeNode, TreeNodeRecursion},
     },
-    execution::TaskContext,
+    execution::{TaskContext, memory_pool::MemoryConsumer},
     logical_expr::{EmitTo, GroupsAccumulator},
     physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr},
     physical_optimizer::PhysicalOptimizerRule,
@@ -216,6 +216,8 @@ impl ExecutionPlan for FewGroupsExec {
         let handed_over = MetricBuilder::new(&self.metrics).counter("handed_over_rows", partition);
         let batch_size = context.session_config().batch_size();
         let mut groups = Groups::new(&self.agg)?;
+        let reservation =
+            MemoryConsumer::new(format!("FewGroupsExec[{partition}]")).register(context.memory_pool());
         let agg = Arc::clone(&self.agg);
         let out_schema = Arc::clone(&schema);
         let aggregate = async move {
@@ -227,9 +229,13 @@ impl ExecutionPlan for FewGroupsExec {
                 groups.update(&batch)?;
                 timer.done();
                 rows += batch.num_rows();
-                if groups.len() > MAX_GROUPS || (rows >= PROBE_ROWS && groups.len() * 10 > rows) {
-                    // Not few: what is held goes out, DataFusion aggregates the rest.
+                let fits = reservation.try_resize(groups.size()).is_ok();
+                if !fits || groups.len() > MAX_GROUPS || (rows >= PROBE_ROWS && groups.len() * 10 > rows) {
+                    // Not few (or no memory for more): what is held goes out, DataFusion
+                    // aggregates the rest (emitting early or spilling under its own reservation).
                     let held = groups.emit(&out_schema, batch_size)?;
+                    drop(groups);
+                    reservation.free();
                     baseline.record_output(held.iter().map(RecordBatch::num_rows).sum());
                     let counted = handed_over.clone();
                     let rest = input.inspect_ok(move |b| counted.add(b.num_rows()));
@@ -248,6 +254,8 @@ impl ExecutionPlan for FewGroupsExec {
             }
             let timer = baseline.elapsed_compute().timer();
             let out = groups.emit(&out_schema, batch_size)?;
+            drop(groups);
+            reservation.free();
             timer.done();
             baseline.record_output(out.iter().map(RecordBatch::num_rows).sum());
             Ok(stream::iter(out.into_iter().map(Ok)).boxed())
@@ -313,6 +321,17 @@ impl Groups {
 
     fn len(&self) -> usize {
         self.table.groups
+    }
+
+    /// Bytes held: ids, tables, the key values and the accumulators' states.
+    fn size(&self) -> usize {
+        let vec = |v: &Vec<u32>| v.capacity() * size_of::<u32>();
+        self.columns.iter().map(KeyColumn::size).sum::<usize>()
+            + self.ids.iter().map(vec).sum::<usize>()
+            + self.table.size()
+            + vec(&self.group_ids)
+            + self.indices.capacity() * size_of::<usize>()
+            + self.accumulators.iter().map(|a| a.state.size()).sum::<usize>()
     }
 
     fn update(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -399,6 +418,14 @@ struct Hashed {
 }
 
 impl GroupTable {
+    fn size(&self) -> usize {
+        self.dense.capacity() * size_of::<u32>()
+            + self
+                .hashed
+                .as_ref()
+                .map_or(0, |h| h.table.allocation_size() + h.cache.capacity() * size_of::<(u128, u32)>())
+    }
+
     /// One key column: the id is the dense index. `out` gets each row's group.
     fn groups_of_one(&mut self, ids: &[u32], out: &mut [usize], group_ids: &mut Vec<u32>) {
         let top = ids.iter().copied().max().unwrap_or(0) as usize;
@@ -538,6 +565,8 @@ struct KeyColumn {
     short: HashTable<(u128, u32)>,
     /// Longer strings by their bytes.
     long: HashMap<Box<[u8]>, u32>,
+    /// Bytes of the strings in `long`.
+    long_bytes: usize,
     /// Rows of the batch at hand whose values got new ids, in id order.
     new_rows: Vec<u32>,
     /// The values of ids 1.. (one array per batch that brought new ones).
@@ -553,6 +582,15 @@ struct CacheEntry {
 }
 
 impl KeyColumn {
+    fn size(&self) -> usize {
+        self.cache.capacity() * size_of::<CacheEntry>()
+            + self.short.allocation_size()
+            + self.long.allocation_size()
+            + self.long_bytes
+            + self.new_rows.capacity() * size_of::<u32>()
+            + self.values.iter().map(|a| a.get_array_memory_size()).sum::<usize>()
+    }
+
     fn new(data_type: &DataType) -> Self {
         Self {
             data_type: data_type.clone(),
@@ -561,6 +599,7 @@ impl KeyColumn {
             batch: 0,
             short: HashTable::new(),
             long: HashMap::new(),
+            long_bytes: 0,
             new_rows: Vec::new(),
             values: Vec::new(),
             next: 0,
@@ -605,6 +644,7 @@ impl KeyColumn {
                                 Some(&id) => id,
                                 None => {
                                     let id = this.new_id(i);
+                                    this.long_bytes += value.len();
                                     this.long.insert(value.into(), id);
                                     id
                                 }
@@ -777,8 +817,24 @@ mod tests {
 
     /// A session over `t`, with or without [`FewGroups`], two partitions.
     fn session(partitions: Vec<Vec<RecordBatch>>, few: bool) -> SessionContext {
+        session_with_memory(partitions, few, None)
+    }
+
+    /// The same with a memory pool of `limit` bytes.
+    fn session_with_memory(
+        partitions: Vec<Vec<RecordBatch>>,
+        few: bool,
+        limit: Option<usize>,
+    ) -> SessionContext {
         let config = SessionConfig::new().with_target_partitions(2).with_batch_size(1000);
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features();
+        if let Some(limit) = limit {
+            let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+                .with_memory_limit(limit, 1.0)
+                .build_arc()
+                .unwrap();
+            state = state.with_runtime_env(runtime);
+        }
         if few {
             state = state.with_physical_optimizer_rule(Arc::new(FewGroups));
         }
@@ -923,5 +979,24 @@ mod tests {
         let handed = handed_over(&plan);
         assert!(handed > 0 && handed < rows, "handed over {handed} of {rows} rows");
         assert_eq!(answer(&ours, sql).await.0, answer(&theirs, sql).await.0);
+    }
+
+    #[tokio::test]
+    async fn a_memory_pool_too_small_hands_over_to_datafusion() {
+        // Two key columns' caches alone are 256 KiB: a 200 KB pool refuses the first batch's
+        // reservation, and DataFusion's aggregation (which emits early when refused) does the rest.
+        let data = partitions(20_000, 40);
+        let small = session_with_memory(data.clone(), true, Some(200_000));
+        let sql = "SELECT short, long, count(*), sum(v) FROM t GROUP BY short, long";
+        let plan = small.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let batches = collect(Arc::clone(&plan), small.task_ctx()).await.unwrap();
+        assert!(!batches.is_empty());
+        assert!(handed_over(&plan) > 0, "nothing handed over");
+        assert_eq!(answer(&small, sql).await.0, answer(&session(data, false), sql).await.0);
+        // With room, nothing is handed over.
+        let roomy = session_with_memory(partitions(20_000, 40), true, Some(64 << 20));
+        let plan = roomy.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        collect(Arc::clone(&plan), roomy.task_ctx()).await.unwrap();
+        assert_eq!(handed_over(&plan), 0);
     }
 }
