@@ -79,8 +79,9 @@ pub(crate) const MAX_GROUPS: usize = 1 << 17;
 /// input goes to DataFusion's aggregation (which may then skip the partial phase altogether).
 pub(crate) const PROBE_ROWS: usize = 100_000;
 
-/// Entries of each column's identity cache (a power of two; its entries of earlier batches do
-/// not count).
+/// Entries of each column's identity cache at most (a power of two; its entries of earlier
+/// batches do not count). It starts at the first batch's rows, rounded up to a power of two, so
+/// that a panel's few rows do not set up the whole cache.
 const VALUE_CACHE: usize = 4096;
 
 /// Entries of the cache of packed ids in front of the hashed group table.
@@ -595,7 +596,7 @@ impl KeyColumn {
         Self {
             data_type: data_type.clone(),
             last: None,
-            cache: vec![CacheEntry::default(); VALUE_CACHE],
+            cache: Vec::new(),
             batch: 0,
             short: HashTable::new(),
             long: HashMap::new(),
@@ -620,6 +621,12 @@ impl KeyColumn {
     fn ids(&mut self, array: &ArrayRef, out: &mut Vec<u32>) -> Result<()> {
         out.clear();
         out.resize(array.len(), 0);
+        let wanted = array.len().next_power_of_two().min(VALUE_CACHE);
+        if self.cache.len() < wanted {
+            // Entries move slots when the cache grows: start it afresh.
+            self.cache = vec![CacheEntry::default(); wanted];
+            self.batch = 0;
+        }
         // A new batch: the cache's entries of earlier ones no longer count (long strings' views
         // name this batch's buffers).
         self.batch = self.batch.wrapping_add(1);
@@ -696,7 +703,8 @@ impl KeyColumn {
         {
             return id;
         }
-        let slot = (hash_u128(identity) >> 52) as usize % VALUE_CACHE;
+        // The cache's length is a power of two: the hash's top bits pick the slot.
+        let slot = (hash_u128(identity) >> 52) as usize & (self.cache.len() - 1);
         let entry = self.cache[slot];
         let id = if entry.identity == identity && entry.batch == self.batch {
             entry.id
@@ -983,8 +991,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_memory_pool_too_small_hands_over_to_datafusion() {
-        // Two key columns' caches alone are 256 KiB: a 200 KB pool refuses the first batch's
-        // reservation, and DataFusion's aggregation (which emits early when refused) does the rest.
+        // A 200 KB pool, shared with the plan's other operators, refuses FewGroups' reservation
+        // (identity caches of 1024 entries per key column and partition, tables, values, states),
+        // and DataFusion's aggregation (which emits early when refused) does the rest.
         let data = partitions(20_000, 40);
         let small = session_with_memory(data.clone(), true, Some(200_000));
         let sql = "SELECT short, long, count(*), sum(v) FROM t GROUP BY short, long";
