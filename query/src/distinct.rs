@@ -80,10 +80,7 @@ impl PhysicalOptimizerRule for DistinctPrefilter {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
+        rewrite_aggregations(plan, |agg, node| {
             let raw_rows = matches!(
                 agg.mode(),
                 AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned
@@ -95,7 +92,7 @@ impl PhysicalOptimizerRule for DistinctPrefilter {
                 || !(1..=MAX_COLUMNS).contains(&agg.group_expr().expr().len())
                 || input.downcast_ref::<DistinctPrefilterExec>().is_some()
             {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             }
             let schema = input.schema();
             let keys: Option<Vec<_>> = agg
@@ -108,16 +105,15 @@ impl PhysicalOptimizerRule for DistinctPrefilter {
                 })
                 .collect();
             let Some(keys) = keys else {
-                return Ok(Transformed::no(node));
+                return Ok(None);
             };
             let filtered = Arc::new(DistinctPrefilterExec::new(input, keys)) as Arc<dyn ExecutionPlan>;
-            let node = node.replace_children(
+            let node = Arc::clone(node).replace_children(
                 vec![filtered],
                 ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
             )?;
-            Ok(Transformed::new(node, true, TreeNodeRecursion::Continue))
+            Ok(Some(node))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -127,6 +123,24 @@ impl PhysicalOptimizerRule for DistinctPrefilter {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// `plan` rewritten bottom-up: each `AggregateExec` (given with its node) that `replace` gives
+/// a new plan for is replaced by it (the physical optimizer rules of this crate).
+pub(crate) fn rewrite_aggregations(
+    plan: Arc<dyn ExecutionPlan>,
+    mut replace: impl FnMut(&AggregateExec, &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        Ok(match replace(agg, &node)? {
+            Some(new) => Transformed::new(new, true, TreeNodeRecursion::Continue),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|t| t.data)
 }
 
 /// Whether values of this type have an identity the operator can compute.
@@ -605,5 +619,51 @@ mod tests {
         assert!(filter.seen.is_none());
         // From then on every row passes, repeated ones too.
         assert_eq!(filter.apply(batch).unwrap().num_rows(), PROBE_ROWS);
+    }
+
+    #[tokio::test]
+    async fn the_rule_filters_one_phase_distinct_groupings() {
+        use datafusion::{
+            datasource::MemTable,
+            execution::SessionStateBuilder,
+            physical_plan::{collect, displayable},
+            prelude::{SessionConfig, SessionContext},
+        };
+        // One partition: DataFusion groups in one phase (`Single`), which FewGroups leaves here.
+        let keys: Vec<Option<usize>> = (0..3000).map(|i| (i % 7 != 0).then_some(i % 5)).collect();
+        let batch = dictionary_batch(
+            &keys,
+            &["a-resource-longer-than-twelve", "short", "r3", "r-4", "and-another-long-one"],
+        );
+        let answer = |rule: bool| {
+            let batch = batch.clone();
+            async move {
+                let config = SessionConfig::new().with_target_partitions(1);
+                let mut state = SessionStateBuilder::new().with_config(config).with_default_features();
+                if rule {
+                    state = state.with_physical_optimizer_rule(Arc::new(DistinctPrefilter));
+                }
+                let ctx = SessionContext::new_with_state(state.build());
+                let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap();
+                ctx.register_table("t", Arc::new(table)).unwrap();
+                let plan =
+                    ctx.sql("SELECT DISTINCT s FROM t").await.unwrap().create_physical_plan().await.unwrap();
+                let mut rows: Vec<Option<String>> = collect(Arc::clone(&plan), ctx.task_ctx())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .flat_map(|b| {
+                        b.column(0).as_string_view().iter().map(|s| s.map(String::from)).collect::<Vec<_>>()
+                    })
+                    .collect();
+                rows.sort();
+                (rows, displayable(plan.as_ref()).indent(true).to_string())
+            }
+        };
+        let (ours, plan) = answer(true).await;
+        let (theirs, _) = answer(false).await;
+        assert!(plan.contains("DistinctPrefilterExec"), "{plan}");
+        assert_eq!(ours.len(), 6, "{ours:?}");
+        assert_eq!(ours, theirs);
     }
 }

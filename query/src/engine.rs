@@ -157,7 +157,7 @@ impl QueryEngine {
             .with_runtime_env(Arc::clone(&runtime))
             .with_default_features()
             .with_optimizer_rule(Arc::new(crate::utc::UtcDateCasts))
-            // Partial groupings by plain columns first (`FewGroupsExec`, with or without
+            // Partial groupings by columns or expressions first (`FewGroupsExec`, with or without
             // aggregates); the prefilter then takes the groupings without aggregates left.
             .with_physical_optimizer_rule(Arc::new(crate::few_groups::FewGroups))
             .with_physical_optimizer_rule(Arc::new(crate::distinct::DistinctPrefilter))

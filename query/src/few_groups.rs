@@ -13,15 +13,17 @@
 //!   identity up in a small direct-mapped cache (one multiply, one comparison), and only on a
 //!   miss in a hash table of values. A string's identity is its 16-byte view: for strings of at
 //!   most 12 bytes the view holds the whole value; a longer string's view names its buffer and
-//!   offset in this batch, so the cache is emptied before each batch. Other values are their
-//!   bits.
+//!   offset in this batch, so the cache's entries count for their batch only. Other values are
+//!   their bits.
 //! - the tuple of ids indexes a dense table while the columns' ids fit in 16 bits together, and
 //!   a hash table of packed ids after that.
 //!
 //! The aggregate functions are DataFusion's own [`GroupsAccumulator`]s fed with these group
 //! indices, and the output (group columns, then each accumulator's state) is exactly the
-//! partial `AggregateExec`'s, so the final phase above is unchanged. Equal values always get
-//! the same id (the hash table of values decides), so each group appears once.
+//! partial `AggregateExec`'s, so the final phase above is unchanged. Long strings get their id
+//! by their bytes and other values by their bits, so equal values share a group (short strings
+//! too, their views being zero-padded; were a producer's not, the final phase would merge the
+//! two groups, as it merges the groups of every partition).
 //!
 //! It takes only what it is made for: partial aggregations of raw rows with one to four keys
 //! (columns, or expressions evaluated per batch) of string view, integer, date, timestamp or
@@ -45,29 +47,27 @@ use arrow::{
     datatypes::{DataType, SchemaRef},
 };
 use datafusion::{
-    common::{
-        Result,
-        config::ConfigOptions,
-        internal_err,
-        tree_node::{Transformed, TreeNode, TreeNodeRecursion},
-    },
+    common::{Result, config::ConfigOptions, internal_err, tree_node::TreeNodeRecursion},
     execution::{TaskContext, memory_pool::MemoryConsumer},
     logical_expr::{EmitTo, GroupsAccumulator},
-    physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr},
+    physical_expr::PhysicalExpr,
     physical_optimizer::PhysicalOptimizerRule,
     physical_plan::{
         DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
         SendableRecordBatchStream,
         aggregates::{AggregateExec, AggregateMode},
-        execution_plan::{Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions},
+        execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions},
         metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet},
         stream::RecordBatchStreamAdapter,
+        streaming::{PartitionStream, StreamingTableExec},
     },
 };
 use futures::{StreamExt, TryStreamExt, stream};
 use hashbrown::{HashMap, HashTable};
 
-use crate::distinct::{Identities, bits, has_identity, hash_u128, identities, viewed_bytes};
+use crate::distinct::{
+    Identities, bits, has_identity, hash_u128, identities, rewrite_aggregations, viewed_bytes,
+};
 
 /// Key columns handled at most (their ids pack into a `u128`).
 const MAX_COLUMNS: usize = 4;
@@ -100,17 +100,10 @@ impl PhysicalOptimizerRule for FewGroups {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            if !takes(agg) {
-                return Ok(Transformed::no(node));
-            }
-            let agg = Arc::new(agg.clone());
-            Ok(Transformed::new(Arc::new(FewGroupsExec::new(agg)), true, TreeNodeRecursion::Continue))
+        rewrite_aggregations(plan, |agg, _| {
+            Ok(takes(agg)
+                .then(|| Arc::new(FewGroupsExec::new(Arc::new(agg.clone()))) as Arc<dyn ExecutionPlan>))
         })
-        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -235,16 +228,14 @@ impl ExecutionPlan for FewGroupsExec {
                     // Not few (or no memory for more): what is held goes out, DataFusion
                     // aggregates the rest (emitting early or spilling under its own reservation).
                     let held = groups.emit(&out_schema, batch_size)?;
-                    drop(groups);
                     reservation.free();
                     baseline.record_output(held.iter().map(RecordBatch::num_rows).sum());
                     let counted = handed_over.clone();
                     let rest = input.inspect_ok(move |b| counted.add(b.num_rows()));
                     let rest = Box::pin(RecordBatchStreamAdapter::new(agg.input().schema(), rest));
-                    let once = Arc::new(OnceExec::new(rest)) as Arc<dyn ExecutionPlan>;
                     let theirs = Arc::clone(&agg)
                         .replace_children(
-                            vec![once],
+                            vec![Rest::plan(rest)?],
                             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
                         )?
                         .execute(0, context)?;
@@ -255,7 +246,6 @@ impl ExecutionPlan for FewGroupsExec {
             }
             let timer = baseline.elapsed_compute().timer();
             let out = groups.emit(&out_schema, batch_size)?;
-            drop(groups);
             reservation.free();
             timer.done();
             baseline.record_output(out.iter().map(RecordBatch::num_rows).sum());
@@ -372,8 +362,9 @@ impl Groups {
         Ok(())
     }
 
-    /// Every group (keys, then each accumulator's state) in batches of `batch_size` rows.
-    fn emit(&mut self, schema: &SchemaRef, batch_size: usize) -> Result<Vec<RecordBatch>> {
+    /// Every group (keys, then each accumulator's state) in batches of `batch_size` rows; what
+    /// is held goes with it.
+    fn emit(mut self, schema: &SchemaRef, batch_size: usize) -> Result<Vec<RecordBatch>> {
         let groups = self.table.groups;
         if groups == 0 {
             return Ok(Vec::new());
@@ -393,8 +384,6 @@ impl Groups {
             columns.extend(acc.state.state(EmitTo::All)?);
         }
         let batch = RecordBatch::try_new(Arc::clone(schema), columns)?;
-        self.table = GroupTable::default();
-        self.group_ids.clear();
         let step = batch_size.max(1);
         Ok((0..groups).step_by(step).map(|at| batch.slice(at, step.min(groups - at))).collect())
     }
@@ -741,69 +730,40 @@ impl KeyColumn {
     }
 }
 
-/// An input that is a stream already running: the rest of [`FewGroupsExec`]'s input, handed to
-/// DataFusion's aggregation. Executes once.
-struct OnceExec {
+/// The rest of [`FewGroupsExec`]'s input, a stream already running, as the one partition of a
+/// DataFusion `StreamingTableExec` under the aggregation it hands over to. It can be read once.
+struct Rest {
+    schema: SchemaRef,
     stream: Mutex<Option<SendableRecordBatchStream>>,
-    properties: Arc<PlanProperties>,
 }
 
-impl OnceExec {
-    fn new(stream: SendableRecordBatchStream) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(stream.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self { stream: Mutex::new(Some(stream)), properties: Arc::new(properties) }
+impl Rest {
+    /// An input plan reading `stream`.
+    fn plan(stream: SendableRecordBatchStream) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = stream.schema();
+        let rest = Arc::new(Self { schema: Arc::clone(&schema), stream: Mutex::new(Some(stream)) });
+        Ok(Arc::new(StreamingTableExec::try_new(schema, vec![rest], None, [], false, None)?))
     }
 }
 
-impl fmt::Debug for OnceExec {
+impl fmt::Debug for Rest {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("OnceExec")
+        f.write_str("FewGroupsExec's rest")
     }
 }
 
-impl DisplayAs for OnceExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("OnceExec")
-    }
-}
-
-impl ExecutionPlan for OnceExec {
-    fn name(&self) -> &str {
-        "OnceExec"
+impl PartitionStream for Rest {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() { Ok(self) } else { internal_err!("OnceExec has no inputs") }
-    }
-
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        let taken = self.stream.lock().map(|mut s| s.take());
-        match taken {
-            Ok(Some(stream)) => Ok(stream),
-            _ => internal_err!("OnceExec executed twice"),
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        match self.stream.lock().map(|mut s| s.take()) {
+            Ok(Some(stream)) => stream,
+            _ => {
+                let error = stream::once(async { internal_err!("FewGroupsExec's rest read twice") });
+                Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), error))
+            }
         }
     }
 }

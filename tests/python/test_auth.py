@@ -133,6 +133,10 @@ def test_every_role_sees_what_it_may_over_http_and_the_pg_wire(secured):
             assert want > 0, rel
             assert http_sql(server, TOKENS["reader"], f"SELECT count(*) FROM {rel}")[1]["rows"][0][0] == want, rel
             assert pg_sql(conns["reader"], f"SELECT count(*) FROM {rel}")[1][0][0] == want, rel
+            # Grouped by tenant (the first phase by small ids, `FewGroupsExec`): one group, its own.
+            grouped = f"SELECT tenant_id, count(*) FROM {rel} GROUP BY 1"
+            assert http_sql(server, TOKENS["reader"], grouped)[1]["rows"] == [[tenant, want]], rel
+            assert [list(r) for r in pg_sql(conns["reader"], grouped)[1]] == [[tenant, want]], rel
     finally:
         for c in conns.values():
             c.close()
