@@ -6,10 +6,12 @@ mod demo;
 mod gate;
 mod import;
 mod maintenance;
+mod malloc;
 mod serve;
 mod sql;
 mod tls;
 
 fn main() -> std::process::ExitCode {
+    malloc::tune();
     cli::main()
 }
