@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::{
 use rand::{Rng, rngs::StdRng};
 use tenantscope_ingest::otlp::{
     TenantResolver, convert,
-    wire::{LogsRequest, TraceRequest},
+    wire::{LogsRequest, MetricsRequest, TraceRequest},
 };
 
 use super::fleet::Fleet;
@@ -288,7 +288,11 @@ pub(crate) fn day(fleet: &Fleet, rng: &mut StdRng, d: u32) -> anyhow::Result<Day
     Ok(Day {
         spans: rows(convert::traces(&TraceRequest::from_proto(&traces)?, &resolver, None)?)?,
         logs: rows(convert::logs(&LogsRequest::from_proto(&log_request)?, &resolver, None, now)?)?,
-        metrics: rows(convert::metrics(&metrics_request(fleet, &aggs, day_start), &resolver, None)?)?,
+        metrics: rows(convert::metrics(
+            &MetricsRequest::from_proto(&metrics_request(fleet, &aggs, day_start))?,
+            &resolver,
+            None,
+        )?)?,
         requests,
         exports,
     })

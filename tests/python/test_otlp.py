@@ -18,9 +18,11 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from google.rpc import status_pb2
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
@@ -253,6 +255,23 @@ def test_bad_input_clear_errors_and_partial_success(server_factory):
             export(good[:-7])
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "invalid OTLP protobuf traces request" in err.value.details()
+
+    # The same for a metric data point: its neighbour is kept.
+    def point(value):
+        return metrics_pb2.NumberDataPoint(time_unix_nano=1_764_000_000_000_000_000, as_int=1, attributes=[
+            common_pb2.KeyValue(key="route", value=common_pb2.AnyValue(string_value=value))])
+    gauge = metrics_pb2.Metric(name="utf8.check", gauge=metrics_pb2.Gauge(data_points=[point("fine"), point("kept")]))
+    metrics_request = metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
+        scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[gauge])])])
+    status, _, body = post(f"{s.otlp_http}/v1/metrics",
+                           metrics_request.SerializeToString().replace(b"fine", b"f\xffne"), "application/x-protobuf")
+    assert status == 200, body
+    response = metrics_service_pb2.ExportMetricsServiceResponse.FromString(body)
+    assert response.partial_success.rejected_data_points == 1
+    assert ("resource_metrics[0].scope_metrics[0].metrics[0].data_points[0]: attributes is not UTF-8"
+            in response.partial_success.error_message)
+    q = "SELECT attributes['route'] FROM metrics WHERE metric_name = 'utf8.check'"
+    assert s.wait_for(q, [["kept"]]) == [["kept"]]
 
     q = "SELECT name FROM spans ORDER BY name"
     kept = [["kept-1"], ["kept-2"], ["kept-3"], ["kept-4"], ["kept-5"]]

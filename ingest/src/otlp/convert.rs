@@ -17,14 +17,7 @@ use arrow::{
     datatypes::DataType,
     error::ArrowError,
 };
-use opentelemetry_proto::tonic::{
-    collector::metrics::v1::ExportMetricsServiceRequest,
-    common::v1::{InstrumentationScope, KeyValue},
-    metrics::v1::{
-        AggregationTemporality, Metric, exponential_histogram_data_point::Buckets, metric::Data,
-        number_data_point,
-    },
-};
+use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 use tenantscope_schemas::{
     Table,
     types::{UTC, byte_map_builder_with_capacity, list_builder, string_map_from_bytes},
@@ -33,7 +26,7 @@ use tenantscope_schemas::{
 use super::{
     attribution::{ResourceTenant, TenantResolver},
     value::{self, Attribute},
-    wire::{self, LogsRequest, TraceRequest, text},
+    wire::{self, Buckets, Data, LogsRequest, Metric, MetricsRequest, NumberValue, TraceRequest, text},
 };
 
 /// How many rejected records a message names before it only counts.
@@ -724,12 +717,12 @@ impl MetricRows {
         &mut self,
         resolver: &TenantResolver,
         ctx: &ResourceContext<'_>,
-        scope: Option<&InstrumentationScope>,
+        scope: Option<&wire::Scope>,
         metric: &Metric,
         kind: &str,
         temporality: Option<&str>,
         monotonic: Option<bool>,
-        attributes: &[KeyValue],
+        attributes: &[wire::KeyValue],
         time_nanos: u64,
         start_nanos: u64,
         p: Point<'_>,
@@ -738,11 +731,10 @@ impl MetricRows {
         let t = nanos_to_micros(time_nanos);
         self.time.append_value(t);
         self.start.append_option((start_nanos != 0).then(|| nanos_to_micros(start_nanos)));
-        self.name.append_value(&metric.name);
+        self.name.append_value(text(&metric.name));
         self.kind.append_value(kind);
-        self.unit.append_option((!metric.unit.is_empty()).then_some(metric.unit.as_str()));
-        self.description
-            .append_option((!metric.description.is_empty()).then_some(metric.description.as_str()));
+        self.unit.append_option((!metric.unit.is_empty()).then(|| text(&metric.unit)));
+        self.description.append_option((!metric.description.is_empty()).then(|| text(&metric.description)));
         self.value.append_option(p.value);
         self.count.append_option(p.count.map(count));
         self.sum.append_option(p.sum);
@@ -806,7 +798,7 @@ impl MetricRows {
         }
         self.temporality.append_option(temporality);
         self.monotonic.append_option(monotonic);
-        self.common.push(resolver, ctx, scope.map(|s| s.name.as_str()), attributes, t)
+        self.common.push(resolver, ctx, scope.map(|s| text(&s.name)), attributes, t)
     }
 
     fn finish(mut self, rejects: &Rejects) -> Result<Converted, ArrowError> {
@@ -855,7 +847,7 @@ impl MetricRows {
 /// Metric data points to `metrics` rows: gauges and sums as `value`, histograms with their
 /// buckets, exponential histograms with scale and offset buckets, summaries with quantiles.
 pub fn metrics(
-    request: &ExportMetricsServiceRequest,
+    request: &MetricsRequest,
     resolver: &TenantResolver,
     bound: Option<&str>,
 ) -> Result<Converted, ArrowError> {
@@ -864,11 +856,22 @@ pub fn metrics(
     for (r, rm) in request.resource_metrics.iter().enumerate() {
         let res_attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let ctx = ResourceContext::new(resolver, bound, res_attrs);
+        let res_utf8 = rm.resource.as_ref().map_or(Ok(()), wire::Resource::check_utf8);
         for (s, sm) in rm.scope_metrics.iter().enumerate() {
             let scope = sm.scope.as_ref();
+            let scope_utf8 = res_utf8.clone().and_then(|()| scope.map_or(Ok(()), wire::Scope::check_utf8));
             for (m, metric) in sm.metrics.iter().enumerate() {
                 let at = |i: usize| {
                     format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}].data_points[{i}]")
+                };
+                let metric_utf8 = scope_utf8.clone().and_then(|()| metric.check_utf8());
+                // Why a data point is rejected, if it is: a string that is not UTF-8 in it, its
+                // metric, scope or resource; or no time.
+                let bad = |attributes: &[wire::KeyValue], time_unix_nano: u64| -> Option<String> {
+                    match metric_utf8.clone().and_then(|()| wire::check_point_attributes(attributes)) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(()) => (time_unix_nano == 0).then(|| "time_unix_nano is 0".to_string()),
+                    }
                 };
                 let Some(data) = metric.data.as_ref() else { continue };
                 if metric.name.is_empty() {
@@ -897,13 +900,13 @@ pub fn metrics(
                             _ => unreachable!("matched above"),
                         };
                         for (i, p) in points.iter().enumerate() {
-                            if p.time_unix_nano == 0 {
-                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                                rejects.reject(|| at(i), || why);
                                 continue;
                             }
                             let v = match p.value {
-                                Some(number_data_point::Value::AsDouble(d)) => Some(d),
-                                Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
+                                Some(NumberValue::AsDouble(d)) => Some(d),
+                                Some(NumberValue::AsInt(i)) => Some(i as f64),
                                 None => None,
                             };
                             out.push(
@@ -923,8 +926,8 @@ pub fn metrics(
                     }
                     Data::Histogram(h) => {
                         for (i, p) in h.data_points.iter().enumerate() {
-                            if p.time_unix_nano == 0 {
-                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                                rejects.reject(|| at(i), || why);
                                 continue;
                             }
                             if !p.bucket_counts.is_empty()
@@ -967,8 +970,8 @@ pub fn metrics(
                     }
                     Data::ExponentialHistogram(h) => {
                         for (i, p) in h.data_points.iter().enumerate() {
-                            if p.time_unix_nano == 0 {
-                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                                rejects.reject(|| at(i), || why);
                                 continue;
                             }
                             out.push(
@@ -1000,8 +1003,8 @@ pub fn metrics(
                     }
                     Data::Summary(x) => {
                         for (i, p) in x.data_points.iter().enumerate() {
-                            if p.time_unix_nano == 0 {
-                                rejects.reject(|| at(i), || "time_unix_nano is 0".to_string());
+                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                                rejects.reject(|| at(i), || why);
                                 continue;
                             }
                             out.push(
@@ -1037,11 +1040,14 @@ pub fn metrics(
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
+    use bytes::Bytes;
     use opentelemetry_proto::tonic::{
-        common::v1::{AnyValue, any_value::Value},
+        collector::metrics::v1::ExportMetricsServiceRequest,
+        common::v1::{AnyValue, KeyValue, any_value::Value},
         metrics::v1::{
-            ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint,
-            ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, summary_data_point::ValueAtQuantile,
+            ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
+            ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint,
+            exponential_histogram_data_point::Buckets, metric::Data, summary_data_point::ValueAtQuantile,
         },
         resource::v1::Resource,
     };
@@ -1138,6 +1144,7 @@ mod tests {
                 ..Default::default()
             }],
         };
+        let request = MetricsRequest::from_proto(&request).unwrap();
         let c = metrics(&request, &TenantResolver::new(Default::default()), None).unwrap();
         assert_eq!(c.accepted(), 3);
         assert_eq!(c.rejected, 2);
@@ -1161,5 +1168,62 @@ mod tests {
         let tenants = b.column_by_name("tenant_id").unwrap().as_string::<i32>();
         assert!(tenants.iter().all(|t| t == Some("acme")));
         assert_eq!(c.per_tenant.get(&Some("acme".to_string())), Some(&3));
+    }
+
+    /// A string that is not UTF-8 rejects the data points it belongs to, by position, and
+    /// keeps the others (a prost `String` field refused the whole request).
+    #[test]
+    fn a_string_that_is_not_utf8_rejects_only_its_points() {
+        let t = 1_764_000_000_000_000_000;
+        let text = |b: &'static [u8]| Bytes::from_static(b);
+        let kv = |key: &'static [u8], value: &'static [u8]| wire::KeyValue {
+            key: text(key),
+            value: Some(wire::AnyValue { value: Some(wire::Value::StringValue(text(value))) }),
+        };
+        let point = |attributes: Vec<wire::KeyValue>| wire::NumberDataPoint {
+            attributes,
+            time_unix_nano: t,
+            value: Some(NumberValue::AsInt(1)),
+            ..Default::default()
+        };
+        let gauge =
+            |name: &'static [u8], unit: &'static [u8], points: Vec<wire::NumberDataPoint>| wire::Metric {
+                name: text(name),
+                unit: text(unit),
+                data: Some(wire::Data::Gauge(wire::Gauge { data_points: points })),
+                ..Default::default()
+            };
+        let scope_metrics = |metrics: Vec<wire::Metric>| wire::ScopeMetrics { scope: None, metrics };
+        let request = MetricsRequest {
+            resource_metrics: vec![
+                wire::ResourceMetrics {
+                    resource: Some(wire::Resource { attributes: vec![kv(b"tenant.id", b"acme")] }),
+                    scope_metrics: vec![scope_metrics(vec![
+                        gauge(b"ok", b"1", vec![point(vec![kv(b"k", b"v")]), point(vec![kv(b"k", b"\xff")])]),
+                        gauge(b"bad.unit", b"\xc3", vec![point(vec![]), point(vec![])]),
+                        gauge(b"also.ok", b"", vec![point(vec![kv(b"caf\xc3\xa9", b"\xe2\x82\xac")])]),
+                    ])],
+                },
+                wire::ResourceMetrics {
+                    resource: Some(wire::Resource { attributes: vec![kv(b"host.name", b"\x80")] }),
+                    scope_metrics: vec![scope_metrics(vec![gauge(b"lost", b"", vec![point(vec![])])])],
+                },
+            ],
+        };
+        let c = metrics(&request, &TenantResolver::new(Default::default()), None).unwrap();
+        assert_eq!((c.accepted(), c.rejected), (2, 4));
+        for why in [
+            "resource_metrics[0].scope_metrics[0].metrics[0].data_points[1]: attributes is not UTF-8",
+            "resource_metrics[0].scope_metrics[0].metrics[1].data_points[0]: unit is not UTF-8",
+            "resource_metrics[0].scope_metrics[0].metrics[1].data_points[1]: unit is not UTF-8",
+            "resource_metrics[1].scope_metrics[0].metrics[0].data_points[0]: resource.attributes is not UTF-8",
+        ] {
+            assert!(c.message.contains(why), "{why} not in {}", c.message);
+        }
+        let b = c.batch.unwrap();
+        let names: Vec<_> =
+            b.column_by_name("metric_name").unwrap().as_string::<i32>().iter().flatten().collect();
+        assert_eq!(names, ["ok", "also.ok"]);
+        assert_eq!(c.per_tenant.get(&Some("acme".to_string())), Some(&2));
     }
 }

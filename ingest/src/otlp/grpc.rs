@@ -1,7 +1,6 @@
 //! OTLP/gRPC receiver: TraceService, MetricsService and LogsService, gzip or plain.
 
 use bytes::{Buf, Bytes};
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use tenantscope_schemas::{
     AuditEvent, Auditor,
     auth::{Auth, Caller, Principal},
@@ -19,7 +18,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use super::{
     pipeline::{Pipeline, Refused},
     request::ExportRequest,
-    wire::{LogsRequest, TraceRequest},
+    wire::{LogsRequest, MetricsRequest, TraceRequest},
 };
 
 #[derive(Clone)]
@@ -60,7 +59,7 @@ struct Metrics;
 
 impl WireMethod for Metrics {
     const SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
-    type Request = ExportMetricsServiceRequest;
+    type Request = MetricsRequest;
 }
 
 #[derive(Clone)]

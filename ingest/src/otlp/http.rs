@@ -14,7 +14,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -23,7 +22,7 @@ use tenantscope_schemas::auth::Caller;
 use super::{
     pipeline::{Pipeline, Refused, Signal},
     request::ExportRequest,
-    wire::{Encoded, LogsRequest, TraceRequest},
+    wire::{Encoded, LogsRequest, MetricsRequest, TraceRequest},
 };
 
 /// The routes, to serve on the OTLP/HTTP address. Each request must carry its authenticated
@@ -32,7 +31,7 @@ pub fn router(pipeline: Pipeline) -> Router {
     let limit = pipeline.config().max_request_bytes;
     Router::new()
         .route("/v1/traces", post(export::<TraceRequest>))
-        .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
+        .route("/v1/metrics", post(export::<MetricsRequest>))
         .route("/v1/logs", post(export::<LogsRequest>))
         // The limit applies to the body as sent; a gzip body is also capped after inflating.
         .layer(DefaultBodyLimit::max(limit))

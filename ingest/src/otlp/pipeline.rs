@@ -10,7 +10,6 @@ use std::{
 
 use arrow::array::{AsArray, RecordBatch};
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tenantscope_schemas::{Lake, Table};
@@ -22,7 +21,7 @@ use super::{
     metrics::{IngestMetrics, RejectLabels, SignalLabels, TableLabels},
     request::ExportRequest,
     wal::{Logged, LoggedRequest, Replay, Wal, WalError},
-    wire::{Encoded, LogsRequest, TraceRequest},
+    wire::{Encoded, LogsRequest, MetricsRequest, TraceRequest},
 };
 
 /// Ingest settings (the `ingest` section of the config file).
@@ -337,7 +336,7 @@ impl Pipeline {
         let converted = match table {
             Table::Spans => again::<TraceRequest>(r, resolver),
             Table::Logs => again::<LogsRequest>(r, resolver),
-            Table::Metrics => again::<ExportMetricsServiceRequest>(r, resolver),
+            Table::Metrics => again::<MetricsRequest>(r, resolver),
             other => Err(format!("a logged request for table {other}, which takes no requests")),
         }?;
         Ok(converted.batch)

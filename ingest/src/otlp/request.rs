@@ -13,7 +13,7 @@ use super::{
     attribution::TenantResolver,
     convert::{self, Converted},
     pipeline::{Accepted, Signal},
-    wire::{LogsRequest, TraceRequest},
+    wire::{LogsRequest, MetricsRequest, TraceRequest},
 };
 
 /// An OTLP export request: its signal, its OTLP/JSON form, its rows and its answer.
@@ -62,7 +62,7 @@ impl ExportRequest for TraceRequest {
     }
 }
 
-impl ExportRequest for ExportMetricsServiceRequest {
+impl ExportRequest for MetricsRequest {
     const SIGNAL: Signal = Signal::Metrics;
     type Json = ExportMetricsServiceRequest;
     type Response = ExportMetricsServiceResponse;

@@ -1,14 +1,14 @@
-//! OTLP trace and log export requests decoded without copying their strings.
+//! OTLP trace, metric and log export requests decoded without copying their strings.
 //!
-//! The same messages as `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest` and
-//! `...logs.v1.ExportLogsServiceRequest`,
+//! The same messages as `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest`,
+//! `...metrics.v1.ExportMetricsServiceRequest` and `...logs.v1.ExportLogsServiceRequest`,
 //! declared with prost's derive, with two differences from opentelemetry-proto's types:
 //! - strings and ids are `bytes::Bytes`, slices of the request's buffer (a protobuf `string`
 //!   and `bytes` field are the same on the wire), instead of a fresh `String` or `Vec` each.
 //!   Decoding a request of 512 spans allocated a `String` per attribute key and value, and
 //!   freeing them again was another 8% of a gRPC server's CPU.
-//! - fields the lake does not keep (dropped counts, flags, schema URLs, scope attributes) are
-//!   left out, so prost skips them as unknown fields.
+//! - fields the lake does not keep (dropped counts, flags, schema URLs, scope attributes,
+//!   exemplars, metric metadata) are left out, so prost skips them as unknown fields.
 //!
 //! Strings are not checked while decoding (prost checks `string` fields, and refused a whole
 //! request for one bad string): the conversion checks each resource, scope and record
@@ -20,7 +20,10 @@ use std::borrow::Cow;
 use arrow::array::BinaryBuilder;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::{
-    collector::{logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest},
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    },
     common::v1::{
         AnyValue as PbAnyValue, ArrayValue as PbArray, KeyValue as PbKeyValue, KeyValueList as PbKvList,
     },
@@ -229,6 +232,209 @@ pub struct LogRecord {
     pub event_name: Bytes,
 }
 
+/// `ExportMetricsServiceRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct MetricsRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub resource_metrics: Vec<ResourceMetrics>,
+}
+
+/// `ResourceMetrics`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ResourceMetrics {
+    #[prost(message, optional, tag = "1")]
+    pub resource: Option<Resource>,
+    #[prost(message, repeated, tag = "2")]
+    pub scope_metrics: Vec<ScopeMetrics>,
+}
+
+/// `ScopeMetrics`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ScopeMetrics {
+    #[prost(message, optional, tag = "1")]
+    pub scope: Option<Scope>,
+    #[prost(message, repeated, tag = "2")]
+    pub metrics: Vec<Metric>,
+}
+
+/// `Metric` (its `metadata` is not kept).
+#[derive(Clone, PartialEq, Message)]
+pub struct Metric {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub description: Bytes,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub unit: Bytes,
+    #[prost(oneof = "Data", tags = "5, 7, 9, 10, 11")]
+    pub data: Option<Data>,
+}
+
+/// `Metric.data`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Data {
+    #[prost(message, tag = "5")]
+    Gauge(Gauge),
+    #[prost(message, tag = "7")]
+    Sum(Sum),
+    #[prost(message, tag = "9")]
+    Histogram(Histogram),
+    #[prost(message, tag = "10")]
+    ExponentialHistogram(ExponentialHistogram),
+    #[prost(message, tag = "11")]
+    Summary(Summary),
+}
+
+/// `Gauge`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Gauge {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<NumberDataPoint>,
+}
+
+/// `Sum`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Sum {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<NumberDataPoint>,
+    #[prost(int32, tag = "2")]
+    pub aggregation_temporality: i32,
+    #[prost(bool, tag = "3")]
+    pub is_monotonic: bool,
+}
+
+/// `Histogram`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Histogram {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<HistogramDataPoint>,
+    #[prost(int32, tag = "2")]
+    pub aggregation_temporality: i32,
+}
+
+/// `ExponentialHistogram`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExponentialHistogram {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<ExponentialHistogramDataPoint>,
+    #[prost(int32, tag = "2")]
+    pub aggregation_temporality: i32,
+}
+
+/// `Summary`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Summary {
+    #[prost(message, repeated, tag = "1")]
+    pub data_points: Vec<SummaryDataPoint>,
+}
+
+/// `NumberDataPoint` (exemplars and flags are not kept).
+#[derive(Clone, PartialEq, Message)]
+pub struct NumberDataPoint {
+    #[prost(message, repeated, tag = "7")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    #[prost(oneof = "NumberValue", tags = "4, 6")]
+    pub value: Option<NumberValue>,
+}
+
+/// `NumberDataPoint.value`.
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum NumberValue {
+    #[prost(double, tag = "4")]
+    AsDouble(f64),
+    #[prost(sfixed64, tag = "6")]
+    AsInt(i64),
+}
+
+/// `HistogramDataPoint`.
+#[derive(Clone, PartialEq, Message)]
+pub struct HistogramDataPoint {
+    #[prost(message, repeated, tag = "9")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    #[prost(double, optional, tag = "5")]
+    pub sum: Option<f64>,
+    #[prost(fixed64, repeated, tag = "6")]
+    pub bucket_counts: Vec<u64>,
+    #[prost(double, repeated, tag = "7")]
+    pub explicit_bounds: Vec<f64>,
+    #[prost(double, optional, tag = "11")]
+    pub min: Option<f64>,
+    #[prost(double, optional, tag = "12")]
+    pub max: Option<f64>,
+}
+
+/// `ExponentialHistogramDataPoint` (its `zero_threshold` is not kept).
+#[derive(Clone, PartialEq, Message)]
+pub struct ExponentialHistogramDataPoint {
+    #[prost(message, repeated, tag = "1")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    #[prost(double, optional, tag = "5")]
+    pub sum: Option<f64>,
+    #[prost(sint32, tag = "6")]
+    pub scale: i32,
+    #[prost(fixed64, tag = "7")]
+    pub zero_count: u64,
+    #[prost(message, optional, tag = "8")]
+    pub positive: Option<Buckets>,
+    #[prost(message, optional, tag = "9")]
+    pub negative: Option<Buckets>,
+    #[prost(double, optional, tag = "12")]
+    pub min: Option<f64>,
+    #[prost(double, optional, tag = "13")]
+    pub max: Option<f64>,
+}
+
+/// `ExponentialHistogramDataPoint.Buckets`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Buckets {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint64, repeated, tag = "2")]
+    pub bucket_counts: Vec<u64>,
+}
+
+/// `SummaryDataPoint`.
+#[derive(Clone, PartialEq, Message)]
+pub struct SummaryDataPoint {
+    #[prost(message, repeated, tag = "7")]
+    pub attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub start_time_unix_nano: u64,
+    #[prost(fixed64, tag = "3")]
+    pub time_unix_nano: u64,
+    #[prost(fixed64, tag = "4")]
+    pub count: u64,
+    #[prost(double, tag = "5")]
+    pub sum: f64,
+    #[prost(message, repeated, tag = "6")]
+    pub quantile_values: Vec<ValueAtQuantile>,
+}
+
+/// `SummaryDataPoint.ValueAtQuantile`.
+#[derive(Clone, Copy, PartialEq, Message)]
+pub struct ValueAtQuantile {
+    #[prost(double, tag = "1")]
+    pub quantile: f64,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+}
+
 /// `message` encoded and decoded as `W`: the same message in other types.
 fn reencode<W: Message + Default>(message: &impl Message) -> Result<W, prost::DecodeError> {
     Encoded::from_proto(message).map(|e| e.request)
@@ -286,6 +492,14 @@ impl LogsRequest {
     }
 }
 
+impl MetricsRequest {
+    /// The request in opentelemetry-proto's types (from OTLP/JSON or the demo), re-encoded and
+    /// decoded into these.
+    pub fn from_proto(request: &ExportMetricsServiceRequest) -> Result<Self, prost::DecodeError> {
+        reencode(request)
+    }
+}
+
 impl Resource {
     /// Checks that every string of the resource is UTF-8, naming the first that is not.
     pub fn check_utf8(&self) -> Result<(), NotUtf8> {
@@ -320,6 +534,21 @@ impl Span {
             None => Ok(()),
         }
     }
+}
+
+impl Metric {
+    /// Checks that the metric's name, description and unit are UTF-8, naming the first that is
+    /// not (its data points' attributes are checked one point at a time).
+    pub fn check_utf8(&self) -> Result<(), NotUtf8> {
+        check_str(&self.name, &|| "name".to_string())?;
+        check_str(&self.description, &|| "description".to_string())?;
+        check_str(&self.unit, &|| "unit".to_string())
+    }
+}
+
+/// Checks that a data point's attributes are UTF-8.
+pub fn check_point_attributes(attributes: &[KeyValue]) -> Result<(), NotUtf8> {
+    check_attributes(attributes, &|| "attributes".to_string())
 }
 
 impl LogRecord {
@@ -738,5 +967,188 @@ mod tests {
         assert_eq!((text("trace_id", 0), text("span_id", 0)), ("05".repeat(16), "06".repeat(8)));
         assert_eq!((text("service_name", 0), text("scope_name", 0)), ("api".into(), "logger".into()));
         assert_eq!(map_row(col("attributes").as_map(), 3), vec![("user.id".into(), Some("u3".into()))]);
+    }
+
+    /// Every metric type and every field the lake keeps, beside fields it does not (exemplars,
+    /// flags, metadata, schema URLs, a zero threshold), which must be skipped: decoded without
+    /// copies, each row holds what opentelemetry-proto's types say.
+    #[test]
+    fn metrics_decoded_without_copies_keep_every_type_and_field() {
+        use opentelemetry_proto::tonic::metrics::v1::{
+            self as pb, exponential_histogram_data_point::Buckets as PbBuckets, metric::Data as PbData,
+            number_data_point::Value as PbNumber, summary_data_point::ValueAtQuantile as PbQuantile,
+        };
+        let t = 1_764_000_000_000_000_000;
+        let attrs = || vec![kv("route", V::StringValue("/a".into())), kv("code", V::IntValue(200))];
+        let number = |v| pb::NumberDataPoint {
+            attributes: attrs(),
+            start_time_unix_nano: t - 60_000_000_000,
+            time_unix_nano: t,
+            exemplars: vec![pb::Exemplar { time_unix_nano: t, ..Default::default() }],
+            flags: 1,
+            value: Some(v),
+        };
+        let metric = |name: &str, data| pb::Metric {
+            name: name.into(),
+            description: format!("{name} described"),
+            unit: "By".into(),
+            metadata: vec![kv("ignored", V::BoolValue(true))],
+            data: Some(data),
+        };
+        let pb_request = ExportMetricsServiceRequest {
+            resource_metrics: vec![pb::ResourceMetrics {
+                resource: Some(PbResource {
+                    attributes: vec![
+                        kv("service.name", V::StringValue("api".into())),
+                        kv("tenant.id", V::StringValue("acme".into())),
+                    ],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![pb::ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "meter".into(),
+                        version: "2".into(),
+                        ..Default::default()
+                    }),
+                    metrics: vec![
+                        metric(
+                            "requests",
+                            PbData::Sum(pb::Sum {
+                                data_points: vec![number(PbNumber::AsInt(7))],
+                                aggregation_temporality: 2,
+                                is_monotonic: true,
+                            }),
+                        ),
+                        metric(
+                            "load",
+                            PbData::Gauge(pb::Gauge { data_points: vec![number(PbNumber::AsDouble(0.25))] }),
+                        ),
+                        metric(
+                            "latency",
+                            PbData::Histogram(pb::Histogram {
+                                data_points: vec![pb::HistogramDataPoint {
+                                    attributes: attrs(),
+                                    time_unix_nano: t,
+                                    count: 3,
+                                    sum: Some(1.5),
+                                    bucket_counts: vec![1, 2],
+                                    explicit_bounds: vec![0.5],
+                                    flags: 1,
+                                    min: Some(0.1),
+                                    max: Some(1.0),
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 1,
+                            }),
+                        ),
+                        metric(
+                            "size",
+                            PbData::ExponentialHistogram(pb::ExponentialHistogram {
+                                data_points: vec![pb::ExponentialHistogramDataPoint {
+                                    attributes: attrs(),
+                                    time_unix_nano: t,
+                                    count: 7,
+                                    sum: Some(9.0),
+                                    scale: -2,
+                                    zero_count: 4,
+                                    positive: Some(PbBuckets { offset: 3, bucket_counts: vec![1, 2] }),
+                                    negative: Some(PbBuckets { offset: -1, bucket_counts: vec![5] }),
+                                    min: Some(-3.0),
+                                    max: Some(8.0),
+                                    zero_threshold: 0.001,
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 2,
+                            }),
+                        ),
+                        metric(
+                            "rpc",
+                            PbData::Summary(pb::Summary {
+                                data_points: vec![pb::SummaryDataPoint {
+                                    attributes: attrs(),
+                                    time_unix_nano: t,
+                                    count: 2,
+                                    sum: 3.0,
+                                    quantile_values: vec![
+                                        PbQuantile { quantile: 0.5, value: 1.0 },
+                                        PbQuantile { quantile: 1.0, value: 2.0 },
+                                    ],
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                    ],
+                    schema_url: "https://opentelemetry.io/schemas/1.0".into(),
+                }],
+                schema_url: "https://opentelemetry.io/schemas/1.0".into(),
+            }],
+        };
+        let wire = MetricsRequest::decode(Bytes::from(pb_request.encode_to_vec())).unwrap();
+        let c = convert::metrics(&wire, &TenantResolver::new(Default::default()), None).unwrap();
+        assert_eq!((c.accepted(), c.rejected), (5, 0), "{}", c.message);
+        let batch = c.batch.unwrap();
+        let col = |name: &str| batch.column_by_name(name).unwrap();
+        let strings = |name: &str| {
+            col(name).as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>()
+        };
+        let floats =
+            |name: &str| col(name).as_primitive::<arrow::datatypes::Float64Type>().iter().collect::<Vec<_>>();
+        let ints =
+            |name: &str| col(name).as_primitive::<arrow::datatypes::Int64Type>().iter().collect::<Vec<_>>();
+        let int32s =
+            |name: &str| col(name).as_primitive::<arrow::datatypes::Int32Type>().iter().collect::<Vec<_>>();
+        let some = |v: &[&str]| v.iter().map(|s| Some((*s).to_string())).collect::<Vec<_>>();
+        assert_eq!(strings("metric_name"), some(&["requests", "load", "latency", "size", "rpc"]));
+        assert_eq!(
+            strings("metric_type"),
+            some(&["sum", "gauge", "histogram", "exponential_histogram", "summary"])
+        );
+        assert_eq!(strings("description")[2].as_deref(), Some("latency described"));
+        assert_eq!(strings("unit"), some(&["By"; 5]));
+        assert_eq!(
+            strings("temporality"),
+            [Some("cumulative".into()), None, Some("delta".into()), Some("cumulative".into()), None]
+        );
+        let monotonic: Vec<_> = col("is_monotonic").as_boolean().iter().collect();
+        assert_eq!(monotonic, [Some(true), None, None, None, None]);
+        assert_eq!(floats("value"), [Some(7.0), Some(0.25), None, None, None]);
+        assert_eq!(ints("count"), [None, None, Some(3), Some(7), Some(2)]);
+        assert_eq!(floats("sum"), [None, None, Some(1.5), Some(9.0), Some(3.0)]);
+        assert_eq!(floats("min"), [None, None, Some(0.1), Some(-3.0), None]);
+        assert_eq!(floats("max"), [None, None, Some(1.0), Some(8.0), None]);
+        let start = col("start_time").as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(start.value(0), (t - 60_000_000_000) as i64 / 1000);
+        assert!(start.is_null(2));
+        let list_i64 = |name: &str, row: usize| {
+            col(name)
+                .as_list::<i32>()
+                .value(row)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(list_i64("bucket_counts", 2), [1, 2]);
+        let bounds = col("explicit_bounds").as_list::<i32>().value(2);
+        assert_eq!(bounds.as_primitive::<arrow::datatypes::Float64Type>().values().to_vec(), [0.5]);
+        assert_eq!(int32s("exp_scale")[3], Some(-2));
+        assert_eq!(ints("exp_zero_count")[3], Some(4));
+        assert_eq!((int32s("exp_positive_offset")[3], int32s("exp_negative_offset")[3]), (Some(3), Some(-1)));
+        assert_eq!(list_i64("exp_positive_bucket_counts", 3), [1, 2]);
+        assert_eq!(list_i64("exp_negative_bucket_counts", 3), [5]);
+        let quantiles = col("quantiles").as_list::<i32>().value(4);
+        let quantiles = quantiles.as_struct();
+        let q =
+            |i: usize| quantiles.column(i).as_primitive::<arrow::datatypes::Float64Type>().values().to_vec();
+        assert_eq!((q(0), q(1)), (vec![0.5, 1.0], vec![1.0, 2.0]));
+        assert_eq!(strings("tenant_id"), some(&["acme"; 5]));
+        assert_eq!(strings("service_name"), some(&["api"; 5]));
+        assert_eq!(strings("scope_name"), some(&["meter"; 5]));
+        let expected = vec![
+            ("route".to_string(), Some("/a".to_string())),
+            ("code".to_string(), Some("200".to_string())),
+        ];
+        for row in 0..5 {
+            assert_eq!(map_row(col("attributes").as_map(), row), expected);
+        }
     }
 }
