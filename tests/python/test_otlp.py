@@ -362,6 +362,35 @@ def test_a_tenant_holding_its_share_of_the_buffer_is_refused_and_others_are_not(
     assert s2.wait_for(q, [["calm", 1], ["flood", accepted]]) == [["calm", 1], ["flood", accepted]]
 
 
+def test_a_large_request_converted_off_the_receiving_threads_keeps_its_partial_success(server_factory):
+    """Requests over 256 KiB are converted on tokio's blocking pool, smaller ones where they were
+    received: both answer the same, with every good span kept and the bad one named."""
+    s = server_factory()
+    url = f"{s.otlp_http}/v1/traces"
+    def big(tenant, bad_at):
+        spans = [span(bytes([i % 250 + 1]) * 16, (i + 1).to_bytes(8, "big"), f"op-{i % 7}") for i in range(3_000)]
+        for sp in spans:
+            sp.attributes.append(common_pb2.KeyValue(key="url.path", value=common_pb2.AnyValue(string_value="/x" * 40)))
+        spans[bad_at].trace_id = b"\x01" * 3
+        return trace_request(spans, tenant=tenant).SerializeToString()
+    large, small = big("large", 1_234), trace_request([span(b"\x01" * 16, b"\x02" * 8), span(b"\x01" * 5, b"\x03" * 8)],
+                                                      tenant="small").SerializeToString()
+    assert len(large) > 256 * 1024 > len(small)
+    for body, rejected_at in ((large, 1_234), (small, 1)):
+        status, _, resp = post(url, body, "application/x-protobuf")
+        assert status == 200
+        response = trace_service_pb2.ExportTraceServiceResponse.FromString(resp)
+        assert response.partial_success.rejected_spans == 1
+        assert (f"resource_spans[0].scope_spans[0].spans[{rejected_at}]: trace_id has"
+                in response.partial_success.error_message)
+    with grpc.insecure_channel(s.grpc, options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
+        trace_service_pb2_grpc.TraceServiceStub(channel).Export(
+            trace_service_pb2.ExportTraceServiceRequest.FromString(big("large-grpc", 0)))
+    q = "SELECT tenant_id, count(*) FROM spans GROUP BY 1 ORDER BY 1"
+    expected = [["large", 2_999], ["large-grpc", 2_999], ["small", 1]]
+    assert s.wait_for(q, expected) == expected
+
+
 def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_path):
     # A flush interval far beyond the test: everything acknowledged is only in the WAL.
     s = server_factory(flush_ms=3_600_000)

@@ -24,6 +24,12 @@ use super::{
     wire::{Encoded, LogsRequest, MetricsRequest, TraceRequest},
 };
 
+/// Requests up to this many protobuf bytes (a batch of 512 spans is ~170 KB, converted in about
+/// half a millisecond) are converted on the thread that received them: handing each to tokio's
+/// blocking pool and back cost two thread wake-ups per request. Larger ones go to the blocking
+/// pool, so that no request holds a thread serving connections for long.
+const INLINE_CONVERSION_BYTES: usize = 256 << 10;
+
 /// Ingest settings (the `ingest` section of the config file).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -312,8 +318,9 @@ impl Pipeline {
             protobuf: request.bytes.clone(),
         };
         let (bound, now) = (logged.bound.clone(), logged.now_micros);
+        let inline = request.bytes.len() <= INLINE_CONVERSION_BYTES;
         let converted = self
-            .convert(T::SIGNAL, move || request.request.to_rows(&resolver, bound.as_deref(), now))
+            .convert(T::SIGNAL, inline, move || request.request.to_rows(&resolver, bound.as_deref(), now))
             .await?;
         self.admit(T::SIGNAL, converted, logged).await
     }
@@ -351,20 +358,23 @@ impl Pipeline {
         }
     }
 
-    /// Runs `f` (the conversion, with its checks: CPU work proportional to the request) off the
-    /// threads that serve connections, and counts what it received and rejected. A conversion
-    /// error is ours (rows that do not fit the table): bad records are rejected inside it.
+    /// Runs `f` (the conversion, with its checks: CPU work proportional to the request), and
+    /// counts what it received and rejected. A conversion error is ours (rows that do not fit
+    /// the table): bad records are rejected inside it. `inline`: on this thread (a request of
+    /// at most [`INLINE_CONVERSION_BYTES`]); else off the threads that serve connections.
     async fn convert(
         &self,
         signal: Signal,
+        inline: bool,
         f: impl FnOnce() -> Result<Converted, arrow::error::ArrowError> + Send + 'static,
     ) -> Result<Converted, Refused> {
         let unavailable =
             |e: &dyn std::fmt::Display| Refused::Unavailable(format!("converting {}: {e}", signal.items()));
-        let converted = tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .map_err(|e| unavailable(&e))?;
+        let converted = if inline {
+            f().map_err(|e| unavailable(&e))?
+        } else {
+            tokio::task::spawn_blocking(f).await.map_err(|e| unavailable(&e))?.map_err(|e| unavailable(&e))?
+        };
         let m = &self.inner.metrics;
         m.received
             .get_or_create(&SignalLabels { signal: signal.name() })
