@@ -25,7 +25,9 @@
 //! the operator holds every data buffer whose addresses it has given ids to, until it forgets
 //! them all together. It forgets (and starts again) past [`MAX_HELD_BYTES`] of buffers and slot
 //! tables or [`MAX_KEYS`] keys, and it stops filtering for good when it drops too few rows to
-//! pay ([`PROBE_ROWS`]).
+//! pay ([`PROBE_ROWS`]) or when the session's memory pool refuses what it holds: it reserves
+//! its buffers, slot tables and keys there, as DataFusion's own operators do, so that a query
+//! under a memory limit counts it, and gives way to the grouping above rather than fail.
 //!
 //! Written by hand: DataFusion (55) has no pre-aggregation by value identity, and its grouping
 //! (`GroupValues`) cannot be replaced from outside.
@@ -44,7 +46,10 @@ use datafusion::{
         config::ConfigOptions,
         tree_node::{Transformed, TreeNode, TreeNodeRecursion},
     },
-    execution::TaskContext,
+    execution::{
+        TaskContext,
+        memory_pool::{MemoryConsumer, MemoryReservation},
+    },
     physical_expr::PhysicalExpr,
     physical_optimizer::PhysicalOptimizerRule,
     physical_plan::{
@@ -226,11 +231,13 @@ impl ExecutionPlan for DistinctPrefilterExec {
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let reservation = MemoryConsumer::new(format!("DistinctPrefilterExec[{partition}]"))
+            .register(context.memory_pool());
         let input = self.input.execute(partition, context)?;
         let schema = input.schema();
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let dropped = MetricBuilder::new(&self.metrics).counter("dropped_rows", partition);
-        let mut filter = Prefilter::new(self.key_indices(), dropped);
+        let mut filter = Prefilter::new(self.key_indices(), dropped, reservation);
         let stream = input.map(move |batch| {
             let batch = batch?;
             let _timer = baseline.elapsed_compute().timer();
@@ -255,6 +262,8 @@ struct Prefilter {
     dropped: Count,
     /// Per key column, for the batch at hand: the ids of its values.
     ids: Vec<Vec<u32>>,
+    /// What `seen` and `ids` hold, in the session's memory pool (freed when it goes).
+    reservation: MemoryReservation,
 }
 
 /// Group columns the operator handles at most (their ids pack into a `u128`).
@@ -269,6 +278,12 @@ struct Seen {
 impl Seen {
     fn new(width: usize) -> Self {
         Self { columns: (0..width).map(|_| Interner::default()).collect(), keys: HashTable::new() }
+    }
+
+    /// Bytes held: buffers kept for their addresses, slot tables, identities and keys.
+    fn size(&self) -> usize {
+        let keys = self.keys.capacity() * (size_of::<u128>() + 1);
+        keys + self.columns.iter().map(Interner::size).sum::<usize>()
     }
 
     fn too_big(&self) -> bool {
@@ -311,6 +326,14 @@ struct Interner {
 }
 
 impl Interner {
+    /// Bytes held (see [`Seen::size`]).
+    fn size(&self) -> usize {
+        self.held_bytes
+            + self.buffers.capacity() * (2 * size_of::<usize>() + 1)
+            + self.tables.capacity() * size_of::<(Buffer, Vec<Slot>)>()
+            + self.values.capacity() * (size_of::<(u128, u32)>() + 1)
+    }
+
     fn id(&mut self) -> u32 {
         self.next += 1;
         self.next
@@ -456,7 +479,7 @@ pub(crate) fn hash_u128(v: u128) -> u64 {
 }
 
 impl Prefilter {
-    fn new(keys: Vec<usize>, dropped: Count) -> Self {
+    fn new(keys: Vec<usize>, dropped: Count, reservation: MemoryReservation) -> Self {
         let width = keys.len();
         Self {
             keys,
@@ -465,7 +488,15 @@ impl Prefilter {
             rows_out: 0,
             dropped,
             ids: vec![Vec::new(); width],
+            reservation,
         }
+    }
+
+    /// Stops filtering for good: every batch passes untouched, and what was held is let go.
+    fn give_up(&mut self) {
+        self.seen = None;
+        self.ids = Vec::new();
+        self.reservation.free();
     }
 
     fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
@@ -496,9 +527,12 @@ impl Prefilter {
         self.rows_in += rows;
         self.rows_out += kept;
         self.dropped.add(rows - kept);
-        if self.rows_in >= PROBE_ROWS && self.rows_out * 2 > self.rows_in {
-            self.seen = None;
-            self.ids = Vec::new();
+        let held = seen.size() + self.ids.iter().map(|ids| ids.capacity() * size_of::<u32>()).sum::<usize>();
+        // Too few rows dropped to pay, or no memory for what it holds: the grouping above does
+        // the rest (this batch is filtered all the same: its keys were looked up whole).
+        let refused = self.reservation.try_resize(held).is_err();
+        if refused || (self.rows_in >= PROBE_ROWS && self.rows_out * 2 > self.rows_in) {
+            self.give_up();
         }
         if kept == rows {
             return Ok(batch);
@@ -512,6 +546,19 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringViewArray, StringViewBuilder};
     use arrow::datatypes::Schema;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+
+    /// A filter on these key columns whose memory pool has no limit.
+    fn unbounded(keys: Vec<usize>) -> Prefilter {
+        limited(keys, usize::MAX).0
+    }
+
+    /// A filter on these key columns, alone in a pool of `limit` bytes, and the pool.
+    fn limited(keys: Vec<usize>, limit: usize) -> (Prefilter, Arc<dyn MemoryPool>) {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let reservation = MemoryConsumer::new("test").register(&pool);
+        (Prefilter::new(keys, Count::new(), reservation), pool)
+    }
 
     fn run(filter: &mut Prefilter, batch: &RecordBatch) -> Vec<usize> {
         let out = filter.apply(batch.clone()).unwrap();
@@ -543,7 +590,7 @@ mod tests {
         let dictionary = ["a-resource-longer-than-twelve", "short", "another-resource-id-long"];
         let keys = [Some(0), Some(1), Some(0), None, Some(2), Some(1), None, Some(2), Some(0)];
         let batch = dictionary_batch(&keys, &dictionary);
-        let mut filter = Prefilter::new(vec![1], Count::new());
+        let mut filter = unbounded(vec![1]);
         assert_eq!(run(&mut filter, &batch), vec![0, 1, 3, 4]);
         // The next batch shares the buffer (as batches of one row group do): all seen.
         let again =
@@ -568,7 +615,7 @@ mod tests {
             arrow::datatypes::Field::new("s", DataType::Utf8View, false),
         ]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(parity), Arc::new(strings)]).unwrap();
-        let mut filter = Prefilter::new(vec![0, 1], Count::new());
+        let mut filter = unbounded(vec![0, 1]);
         let out = filter.apply(batch).unwrap();
         // Rows 0 and 1: distinct addresses; rows 2 and 3: "x" inline, different parity.
         assert_eq!(out.num_rows(), 4);
@@ -591,7 +638,7 @@ mod tests {
             arrow::datatypes::Field::new("s", DataType::Utf8View, false),
         ]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(rows), Arc::new(strings)]).unwrap();
-        let mut filter = Prefilter::new(vec![1], Count::new());
+        let mut filter = unbounded(vec![1]);
         assert_eq!(run(&mut filter, &batch), vec![0, 1, 2, 3]);
     }
 
@@ -599,7 +646,7 @@ mod tests {
     fn past_its_limits_it_forgets_and_starts_again() {
         let dictionary = ["a-resource-longer-than-twelve", "short"];
         let batch = dictionary_batch(&[Some(0), Some(1), Some(0)], &dictionary);
-        let mut filter = Prefilter::new(vec![1], Count::new());
+        let mut filter = unbounded(vec![1]);
         assert_eq!(run(&mut filter, &batch), vec![0, 1]);
         assert_eq!(run(&mut filter, &batch), Vec::<usize>::new());
         // Over the held-bytes limit: the next batch finds nothing seen (and the buffers go).
@@ -610,11 +657,35 @@ mod tests {
     }
 
     #[test]
+    fn what_it_holds_is_reserved_and_a_refusal_makes_it_give_way() {
+        let dictionary = ["a-resource-longer-than-twelve", "short", "another-resource-id-long"];
+        let keys = [Some(0), Some(1), Some(0), None, Some(2), Some(1), None, Some(2), Some(0)];
+        let batch = dictionary_batch(&keys, &dictionary);
+        // Room enough: the dictionary buffer, its slot table and the keys are reserved.
+        let (mut filter, roomy) = limited(vec![1], 1 << 20);
+        assert_eq!(run(&mut filter, &batch), vec![0, 1, 3, 4]);
+        let held = roomy.reserved();
+        assert!(held >= batch.column(1).as_string_view().data_buffers()[0].len(), "reserved {held}");
+        assert_eq!(held, filter.reservation.size());
+        assert_eq!(run(&mut filter, &batch), Vec::<usize>::new());
+        // A pool too small for it: the batch at hand is still filtered right, then it stops
+        // filtering, lets go of what it held, and every row of later batches passes.
+        let (mut small, tight) = limited(vec![1], 64);
+        assert_eq!(run(&mut small, &batch), vec![0, 1, 3, 4]);
+        assert!(small.seen.is_none());
+        assert_eq!(tight.reserved(), 0);
+        assert_eq!(run(&mut small, &batch), (0..keys.len()).collect::<Vec<_>>());
+        // Dropped, the filter gives its reservation back.
+        drop(filter);
+        assert_eq!(roomy.reserved(), 0);
+    }
+
+    #[test]
     fn gives_up_when_it_drops_too_little() {
         let values: Vec<i64> = (0..PROBE_ROWS as i64).collect();
         let schema = Arc::new(Schema::new(vec![arrow::datatypes::Field::new("v", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).unwrap();
-        let mut filter = Prefilter::new(vec![0], Count::new());
+        let mut filter = unbounded(vec![0]);
         assert_eq!(filter.apply(batch.clone()).unwrap().num_rows(), PROBE_ROWS);
         assert!(filter.seen.is_none());
         // From then on every row passes, repeated ones too.
