@@ -324,6 +324,13 @@ fn metrics_fields() -> Vec<Field> {
         nullable("quantile", DataType::Float64),
         nullable(VALUE, DataType::Float64),
     ]));
+    let exemplar = DataType::Struct(Fields::from(vec![
+        nullable(TIME, timestamp()),
+        nullable(VALUE, DataType::Float64),
+        nullable(TRACE_ID, DataType::Utf8),
+        nullable(SPAN_ID, DataType::Utf8),
+        nullable("filtered_attributes", string_map()),
+    ]));
     vec![
         required(TIME, timestamp()),
         nullable(START_TIME, timestamp()),
@@ -353,6 +360,10 @@ fn metrics_fields() -> Vec<Field> {
         nullable(RESOURCE_ATTRIBUTES, string_map()),
         nullable(SCOPE_NAME, DataType::Utf8),
         required(DATE, DataType::Date32),
+        // Added after `date` (0.1, Dec 2026): a table written before has them appended there by
+        // `Lake::add_missing_columns`, so old and new tables keep one column order.
+        nullable("exp_zero_threshold", DataType::Float64),
+        nullable("exemplars", list_of(exemplar)),
     ]
 }
 

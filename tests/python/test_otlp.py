@@ -29,6 +29,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -58,16 +59,24 @@ def send_spans(exporter, tenant, n):
 
 
 def send_metrics(exporter, tenant):
-    """One export: a counter with two attribute sets, a histogram and an up-down counter: 4 points."""
+    """One export: a counter with two attribute sets, a histogram and an up-down counter: 4 points.
+    The histogram's measurement is taken in a sampled span, so the SDK gives its point an
+    exemplar with that span's ids, and its `user` attribute (left out of the point by a view)
+    as the exemplar's filtered attribute. Returns the span's trace and span id in hex."""
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
-    provider = MeterProvider(resource=resource(tenant), metric_readers=[reader])
+    provider = MeterProvider(resource=resource(tenant), metric_readers=[reader],
+                             views=[View(instrument_name="app.latency", attribute_keys={"route"})])
     meter = provider.get_meter("tests")
     requests = meter.create_counter("app.requests", unit="1")
     requests.add(3, {"route": "/a"})
     requests.add(4, {"route": "/b"})
-    meter.create_histogram("app.latency", unit="s").record(0.25, {"route": "/a"})
+    latency = meter.create_histogram("app.latency", unit="s")
+    with TracerProvider().get_tracer("tests").start_as_current_span("measure") as span:
+        latency.record(0.25, {"route": "/a", "user": "u1"})
+        ids = span.get_span_context()
     meter.create_up_down_counter("app.inflight").add(-2)
     provider.shutdown()  # collects and exports once
+    return f"{ids.trace_id:032x}", f"{ids.span_id:016x}"
 
 
 def send_logs(exporter, tenant, n):
@@ -96,9 +105,10 @@ def test_sdk_exporters_every_signal_counts_and_tenants_exact(server_factory, tra
         span_exp = lambda: HttpSpanExporter(endpoint=f"{s.otlp_http}/v1/traces", compression=HttpCompression.Gzip)
         metric_exp = lambda: HttpMetricExporter(endpoint=f"{s.otlp_http}/v1/metrics")
         log_exp = lambda: HttpLogExporter(endpoint=f"{s.otlp_http}/v1/logs")
+    exemplar_ids = {}
     for tenant, n in SPANS.items():
         send_spans(span_exp(), tenant, n)
-        send_metrics(metric_exp(), tenant)
+        exemplar_ids[tenant] = send_metrics(metric_exp(), tenant)
         send_logs(log_exp(), tenant, n * 2)
 
     expected = sorted([[t, n] for t, n in SPANS.items()], key=lambda r: (r[0] is not None, r[0] or ""))
@@ -127,6 +137,18 @@ def test_sdk_exporters_every_signal_counts_and_tenants_exact(server_factory, tra
     assert [float(r[4]) for r in rows if r[0] == "app.requests"] == [3.0, 4.0]
     assert float(rows[0][4]) == -2.0
     assert rows[1][5] == 1 and float(rows[1][6]) == 0.25 and rows[1][7] is True
+    # The histogram point's exemplar: the span it was measured in, and the attribute the view left out.
+    row = s.sql("SELECT cardinality(exemplars), exemplars[1]['trace_id'], exemplars[1]['span_id'], "
+                "exemplars[1]['value'], exemplars[1]['filtered_attributes']['user'], attributes['user'] "
+                "FROM metrics WHERE tenant_id = 'globex' AND metric_name = 'app.latency'")
+    assert len(row) == 1 and row[0][:3] == [1, *exemplar_ids["globex"]], (row, exemplar_ids)
+    assert float(row[0][3]) == 0.25 and row[0][4:] == ["u1", None], row
+    # From the metric to the traces behind it, as the README shows.
+    q = ("SELECT e['trace_id'] FROM (SELECT unnest(exemplars) AS e FROM metrics "
+         "WHERE metric_name = 'app.latency' AND tenant_id = 'globex')")
+    assert s.sql(q) == [[exemplar_ids["globex"][0]]]
+    assert s.sql("SELECT count(*) FROM metrics WHERE metric_name = 'app.requests' AND cardinality(exemplars) = 0") \
+        == [[6]]
     row = s.sql("SELECT severity_text, severity_number, body, attributes['order.id'], attributes['tags'] FROM logs "
                 "WHERE tenant_id = 'acme' AND body = 'order 3 failed'")
     assert row == [["WARN", 13, "order 3 failed", "3", '["a","b"]']]

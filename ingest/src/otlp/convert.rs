@@ -26,7 +26,10 @@ use tenantscope_schemas::{
 use super::{
     attribution::{ResourceTenant, TenantResolver},
     value::{self, Attribute},
-    wire::{self, Buckets, Data, LogsRequest, Metric, MetricsRequest, NumberValue, TraceRequest, text},
+    wire::{
+        self, Buckets, Data, Exemplar, ExemplarValue, LogsRequest, Metric, MetricsRequest, NumberValue,
+        TraceRequest, text,
+    },
 };
 
 /// How many rejected records a message names before it only counts.
@@ -664,6 +667,13 @@ struct MetricRows {
     temporality: StringBuilder,
     monotonic: BooleanBuilder,
     common: Common,
+    exp_zero_threshold: Float64Builder,
+    ex_time: TimestampMicrosecondBuilder,
+    ex_value: Float64Builder,
+    ex_trace: StringBuilder,
+    ex_span: StringBuilder,
+    ex_attrs: MapColumn,
+    exemplars: ListOffsets,
     rows: usize,
 }
 
@@ -677,7 +687,10 @@ struct Point<'a> {
     max: Option<f64>,
     buckets: Option<(&'a [u64], &'a [f64])>,
     exp: Option<(i32, u64, Option<&'a Buckets>, Option<&'a Buckets>)>,
+    exp_zero_threshold: Option<f64>,
     quantiles: Option<Vec<(f64, f64)>>,
+    /// `None` for a summary (whose points have no exemplars): a NULL list.
+    exemplars: Option<&'a [Exemplar]>,
 }
 
 impl MetricRows {
@@ -708,6 +721,13 @@ impl MetricRows {
             temporality: StringBuilder::new(),
             monotonic: BooleanBuilder::new(),
             common: Common::new(),
+            exp_zero_threshold: Float64Builder::new(),
+            ex_time: timestamps(),
+            ex_value: Float64Builder::new(),
+            ex_trace: StringBuilder::new(),
+            ex_span: StringBuilder::new(),
+            ex_attrs: MapColumn::new(),
+            exemplars: ListOffsets::new(),
             rows: 0,
         }
     }
@@ -798,6 +818,21 @@ impl MetricRows {
         }
         self.temporality.append_option(temporality);
         self.monotonic.append_option(monotonic);
+        self.exp_zero_threshold.append_option(p.exp_zero_threshold);
+        if let Some(exemplars) = p.exemplars {
+            for e in exemplars {
+                self.ex_time
+                    .append_option((e.time_unix_nano != 0).then(|| nanos_to_micros(e.time_unix_nano)));
+                self.ex_value.append_option(e.value.map(|v| match v {
+                    ExemplarValue::AsDouble(d) => d,
+                    ExemplarValue::AsInt(i) => i as f64,
+                }));
+                append_hex_option(&mut self.ex_trace, &e.trace_id);
+                append_hex_option(&mut self.ex_span, &e.span_id);
+                self.ex_attrs.push(&e.filtered_attributes)?;
+            }
+        }
+        self.exemplars.push(p.exemplars.map(<[Exemplar]>::len));
         self.common.push(resolver, ctx, scope.map(|s| text(&s.name)), attributes, t)
     }
 
@@ -807,6 +842,17 @@ impl MetricRows {
             table,
             "quantiles",
             vec![Arc::new(self.q_quantile.finish()), Arc::new(self.q_value.finish())],
+        )?;
+        let exemplars = self.exemplars.finish(
+            table,
+            "exemplars",
+            vec![
+                Arc::new(self.ex_time.finish()),
+                Arc::new(self.ex_value.finish()),
+                Arc::new(self.ex_trace.finish()),
+                Arc::new(self.ex_span.finish()),
+                self.ex_attrs.finish()?,
+            ],
         )?;
         let Common { mut service, mut tenant, attributes, resource, mut scope, mut date, per_tenant } =
             self.common;
@@ -839,6 +885,8 @@ impl MetricRows {
             resource.finish()?,
             Arc::new(scope.finish()),
             Arc::new(date.finish()),
+            Arc::new(self.exp_zero_threshold.finish()),
+            exemplars,
         ];
         finish(table, self.rows, columns, per_tenant, rejects, "data points")
     }
@@ -865,13 +913,24 @@ pub fn metrics(
                     format!("resource_metrics[{r}].scope_metrics[{s}].metrics[{m}].data_points[{i}]")
                 };
                 let metric_utf8 = scope_utf8.clone().and_then(|()| metric.check_utf8());
-                // Why a data point is rejected, if it is: a string that is not UTF-8 in it, its
-                // metric, scope or resource; or no time.
-                let bad = |attributes: &[wire::KeyValue], time_unix_nano: u64| -> Option<String> {
-                    match metric_utf8.clone().and_then(|()| wire::check_point_attributes(attributes)) {
-                        Err(e) => Some(e.to_string()),
-                        Ok(()) => (time_unix_nano == 0).then(|| "time_unix_nano is 0".to_string()),
+                // Why a data point is rejected, if it is: a string that is not UTF-8 in it (its
+                // exemplars included), its metric, scope or resource; no time; or an exemplar's
+                // trace or span id of the wrong length.
+                let bad = |attributes: &[wire::KeyValue], exemplars: &[Exemplar], time_unix_nano: u64| {
+                    if let Err(e) =
+                        metric_utf8.clone().and_then(|()| wire::check_point_attributes(attributes, exemplars))
+                    {
+                        return Some(e.to_string());
                     }
+                    if time_unix_nano == 0 {
+                        return Some("time_unix_nano is 0".to_string());
+                    }
+                    exemplars.iter().enumerate().find_map(|(j, e)| {
+                        check_id(&e.trace_id, 16, "trace_id", false)
+                            .and_then(|()| check_id(&e.span_id, 8, "span_id", false))
+                            .err()
+                            .map(|why| format!("exemplars[{j}].{why}"))
+                    })
                 };
                 let Some(data) = metric.data.as_ref() else { continue };
                 if metric.name.is_empty() {
@@ -900,7 +959,7 @@ pub fn metrics(
                             _ => unreachable!("matched above"),
                         };
                         for (i, p) in points.iter().enumerate() {
-                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                            if let Some(why) = bad(&p.attributes, &p.exemplars, p.time_unix_nano) {
                                 rejects.reject(|| at(i), || why);
                                 continue;
                             }
@@ -920,13 +979,13 @@ pub fn metrics(
                                 &p.attributes,
                                 p.time_unix_nano,
                                 p.start_time_unix_nano,
-                                Point { value: v, ..Default::default() },
+                                Point { value: v, exemplars: Some(&p.exemplars), ..Default::default() },
                             )?;
                         }
                     }
                     Data::Histogram(h) => {
                         for (i, p) in h.data_points.iter().enumerate() {
-                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                            if let Some(why) = bad(&p.attributes, &p.exemplars, p.time_unix_nano) {
                                 rejects.reject(|| at(i), || why);
                                 continue;
                             }
@@ -963,6 +1022,7 @@ pub fn metrics(
                                     min: p.min,
                                     max: p.max,
                                     buckets: Some((&p.bucket_counts, &p.explicit_bounds)),
+                                    exemplars: Some(&p.exemplars),
                                     ..Default::default()
                                 },
                             )?;
@@ -970,7 +1030,7 @@ pub fn metrics(
                     }
                     Data::ExponentialHistogram(h) => {
                         for (i, p) in h.data_points.iter().enumerate() {
-                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                            if let Some(why) = bad(&p.attributes, &p.exemplars, p.time_unix_nano) {
                                 rejects.reject(|| at(i), || why);
                                 continue;
                             }
@@ -996,6 +1056,8 @@ pub fn metrics(
                                         p.positive.as_ref(),
                                         p.negative.as_ref(),
                                     )),
+                                    exp_zero_threshold: Some(p.zero_threshold),
+                                    exemplars: Some(&p.exemplars),
                                     ..Default::default()
                                 },
                             )?;
@@ -1003,7 +1065,7 @@ pub fn metrics(
                     }
                     Data::Summary(x) => {
                         for (i, p) in x.data_points.iter().enumerate() {
-                            if let Some(why) = bad(&p.attributes, p.time_unix_nano) {
+                            if let Some(why) = bad(&p.attributes, &[], p.time_unix_nano) {
                                 rejects.reject(|| at(i), || why);
                                 continue;
                             }
@@ -1225,5 +1287,144 @@ mod tests {
             b.column_by_name("metric_name").unwrap().as_string::<i32>().iter().flatten().collect();
         assert_eq!(names, ["ok", "also.ok"]);
         assert_eq!(c.per_tenant.get(&Some("acme".to_string())), Some(&2));
+    }
+
+    /// Exemplars keep their time, value, trace and span (hex) and filtered attributes; an
+    /// exponential histogram its zero threshold. An exemplar id of the wrong length or a
+    /// filtered attribute that is not UTF-8 rejects its data point, named, and no other.
+    #[test]
+    fn exemplars_and_the_zero_threshold_are_kept() {
+        use opentelemetry_proto::tonic::metrics::v1::{Exemplar as PbExemplar, exemplar::Value as PbValue};
+        let t = 1_764_000_000_000_000_000;
+        let exemplar = |trace: &[u8], span: &[u8], value: PbValue, attrs: Vec<KeyValue>| PbExemplar {
+            filtered_attributes: attrs,
+            time_unix_nano: t - 1_000,
+            value: Some(value),
+            span_id: span.to_vec(),
+            trace_id: trace.to_vec(),
+        };
+        let trace = [0xab; 16];
+        let span = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08];
+        let histogram = |exemplars| HistogramDataPoint {
+            time_unix_nano: t,
+            count: 1,
+            bucket_counts: vec![1, 0],
+            explicit_bounds: vec![0.5],
+            exemplars,
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric(
+                            "latency",
+                            Data::Histogram(Histogram {
+                                aggregation_temporality: 2,
+                                data_points: vec![
+                                    histogram(vec![
+                                        exemplar(
+                                            &trace,
+                                            &span,
+                                            PbValue::AsDouble(0.25),
+                                            vec![kv("user", "u1")],
+                                        ),
+                                        // Not sampled: no trace, no span.
+                                        exemplar(&[], &[], PbValue::AsInt(3), vec![]),
+                                    ]),
+                                    histogram(vec![exemplar(
+                                        &trace[..3],
+                                        &span,
+                                        PbValue::AsDouble(1.0),
+                                        vec![],
+                                    )]),
+                                    histogram(vec![]),
+                                ],
+                            }),
+                        ),
+                        metric(
+                            "size",
+                            Data::ExponentialHistogram(ExponentialHistogram {
+                                aggregation_temporality: 1,
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    time_unix_nano: t,
+                                    count: 1,
+                                    zero_count: 1,
+                                    zero_threshold: 1e-9,
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                        metric(
+                            "rpc.duration",
+                            Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    time_unix_nano: t,
+                                    ..Default::default()
+                                }],
+                            }),
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut request = MetricsRequest::from_proto(&request).unwrap();
+        // A filtered attribute that is not UTF-8 (opentelemetry-proto's `String` cannot hold one).
+        let Some(wire::Data::Histogram(h)) =
+            &mut request.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            panic!("a histogram")
+        };
+        let mut bad = h.data_points[2].clone();
+        bad.exemplars = vec![wire::Exemplar {
+            filtered_attributes: vec![wire::KeyValue {
+                key: Bytes::from_static(b"k"),
+                value: Some(wire::AnyValue {
+                    value: Some(wire::Value::StringValue(Bytes::from_static(b"\xff"))),
+                }),
+            }],
+            ..Default::default()
+        }];
+        h.data_points.push(bad);
+        let c = metrics(&request, &TenantResolver::new(Default::default()), None).unwrap();
+        assert_eq!((c.accepted(), c.rejected), (4, 2), "{}", c.message);
+        for why in [
+            "metrics[0].data_points[1]: exemplars[0].trace_id has 3 bytes, want 16",
+            "metrics[0].data_points[3]: exemplars[0].filtered_attributes is not UTF-8",
+        ] {
+            assert!(c.message.contains(why), "{why} not in {}", c.message);
+        }
+        let b = c.batch.unwrap();
+        assert_eq!(b.schema(), Table::Metrics.schema());
+        let exemplars = b.column_by_name("exemplars").unwrap().as_list::<i32>();
+        // The histogram's two points, the exponential histogram's none, the summary's NULL.
+        assert_eq!(
+            (0..4).map(|i| exemplars.is_valid(i).then(|| exemplars.value(i).len())).collect::<Vec<_>>(),
+            [Some(2), Some(0), Some(0), None]
+        );
+        let first = exemplars.value(0);
+        let first = first.as_struct();
+        let column = |name: &str| first.column_by_name(name).unwrap().clone();
+        assert_eq!(column("trace_id").as_string::<i32>().value(0), "ab".repeat(16));
+        assert_eq!(column("span_id").as_string::<i32>().value(0), "0102030405060708");
+        assert!(column("trace_id").is_null(1) && column("span_id").is_null(1));
+        let values = column("value");
+        assert_eq!(values.as_primitive::<arrow::datatypes::Float64Type>().values(), &[0.25, 3.0]);
+        let times = column("time");
+        assert_eq!(
+            times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(0),
+            nanos_to_micros(t - 1_000)
+        );
+        let attrs = column("filtered_attributes");
+        let attrs = attrs.as_map();
+        assert_eq!(attrs.value(0).column(0).as_string::<i32>().value(0), "user");
+        assert_eq!(attrs.value(0).column(1).as_string::<i32>().value(0), "u1");
+        assert_eq!(attrs.value(1).len(), 0);
+        let threshold = b.column_by_name("exp_zero_threshold").unwrap();
+        let threshold = threshold.as_primitive::<arrow::datatypes::Float64Type>();
+        assert!(threshold.is_null(0) && threshold.is_null(3));
+        assert_eq!(threshold.value(2), 1e-9);
     }
 }

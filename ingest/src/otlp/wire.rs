@@ -328,7 +328,7 @@ pub struct Summary {
     pub data_points: Vec<SummaryDataPoint>,
 }
 
-/// `NumberDataPoint` (exemplars and flags are not kept).
+/// `NumberDataPoint` (its `flags` are not kept).
 #[derive(Clone, PartialEq, Message)]
 pub struct NumberDataPoint {
     #[prost(message, repeated, tag = "7")]
@@ -339,6 +339,33 @@ pub struct NumberDataPoint {
     pub time_unix_nano: u64,
     #[prost(oneof = "NumberValue", tags = "4, 6")]
     pub value: Option<NumberValue>,
+    #[prost(message, repeated, tag = "5")]
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// `Exemplar`: a measurement picked as an example of a data point, with the trace it was
+/// recorded in when it was sampled.
+#[derive(Clone, PartialEq, Message)]
+pub struct Exemplar {
+    #[prost(message, repeated, tag = "7")]
+    pub filtered_attributes: Vec<KeyValue>,
+    #[prost(fixed64, tag = "2")]
+    pub time_unix_nano: u64,
+    #[prost(oneof = "ExemplarValue", tags = "3, 6")]
+    pub value: Option<ExemplarValue>,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub span_id: Bytes,
+    #[prost(bytes = "bytes", tag = "5")]
+    pub trace_id: Bytes,
+}
+
+/// `Exemplar.value`.
+#[derive(Clone, Copy, PartialEq, prost::Oneof)]
+pub enum ExemplarValue {
+    #[prost(double, tag = "3")]
+    AsDouble(f64),
+    #[prost(sfixed64, tag = "6")]
+    AsInt(i64),
 }
 
 /// `NumberDataPoint.value`.
@@ -371,9 +398,11 @@ pub struct HistogramDataPoint {
     pub min: Option<f64>,
     #[prost(double, optional, tag = "12")]
     pub max: Option<f64>,
+    #[prost(message, repeated, tag = "8")]
+    pub exemplars: Vec<Exemplar>,
 }
 
-/// `ExponentialHistogramDataPoint` (its `zero_threshold` is not kept).
+/// `ExponentialHistogramDataPoint` (its `flags` are not kept).
 #[derive(Clone, PartialEq, Message)]
 pub struct ExponentialHistogramDataPoint {
     #[prost(message, repeated, tag = "1")]
@@ -398,6 +427,10 @@ pub struct ExponentialHistogramDataPoint {
     pub min: Option<f64>,
     #[prost(double, optional, tag = "13")]
     pub max: Option<f64>,
+    #[prost(message, repeated, tag = "11")]
+    pub exemplars: Vec<Exemplar>,
+    #[prost(double, tag = "14")]
+    pub zero_threshold: f64,
 }
 
 /// `ExponentialHistogramDataPoint.Buckets`.
@@ -547,8 +580,12 @@ impl Metric {
 }
 
 /// Checks that a data point's attributes are UTF-8.
-pub fn check_point_attributes(attributes: &[KeyValue]) -> Result<(), NotUtf8> {
-    check_attributes(attributes, &|| "attributes".to_string())
+pub fn check_point_attributes(attributes: &[KeyValue], exemplars: &[Exemplar]) -> Result<(), NotUtf8> {
+    check_attributes(attributes, &|| "attributes".to_string())?;
+    for (j, e) in exemplars.iter().enumerate() {
+        check_attributes(&e.filtered_attributes, &|| format!("exemplars[{j}].filtered_attributes"))?;
+    }
+    Ok(())
 }
 
 impl LogRecord {

@@ -367,3 +367,76 @@ async fn missing_bucket_is_a_clear_error() {
     let err = Lake::open_url("s3://no-such-bucket-tenantscope/x").await.unwrap_err().to_string();
     assert!(err.starts_with("cannot reach the lake at s3://no-such-bucket-tenantscope/x/"), "{err}");
 }
+
+/// A table written before this version added nullable columns (here `metrics` before
+/// `exp_zero_threshold` and `exemplars`): opening it adds them (a metadata-only commit, in the
+/// order this version writes), appends go on, and the old rows read them as NULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_table_gets_the_columns_added_since() {
+    use arrow::{
+        array::{Float64Array, new_null_array},
+        datatypes::SchemaRef,
+    };
+    use deltalake::kernel::{StructType, engine::arrow_conversion::TryIntoKernel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("lake");
+    let added = ["exp_zero_threshold", "exemplars"];
+    let full = Table::Metrics.schema();
+    let old: SchemaRef = Arc::new(Schema::new(
+        full.fields().iter().filter(|f| !added.contains(&f.name().as_str())).cloned().collect::<Vec<_>>(),
+    ));
+    let row = |schema: &SchemaRef, name: &str, threshold: Option<f64>| {
+        let columns: Vec<Arc<dyn Array>> = schema
+            .fields()
+            .iter()
+            .map(|f| -> Arc<dyn Array> {
+                match f.name().as_str() {
+                    TIME => Arc::new(TimestampMicrosecondArray::from(vec![T0]).with_timezone("UTC")),
+                    METRIC_NAME => Arc::new(StringArray::from(vec![name])),
+                    METRIC_TYPE => Arc::new(StringArray::from(vec!["gauge"])),
+                    DATE => Arc::new(Date32Array::from(vec![i32::try_from(T0 / DAY_US).unwrap()])),
+                    "exp_zero_threshold" => Arc::new(Float64Array::from(vec![threshold])),
+                    _ => new_null_array(f.data_type(), 1),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(Arc::clone(schema), columns).unwrap()
+    };
+    // The table as the version before wrote it.
+    std::fs::create_dir_all(root.join("metrics")).unwrap();
+    let url = url::Url::from_directory_path(root.join("metrics")).unwrap();
+    let kernel: StructType = old.as_ref().try_into_kernel().unwrap();
+    let dt = deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns([DATE])
+        .await
+        .unwrap();
+    dt.write(vec![row(&old, "before", None)]).await.unwrap();
+
+    let lake = Lake::open_url(root.to_str().unwrap()).await.unwrap();
+    lake.append(Table::Metrics, &[row(&full, "after", Some(0.5))]).await.unwrap();
+    let batches = lake
+        .query(
+            &[Table::Metrics],
+            "SELECT metric_name, exp_zero_threshold, exemplars IS NULL FROM metrics ORDER BY metric_name",
+        )
+        .await
+        .unwrap();
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let name = arrow::compute::cast(all.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+    let name = name.as_any().downcast_ref::<StringArray>().unwrap();
+    let threshold = all.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+    let no_exemplars = all.column(2).as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
+    assert_eq!(all.num_rows(), 2);
+    assert_eq!((name.value(0), threshold.value(0), no_exemplars.value(0)), ("after", 0.5, true));
+    assert_eq!((name.value(1), threshold.is_null(1), no_exemplars.value(1)), ("before", true, true));
+    // The table's columns are now this version's, in its order.
+    let dt = lake.table(Table::Metrics).await.unwrap();
+    let names: Vec<String> = dt.snapshot().unwrap().schema().fields().map(|f| f.name().to_string()).collect();
+    assert_eq!(names, full.fields().iter().map(|f| f.name().to_string()).collect::<Vec<_>>());
+}
