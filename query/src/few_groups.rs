@@ -778,7 +778,10 @@ mod tests {
     };
     use datafusion::{
         datasource::MemTable,
-        execution::SessionStateBuilder,
+        execution::{
+            SessionStateBuilder,
+            memory_pool::{MemoryPool, MemoryReservation},
+        },
         physical_plan::{collect, displayable},
         prelude::{SessionConfig, SessionContext},
     };
@@ -788,17 +791,17 @@ mod tests {
         session_with_memory(partitions, few, None)
     }
 
-    /// The same with a memory pool of `limit` bytes.
+    /// The same with this memory pool.
     fn session_with_memory(
         partitions: Vec<Vec<RecordBatch>>,
         few: bool,
-        limit: Option<usize>,
+        pool: Option<Arc<dyn MemoryPool>>,
     ) -> SessionContext {
         let config = SessionConfig::new().with_target_partitions(2).with_batch_size(1000);
         let mut state = SessionStateBuilder::new().with_config(config).with_default_features();
-        if let Some(limit) = limit {
+        if let Some(pool) = pool {
             let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-                .with_memory_limit(limit, 1.0)
+                .with_memory_pool(pool)
                 .build_arc()
                 .unwrap();
             state = state.with_runtime_env(runtime);
@@ -949,13 +952,59 @@ mod tests {
         assert_eq!(answer(&ours, sql).await.0, answer(&theirs, sql).await.0);
     }
 
+    /// A pool that refuses FewGroups more than `limit` bytes, and anyone else nothing: a pool
+    /// too small for FewGroups' identity caches and groups, without racing DataFusion's own
+    /// operators for the same few bytes (which made a plain 200 KB pool fail the query itself
+    /// now and then, as a real pool that small would).
+    #[derive(Debug)]
+    struct RefusesFewGroups {
+        limit: usize,
+        inner: datafusion::execution::memory_pool::UnboundedMemoryPool,
+    }
+
+    impl std::fmt::Display for RefusesFewGroups {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "refuses FewGroupsExec over {} bytes", self.limit)
+        }
+    }
+
+    impl MemoryPool for RefusesFewGroups {
+        fn name(&self) -> &str {
+            "refuses_few_groups"
+        }
+
+        fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+            self.inner.grow(reservation, additional)
+        }
+
+        fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+            self.inner.shrink(reservation, shrink)
+        }
+
+        fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
+            if reservation.consumer().name().starts_with("FewGroupsExec")
+                && reservation.size() + additional > self.limit
+            {
+                return datafusion::common::resources_err!("FewGroupsExec refused {additional} bytes");
+            }
+            self.inner.try_grow(reservation, additional)
+        }
+
+        fn reserved(&self) -> usize {
+            self.inner.reserved()
+        }
+    }
+
     #[tokio::test]
     async fn a_memory_pool_too_small_hands_over_to_datafusion() {
-        // A 200 KB pool, shared with the plan's other operators, refuses FewGroups' reservation
-        // (identity caches of 1024 entries per key column and partition, tables, values, states),
-        // and DataFusion's aggregation (which emits early when refused) does the rest.
+        let refusing = |limit| -> Arc<dyn MemoryPool> {
+            Arc::new(RefusesFewGroups { limit, inner: Default::default() })
+        };
+        // 64 KB is too little for FewGroups' reservation (identity caches of 1024 entries per key
+        // column and partition, tables, values, states): each partition hands over after its
+        // first batch, and DataFusion's aggregation does the rest, with the same answer.
         let data = partitions(20_000, 40);
-        let small = session_with_memory(data.clone(), true, Some(200_000));
+        let small = session_with_memory(data.clone(), true, Some(refusing(64 << 10)));
         let sql = "SELECT short, long, count(*), sum(v) FROM t GROUP BY short, long";
         let plan = small.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
         let batches = collect(Arc::clone(&plan), small.task_ctx()).await.unwrap();
@@ -963,7 +1012,7 @@ mod tests {
         assert!(handed_over(&plan) > 0, "nothing handed over");
         assert_eq!(answer(&small, sql).await.0, answer(&session(data, false), sql).await.0);
         // With room, nothing is handed over.
-        let roomy = session_with_memory(partitions(20_000, 40), true, Some(64 << 20));
+        let roomy = session_with_memory(partitions(20_000, 40), true, Some(refusing(64 << 20)));
         let plan = roomy.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
         collect(Arc::clone(&plan), roomy.task_ctx()).await.unwrap();
         assert_eq!(handed_over(&plan), 0);
