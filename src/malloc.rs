@@ -8,8 +8,8 @@
 //! page faults a second, 5% of the server's CPU at 250,000 spans/s (perf, benches/RESULTS.md).
 //! Allocations up to [`MMAP_THRESHOLD`] now come from malloc's heaps, up to [`TRIM_THRESHOLD`]
 //! of free heap top is kept for the next flush, and there is one arena per core (glibc's default
-//! is eight per core, and each would keep its own free top): over eight alternating 20-second
-//! gRPC runs against the defaults, 8x fewer page faults and 28% less peak RSS (median 550 MiB
+//! is eight per core, and each would keep its own free top): over six rounds of alternating
+//! 20-second gRPC runs against the defaults, 8x fewer page faults and 28% less peak RSS (median 550 MiB
 //! against 760 MiB), at the same spans per server CPU-second within the runs' noise (the two
 //! thresholds alone took 1.2-1.5 GiB for at most a few percent; benches/RESULTS.md).
 //!

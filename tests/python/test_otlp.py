@@ -406,8 +406,10 @@ def test_a_large_request_converted_off_the_receiving_threads_keeps_its_partial_s
         assert (f"resource_spans[0].scope_spans[0].spans[{rejected_at}]: trace_id has"
                 in response.partial_success.error_message)
     with grpc.insecure_channel(s.grpc, options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
-        trace_service_pb2_grpc.TraceServiceStub(channel).Export(
+        response = trace_service_pb2_grpc.TraceServiceStub(channel).Export(
             trace_service_pb2.ExportTraceServiceRequest.FromString(big("large-grpc", 0)))
+    assert response.partial_success.rejected_spans == 1
+    assert "resource_spans[0].scope_spans[0].spans[0]: trace_id has" in response.partial_success.error_message
     q = "SELECT tenant_id, count(*) FROM spans GROUP BY 1 ORDER BY 1"
     expected = [["large", 2_999], ["large-grpc", 2_999], ["small", 1]]
     assert s.wait_for(q, expected) == expected
@@ -433,9 +435,10 @@ def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_
     status, _, resp = post(url, json.dumps(untimed).encode())
     assert status == 200, resp
     sent += 3
-    # Spans over gRPC (logged as the protobuf request) and metric points (logged as rows).
+    # Spans and metric points over gRPC, logged as their protobuf requests like the logs above
+    # (the histogram's point with an exemplar).
     send_spans(GrpcSpanExporter(endpoint=s.grpc, insecure=True), "acme", 5)
-    send_metrics(GrpcMetricExporter(endpoint=s.grpc, insecure=True), "acme")
+    exemplar_trace, _ = send_metrics(GrpcMetricExporter(endpoint=s.grpc, insecure=True), "acme")
     assert s.sql("SELECT count(*) FROM logs") == [[0]]
     assert s.sql("SELECT count(*) FROM spans") == [[0]]
     s.kill9()
@@ -456,6 +459,8 @@ def test_kill_9_loses_nothing_acknowledged_and_replays_once(server_factory, tmp_
     assert s3.sql("SELECT tenant_id, count(*), count(DISTINCT span_id), sum(cardinality(events)) FROM spans GROUP BY 1") \
         == [["acme", 5, 5, 5]]
     assert s3.sql("SELECT tenant_id, count(*) FROM metrics GROUP BY 1") == [["acme", 4]]
+    assert s3.sql("SELECT exemplars[1]['trace_id'] FROM metrics WHERE metric_name = 'app.latency'") \
+        == [[exemplar_trace]]
     s3.stop()
     wal = os.path.join(str(tmp_path), "wal")
     assert sum(os.path.getsize(os.path.join(wal, f)) for f in os.listdir(wal) if f.endswith(".log")) == 0

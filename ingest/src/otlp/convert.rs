@@ -823,10 +823,7 @@ impl MetricRows {
             for e in exemplars {
                 self.ex_time
                     .append_option((e.time_unix_nano != 0).then(|| nanos_to_micros(e.time_unix_nano)));
-                self.ex_value.append_option(e.value.map(|v| match v {
-                    ExemplarValue::AsDouble(d) => d,
-                    ExemplarValue::AsInt(i) => i as f64,
-                }));
+                self.ex_value.append_option(e.value.map(ExemplarValue::as_f64));
                 append_hex_option(&mut self.ex_trace, &e.trace_id);
                 append_hex_option(&mut self.ex_span, &e.span_id);
                 self.ex_attrs.push(&e.filtered_attributes)?;
@@ -918,7 +915,7 @@ pub fn metrics(
                 // trace or span id of the wrong length.
                 let bad = |attributes: &[wire::KeyValue], exemplars: &[Exemplar], time_unix_nano: u64| {
                     if let Err(e) =
-                        metric_utf8.clone().and_then(|()| wire::check_point_attributes(attributes, exemplars))
+                        metric_utf8.clone().and_then(|()| wire::check_point_utf8(attributes, exemplars))
                     {
                         return Some(e.to_string());
                     }
@@ -963,11 +960,7 @@ pub fn metrics(
                                 rejects.reject(|| at(i), || why);
                                 continue;
                             }
-                            let v = match p.value {
-                                Some(NumberValue::AsDouble(d)) => Some(d),
-                                Some(NumberValue::AsInt(i)) => Some(i as f64),
-                                None => None,
-                            };
+                            let v = p.value.map(NumberValue::as_f64);
                             out.push(
                                 resolver,
                                 &ctx,

@@ -8,7 +8,7 @@
 //!   Decoding a request of 512 spans allocated a `String` per attribute key and value, and
 //!   freeing them again was another 8% of a gRPC server's CPU.
 //! - fields the lake does not keep (dropped counts, flags, schema URLs, scope attributes,
-//!   exemplars, metric metadata) are left out, so prost skips them as unknown fields.
+//!   metric metadata) are left out, so prost skips them as unknown fields.
 //!
 //! Strings are not checked while decoding (prost checks `string` fields, and refused a whole
 //! request for one bad string): the conversion checks each resource, scope and record
@@ -359,13 +359,23 @@ pub struct Exemplar {
     pub trace_id: Bytes,
 }
 
-/// `Exemplar.value`.
+/// `Exemplar.value` (the same choice as [`NumberValue`], under another tag).
 #[derive(Clone, Copy, PartialEq, prost::Oneof)]
 pub enum ExemplarValue {
     #[prost(double, tag = "3")]
     AsDouble(f64),
     #[prost(sfixed64, tag = "6")]
     AsInt(i64),
+}
+
+impl ExemplarValue {
+    /// The value as the lake keeps it (`value` is a double column).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Self::AsDouble(d) => d,
+            Self::AsInt(i) => i as f64,
+        }
+    }
 }
 
 /// `NumberDataPoint.value`.
@@ -375,6 +385,16 @@ pub enum NumberValue {
     AsDouble(f64),
     #[prost(sfixed64, tag = "6")]
     AsInt(i64),
+}
+
+impl NumberValue {
+    /// The value as the lake keeps it (`value` is a double column).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Self::AsDouble(d) => d,
+            Self::AsInt(i) => i as f64,
+        }
+    }
 }
 
 /// `HistogramDataPoint`.
@@ -579,8 +599,9 @@ impl Metric {
     }
 }
 
-/// Checks that a data point's attributes are UTF-8.
-pub fn check_point_attributes(attributes: &[KeyValue], exemplars: &[Exemplar]) -> Result<(), NotUtf8> {
+/// Checks that a data point's attributes and its exemplars' filtered attributes are UTF-8,
+/// naming the first that is not.
+pub fn check_point_utf8(attributes: &[KeyValue], exemplars: &[Exemplar]) -> Result<(), NotUtf8> {
     check_attributes(attributes, &|| "attributes".to_string())?;
     for (j, e) in exemplars.iter().enumerate() {
         check_attributes(&e.filtered_attributes, &|| format!("exemplars[{j}].filtered_attributes"))?;
@@ -1006,9 +1027,9 @@ mod tests {
         assert_eq!(map_row(col("attributes").as_map(), 3), vec![("user.id".into(), Some("u3".into()))]);
     }
 
-    /// Every metric type and every field the lake keeps, beside fields it does not (exemplars,
-    /// flags, metadata, schema URLs, a zero threshold), which must be skipped: decoded without
-    /// copies, each row holds what opentelemetry-proto's types say.
+    /// Every metric type and every field the lake keeps (exemplars and a zero threshold
+    /// included), beside fields it does not (flags, metadata, schema URLs), which must be
+    /// skipped: decoded without copies, each row holds what opentelemetry-proto's types say.
     #[test]
     fn metrics_decoded_without_copies_keep_every_type_and_field() {
         use opentelemetry_proto::tonic::metrics::v1::{
@@ -1172,6 +1193,17 @@ mod tests {
         assert_eq!((int32s("exp_positive_offset")[3], int32s("exp_negative_offset")[3]), (Some(3), Some(-1)));
         assert_eq!(list_i64("exp_positive_bucket_counts", 3), [1, 2]);
         assert_eq!(list_i64("exp_negative_bucket_counts", 3), [5]);
+        assert_eq!(floats("exp_zero_threshold"), [None, None, None, Some(0.001), None]);
+        let exemplars = col("exemplars").as_list::<i32>();
+        let lengths: Vec<_> =
+            (0..5).map(|i| exemplars.is_valid(i).then(|| exemplars.value(i).len())).collect();
+        assert_eq!(lengths, [Some(1), Some(1), Some(0), Some(0), None]);
+        let first = exemplars.value(0);
+        let first = first.as_struct().column_by_name("time").unwrap().clone();
+        assert_eq!(
+            first.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(0),
+            t as i64 / 1000
+        );
         let quantiles = col("quantiles").as_list::<i32>().value(4);
         let quantiles = quantiles.as_struct();
         let q =
